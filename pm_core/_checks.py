@@ -1,0 +1,146 @@
+"""Argument validation shared by the implementations' front door and the oracle.
+
+Only checks live here: nothing in this module computes a merge, so the oracle and
+the implementations still share no arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple, get_args
+
+import torch
+from torch import Tensor
+
+Norm = Literal["pre", "post", "none"]
+Odd = Literal["pad", "error"]
+NORMS: tuple[Norm, ...] = get_args(Norm)
+ODDS: tuple[Odd, ...] = get_args(Odd)
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+class Call(NamedTuple):
+    """A validated call: ``x`` as a ``(B, H, W, C)`` view, and whether it came in as ``(B, L, C)``."""
+
+    x: Tensor
+    flat: bool
+    out_features: int
+
+
+def check_options(norm: object, odd: object, eps: object) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if odd not in ODDS:
+        raise ValueError(f"odd must be one of {ODDS}, got {odd!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps must be a float, got {type(eps).__name__}")
+    if not (math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be finite and >= 0, got {eps!r}")
+
+
+def _autocasting(device: torch.device) -> bool:
+    try:
+        return torch.is_autocast_enabled(device.type)
+    except RuntimeError:  # a device type autocast does not know, e.g. meta
+        return False
+
+
+def as_bhwc(x: object, hw: object) -> tuple[Tensor, bool]:
+    """View ``x`` as ``(B, H, W, C)``; the flag says it was ``(B, L, C)``. Never copies."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"x must be float16, bfloat16, float32 or float64, got {x.dtype}: "
+            "patch merging normalises and projects real values"
+        )
+    if hw is not None:
+        if (
+            not isinstance(hw, (tuple, list))
+            or len(hw) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in hw)
+        ):
+            raise ValueError(f"hw must be a pair of non-negative ints (H, W), got {hw!r}")
+        hw = (int(hw[0]), int(hw[1]))
+    if x.dim() == 4:
+        if hw is not None and hw != tuple(x.shape[1:3]):
+            raise ValueError(f"x is (B, H, W, C) = {tuple(x.shape)} but hw={hw!r} disagrees")
+        return x, False
+    if x.dim() != 3:
+        raise ValueError(
+            f"x must be (B, L, C) with hw=(H, W), or (B, H, W, C); got rank {x.dim()} "
+            f"shape {tuple(x.shape)}"
+        )
+    if hw is None:
+        raise ValueError(f"x is (B, L, C) = {tuple(x.shape)}: pass hw=(H, W)")
+    h, w = hw
+    if x.shape[1] != h * w:
+        raise ValueError(f"x has L={x.shape[1]} tokens but hw=({h}, {w}) needs L == H*W == {h * w}")
+    return x.view(x.shape[0], h, w, x.shape[2]), True
+
+
+def _check_param(t: object, name: str, size: int, what: str, x: Tensor, autocast: bool) -> None:
+    if t is None:
+        return
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
+    if t.dim() != 1 or t.shape[0] != size:
+        raise ValueError(f"{name} must have shape ({size},) ({what}), got {tuple(t.shape)}")
+    _check_like(t, name, x, autocast)
+
+
+def _check_like(t: Tensor, name: str, x: Tensor, autocast: bool) -> None:
+    if t.device != x.device:
+        raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    if t.dtype != x.dtype and not autocast:
+        raise TypeError(
+            f"{name} is {t.dtype} but x is {x.dtype}; cast one of them, or run under torch.autocast"
+        )
+
+
+def check_call(
+    x: object,
+    reduction_weight: object,
+    norm_weight: object,
+    norm_bias: object,
+    hw: object,
+    norm: object,
+    eps: object,
+    odd: object,
+) -> Call:
+    """Validate a ``patch_merge`` call and return ``x`` as a ``(B, H, W, C)`` view."""
+    check_options(norm, odd, eps)
+    x4, flat = as_bhwc(x, hw)
+    _, h, w, c = x4.shape
+    if c == 0:
+        raise ValueError("x has C == 0 channels: there is nothing to merge or normalise")
+    if not isinstance(reduction_weight, Tensor):
+        raise TypeError(
+            f"reduction_weight must be a torch.Tensor, got {type(reduction_weight).__name__}"
+        )
+    if reduction_weight.dim() != 2 or reduction_weight.shape[1] != 4 * c:
+        raise ValueError(
+            f"reduction_weight must be [O, 4C] = [O, {4 * c}] for x with C={c}, "
+            f"got {tuple(reduction_weight.shape)}"
+        )
+    out = reduction_weight.shape[0]
+    autocast = _autocasting(x4.device)
+    _check_like(reduction_weight, "reduction_weight", x4, autocast)
+    if norm == "none":
+        if norm_weight is not None or norm_bias is not None:
+            raise ValueError(
+                "norm='none' takes no norm_weight/norm_bias; pass None or pick norm='pre'/'post'"
+            )
+    else:
+        size, what = (
+            (4 * c, "LN over the 4C window") if norm == "pre" else (out, "LN over the O outputs")
+        )
+        _check_param(norm_weight, "norm_weight", size, what, x4, autocast)
+        _check_param(norm_bias, "norm_bias", size, what, x4, autocast)
+    if odd == "error" and (h % 2 or w % 2):
+        raise ValueError(
+            f"odd='error' and H, W = ({h}, {w}) is not even; use odd='pad' to zero-pad"
+        )
+    return Call(x4, flat, out)
