@@ -170,7 +170,7 @@ def _folded_pre_norm(
     z = _conv(centred.to(x.dtype).view(b, h, w, c), folded)
     shift = None if nb is None else F.linear(nb.to(acc), weight.to(acc))
     y = z * rstd if shift is None else torch.addcmul(shift, z, rstd)
-    return y.to(x.dtype)
+    return y.to(z.dtype)  # z.dtype: x.dtype, or the autocast dtype
 
 
 @register(
