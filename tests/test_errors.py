@@ -1,0 +1,236 @@
+"""Bad input gets a clear error naming the problem; edge inputs have defined results."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import pm_core
+from pm_core import IMPLS, patch_merge, reference_patch_merge
+
+ENTRY_POINTS = {"patch_merge": patch_merge, "reference": reference_patch_merge}
+
+
+def _args(c: int = 4, o: int | None = None, norm: str = "pre", dtype=torch.float32):
+    o = 2 * c if o is None else o
+    n = 4 * c if norm == "pre" else o
+    w = torch.randn(o, 4 * c, dtype=dtype)
+    params = (
+        (torch.randn(n, dtype=dtype), torch.randn(n, dtype=dtype))
+        if norm != "none"
+        else (None, None)
+    )
+    return w, *params
+
+
+@pytest.fixture(params=list(ENTRY_POINTS), ids=list(ENTRY_POINTS))
+def merge(request):
+    return ENTRY_POINTS[request.param]
+
+
+BAD_CALLS = [
+    # (id, x, weight-args kwargs, call kwargs, exception, message fragment)
+    ("L != H*W", lambda: torch.randn(2, 10, 4), {}, {"hw": (3, 4)}, ValueError, "L=10"),
+    ("(B,L,C) without hw", lambda: torch.randn(2, 12, 4), {}, {}, ValueError, "pass hw"),
+    (
+        "hw disagrees with 4-D x",
+        lambda: torch.randn(2, 4, 4, 4),
+        {},
+        {"hw": (2, 8)},
+        ValueError,
+        "disagrees",
+    ),
+    ("hw not a pair", lambda: torch.randn(2, 12, 4), {}, {"hw": (12,)}, ValueError, "pair"),
+    (
+        "negative hw",
+        lambda: torch.randn(2, 12, 4),
+        {},
+        {"hw": (-3, -4)},
+        ValueError,
+        "non-negative",
+    ),
+    ("rank 2", lambda: torch.randn(16, 4), {}, {}, ValueError, "rank 2"),
+    ("rank 5", lambda: torch.randn(1, 2, 4, 4, 4), {}, {}, ValueError, "rank 5"),
+    ("C == 0", lambda: torch.randn(2, 4, 4, 0), {"c": 0}, {}, ValueError, "C == 0"),
+    ("channel mismatch", lambda: torch.randn(2, 4, 4, 5), {}, {}, ValueError, "C=5"),
+    (
+        "odd H under odd='error'",
+        lambda: torch.randn(1, 5, 4, 4),
+        {},
+        {"odd": "error"},
+        ValueError,
+        "(5, 4)",
+    ),
+    (
+        "odd W under odd='error'",
+        lambda: torch.randn(1, 4, 3, 4),
+        {},
+        {"odd": "error"},
+        ValueError,
+        "(4, 3)",
+    ),
+    (
+        "int dtype",
+        lambda: torch.ones(1, 4, 4, 4, dtype=torch.int64),
+        {},
+        {},
+        TypeError,
+        "torch.int64",
+    ),
+    (
+        "bool dtype",
+        lambda: torch.ones(1, 4, 4, 4, dtype=torch.bool),
+        {},
+        {},
+        TypeError,
+        "torch.bool",
+    ),
+    (
+        "complex dtype",
+        lambda: torch.ones(1, 4, 4, 4, dtype=torch.complex64),
+        {},
+        {},
+        TypeError,
+        "complex64",
+    ),
+    ("not a tensor", lambda: [[1.0]], {}, {}, TypeError, "list"),
+    (
+        "unknown norm",
+        lambda: torch.randn(1, 4, 4, 4),
+        {},
+        {"norm": "postnorm"},
+        ValueError,
+        "'postnorm'",
+    ),
+    ("unknown odd", lambda: torch.randn(1, 4, 4, 4), {}, {"odd": "crop"}, ValueError, "'crop'"),
+    ("negative eps", lambda: torch.randn(1, 4, 4, 4), {}, {"eps": -1e-5}, ValueError, "eps"),
+    ("nan eps", lambda: torch.randn(1, 4, 4, 4), {}, {"eps": math.nan}, ValueError, "eps"),
+    ("string eps", lambda: torch.randn(1, 4, 4, 4), {}, {"eps": "1e-5"}, TypeError, "eps"),
+]
+
+
+@pytest.mark.parametrize(
+    ("make_x", "wkw", "kw", "exc", "fragment"),
+    [case[1:] for case in BAD_CALLS],
+    ids=[case[0] for case in BAD_CALLS],
+)
+def test_bad_call_raises_naming_the_problem(merge, make_x, wkw, kw, exc, fragment):
+    """Each malformed call raises the documented exception type, and the message names the problem."""
+    c = wkw.get("c", 4)
+    w, nw, nb = _args(c=c) if c else (torch.randn(8, 0), None, None)
+    with pytest.raises(exc) as info:
+        merge(make_x(), w, nw, nb, **kw)
+    assert fragment in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("which", ["norm_weight", "norm_bias"])
+def test_wrong_norm_param_size(merge, norm, which):
+    """A norm vector of the other mode's size (4C vs O) is rejected, naming the parameter and size."""
+    w, nw, nb = _args(norm=norm)
+    wrong = torch.randn(16 if norm == "post" else 8)  # the other mode's size, C=4, O=8
+    params = {"norm_weight": nw, "norm_bias": nb, which: wrong}
+    with pytest.raises(ValueError, match=which) as info:
+        merge(torch.randn(1, 4, 4, 4), w, params["norm_weight"], params["norm_bias"], norm=norm)
+    expected = 16 if norm == "pre" else 8
+    assert f"({expected},)" in str(info.value)
+
+
+def test_norm_params_with_norm_none(merge):
+    """norm='none' with norm parameters is ambiguous, so it raises instead of ignoring them."""
+    w, nw, nb = _args()
+    with pytest.raises(ValueError, match="norm='none'"):
+        merge(torch.randn(1, 4, 4, 4), w, nw, nb, norm="none")
+
+
+def test_weight_not_2d(merge):
+    """A conv-shaped weight passed as the reduction weight is rejected, pointing at the [O, 4C] layout."""
+    with pytest.raises(ValueError, match=r"\[O, 4C\]"):
+        merge(torch.randn(1, 4, 4, 4), torch.randn(8, 4, 2, 2), norm="none")
+
+
+@pytest.mark.parametrize("which", ["reduction_weight", "norm_weight", "norm_bias"])
+def test_mixed_dtypes_outside_autocast(merge, which):
+    """Parameters of another dtype than x raise a TypeError naming the parameter (outside autocast)."""
+    w, nw, nb = _args()
+    params = {"reduction_weight": w, "norm_weight": nw, "norm_bias": nb}
+    params[which] = params[which].double()
+    with pytest.raises(TypeError, match=which):
+        merge(torch.randn(1, 4, 4, 4), *params.values())
+
+
+@pytest.mark.parametrize("which", ["reduction_weight", "norm_weight", "norm_bias"])
+def test_mixed_devices(merge, which):
+    """Parameters on another device than x raise a ValueError naming the parameter and both devices."""
+    w, nw, nb = _args()
+    params = {"reduction_weight": w, "norm_weight": nw, "norm_bias": nb}
+    params[which] = params[which].to("meta")
+    with pytest.raises(ValueError, match=f"{which} is on meta but x is on cpu"):
+        merge(torch.randn(1, 4, 4, 4), *params.values())
+
+
+def test_unknown_impl():
+    """An unknown impl name is rejected with the list of registered ones."""
+    w, nw, nb = _args()
+    with pytest.raises(ValueError, match="unknown impl 'slices'") as info:
+        patch_merge(torch.randn(1, 4, 4, 4), w, nw, nb, impl="slices")
+    assert all(name in str(info.value) for name in IMPLS)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("norm", ["pre", "post", "none"])
+def test_autocast_follows_linear_and_conv_policy(impl, norm):
+    """Under CPU autocast, fp32 x and weights run like nn.LayerNorm + nn.Linear: a bfloat16 result."""
+    w, nw, nb = _args(c=8, norm=norm)
+    x = torch.randn(2, 6, 5, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = patch_merge(x, w, nw, nb, norm=norm, impl=impl)
+        mixed = patch_merge(x.bfloat16(), w, nw, nb, norm=norm, impl=impl)  # bf16 x, fp32 weights
+    assert y.dtype == mixed.dtype == torch.bfloat16
+    ref = reference_patch_merge(x, w, nw, nb, norm=norm)
+    if norm in pm_core.REGISTRY[impl].exact_for:
+        # bf16 unit roundoff 2^-8 on inputs, weights and output: a loose, still-failable check
+        # that autocast ran the same function (a wrong order gives O(1) relative errors).
+        err = (y.double() - ref).norm() / ref.norm()
+        assert err < 0.05, f"{impl}/{norm}: relative error {err:.3g} under autocast"
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shape", [(0, 4, 4, 3), (2, 0, 4, 3), (2, 3, 0, 3), (0, 0, 0, 3)])
+def test_empty_input_gives_empty_output(impl, shape):
+    """B, H or W of zero gives an empty output of shape (B, ceil(H/2), ceil(W/2), O), like the oracle."""
+    w, nw, nb = _args(c=3)
+    x = torch.randn(shape, requires_grad=True)
+    y = patch_merge(x, w, nw, nb, impl=impl)
+    b, h, wd, _ = shape
+    assert y.shape == (b, -(-h // 2), -(-wd // 2), 6)
+    assert y.shape == reference_patch_merge(x, w, nw, nb).shape
+    y.sum().backward()
+    assert x.grad is not None
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("norm", ["pre", "post", "none"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_stays_in_its_window(impl, norm, bad):
+    """A NaN/inf pixel makes its own output window non-finite and leaves every other window exact."""
+    torch.manual_seed(0)
+    w, nw, nb = _args(c=4, norm=norm, dtype=torch.float64)
+    x = torch.randn(2, 6, 5, 4, dtype=torch.float64)
+    x[1, 3, 2, 1] = bad  # window (i, j) = (1, 1) of batch 1
+    y = patch_merge(x, w, nw, nb, norm=norm, impl=impl)
+    hit = torch.zeros(y.shape[:3], dtype=torch.bool)
+    hit[1, 1, 1] = True
+    assert not torch.isfinite(y[hit]).all(), f"{impl}/{norm}: the {bad} window came out finite"
+    if norm in pm_core.REGISTRY[impl].exact_for:
+        clean = x.clone()
+        clean[1, 3, 2, 1] = 0.0
+        ref = reference_patch_merge(clean, w, nw, nb, norm=norm)
+        # float64, C=4: rounding is ~1e-15 here; 1e-12 cannot hide a leaked NaN or a
+        # mixed-up window, which are O(1).
+        torch.testing.assert_close(y[~hit], ref[~hit], rtol=1e-12, atol=1e-12)
+    else:
+        assert torch.isfinite(y[~hit]).all()
