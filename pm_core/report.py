@@ -1,0 +1,235 @@
+"""``pm-core report``: the answer to "are they the same, and which is faster here?" in one folder.
+
+The report is rebuilt from scratch on every run into a sibling ``<out>.partial/`` folder
+and swapped in only when complete, so a crash mid-run leaves the previous report whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .impls import IMPLS, REGISTRY
+
+README_START = "<!-- findings:start -->"
+README_END = "<!-- findings:end -->"
+
+
+@dataclass
+class Report:
+    out: Path
+    quick: bool
+    sections: list[str] = field(default_factory=list)
+    headline: list[str] = field(default_factory=list)
+    ok: bool = True
+    timings: dict[str, float] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, title: str, *body: str) -> None:
+        self.sections.append("\n\n".join([f"## {title}", *body]))
+
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_summary() -> str:
+    """One line naming the hardware the figures came from."""
+    cpu = f"{_cpu_name()}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}"
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}); host {cpu}"
+    return f"CPU only: {cpu}"
+
+
+def section_environment(r: Report) -> None:
+    pkgs = [
+        "torch",
+        "torchvision",
+        "timm",
+        "transformers",
+        "hypothesis",
+        "pytest-benchmark",
+        "torch-tb-profiler",
+    ]
+    rows = [f"| {p} | {_package_version(p)} |" for p in pkgs]
+    r.add(
+        "Machine and versions",
+        f"- Machine: {machine_summary()}\n- Python {platform.python_version()} on {platform.platform()}\n"
+        f"- Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by `pm-core report{' --quick' if r.quick else ''}`",
+        "| package | version |\n|---|---|\n" + "\n".join(rows),
+    )
+
+
+def section_verify(r: Report, tick: Callable[[str], None]) -> None:
+    from .verify import format_table, run_verify
+
+    profile = "dev" if r.quick else "ci"
+    v = run_verify(profile, progress=tick)
+    r.data["verify"] = v
+    r.ok &= v.ok
+    exact = [row for row in v.rows if row.exact]
+    worst = max(exact, key=lambda row: row.max_ratio, default=None)
+    checks = sum(row.forward_checks + row.grad_checks for row in v.rows)
+    r.headline.append(
+        f"- **Equivalence:** {sum(row.status == 'pass' for row in exact)}/{len(exact)} exact "
+        f"impl x norm x dtype cells pass against the float64 oracle ({checks} checked outputs and "
+        f"gradients, Hypothesis profile `{profile}`); worst error is {worst.max_ratio:.2f}x its bound "
+        f"({worst.impl}/{worst.norm}/{worst.dtype})."
+        if worst
+        else "- **Equivalence:** no records (is tests/assertions.py recording?)"
+    )
+    r.add(
+        "Verification: every impl against the float64 oracle",
+        f"Hypothesis profile `{profile}`: {v.summary} in {v.seconds:.0f} s. Each cell counts the "
+        "checked examples (outputs; gradients w.r.t. x, the weight and the norm parameters), the "
+        "largest error as a multiple of its error bound (`pm_core.bounds`; at most 1 passes) and "
+        "the worst window conditioning |mean|/std met.",
+        format_table(v.rows),
+    )
+
+
+def section_channel_norm(r: Report) -> None:
+    """How far the naive 'LN over C, then conv' is from the real pre-norm layer."""
+    from .functional import patch_merge
+    from .oracle import reference_patch_merge
+
+    g = torch.Generator().manual_seed(0)
+    lines = [
+        "| input | relative error of `conv_channel_norm` | relative error of `conv` |",
+        "|---|---:|---:|",
+    ]
+    for label, offset in (("N(0, 1) activations", 0.0), ("per-pixel offsets N(0, 3)", 3.0)):
+        x = torch.randn(8, 56, 56, 96, generator=g)
+        if offset:
+            x = x + offset * torch.randn(8, 56, 56, 1, generator=g)
+        w = torch.randn(192, 384, generator=g) / 384**0.5
+        nw = 1 + 0.1 * torch.randn(384, generator=g)
+        nb = 0.1 * torch.randn(384, generator=g)
+        ref = reference_patch_merge(x, w, nw, nb)
+        errs = []
+        for impl in ("conv_channel_norm", "conv"):
+            y = patch_merge(x, w, nw, nb, impl=impl).double()
+            errs.append(((y - ref).norm() / ref.norm()).item())
+        lines.append(f"| {label}, (8, 56, 56, 96) fp32 | {errs[0]:.3g} | {errs[1]:.2g} |")
+    r.data["channel_norm_errors"] = lines
+    r.add(
+        "The naive conv is not the pre-norm layer",
+        "`conv_channel_norm` normalises each pixel over its C channels (the 4C affine split by "
+        "window position) and then applies the conv: what you get from 'just use a conv'. Swin v1 "
+        "normalises over the whole 4C window. The two agree only when the four pixels of a window "
+        "share one mean and variance. `conv` folds the real window LN into the conv instead.",
+        "\n".join(lines),
+    )
+
+
+@contextmanager
+def _step(r: Report, name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        r.timings[name] = time.perf_counter() - start
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    old = out.with_name(out.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def update_readme(findings: str, readme: Path = Path("README.md")) -> bool:
+    """Replace the block between the findings markers in README.md; False if there is none."""
+    if not readme.is_file():
+        return False
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_START}\n{findings.strip()}\n{README_END}{tail}")
+    return True
+
+
+def build_report(out: Path, *, quick: bool = False, update_readme_file: bool = False) -> bool:
+    """Build the report into ``out``; returns False when an expected equivalence failed."""
+    from tqdm import tqdm
+
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    r = Report(tmp, quick)
+    steps: list[tuple[str, Callable[[Callable[[str], None]], None]]] = [
+        ("environment", lambda _t: section_environment(r)),
+        ("verify", lambda t: section_verify(r, t)),
+        ("channel norm", lambda _t: section_channel_norm(r)),
+    ]
+    steps += _extra_steps(r)
+    bar = tqdm(total=len(steps), desc="report", unit="step", file=sys.stderr, dynamic_ncols=True)
+    for name, fn in steps:
+        bar.set_description(f"report: {name}")
+        with _step(r, name):
+            fn(lambda line: bar.set_postfix_str(line.split("::")[-1][:40]))
+        bar.update(1)
+    bar.close()
+    total = sum(r.timings.values())
+    body = [
+        "# pm-core report",
+        "Are Swin's PatchMerging implementations and the Conv2d(k=2, s=2) form the same function, "
+        "which is fastest on this machine, and where do the bytes go? Regenerate with "
+        f"`python -m pm_core report{' --quick' if quick else ''}` (or `nox -s report`).",
+        "## Headline\n\n" + "\n".join(r.headline),
+        *r.sections,
+        "## How long each step took\n\n"
+        + "\n".join(f"- {k}: {v:.0f} s" for k, v in r.timings.items())
+        + f"\n- total: {total:.0f} s",
+    ]
+    (tmp / "report.md").write_text("\n\n".join(body) + "\n")
+    (tmp / "summary.json").write_text(
+        json.dumps({"headline": r.headline, "ok": r.ok, "timings": r.timings}, indent=2)
+    )
+    _swap_in(tmp, out)
+    if update_readme_file:
+        update_readme(
+            f"Measured on {machine_summary()} by `pm-core report`:\n\n" + "\n".join(r.headline)
+        )
+    print(f"wrote {out / 'report.md'} ({total:.0f} s){'' if r.ok else ' -- with FAILURES'}")
+    return r.ok
+
+
+def _extra_steps(r: Report) -> list[tuple[str, Callable[[Callable[[str], None]], None]]]:
+    return []
+
+
+__all__ = ["IMPLS", "REGISTRY", "build_report", "machine_summary", "update_readme"]
