@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
-from ._checks import NORMS, Norm
+from ._checks import NORMS, Norm, _autocasting
 from .layouts import conv_view, swin_to_unfold
 
 #: ``fn(x, weight, norm_weight, norm_bias, norm, eps) -> y``
@@ -137,6 +139,95 @@ def _conv(x: Tensor, weight: Tensor) -> Tensor:
     return y.permute(0, 2, 3, 1)
 
 
+def _window_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """Centre each 2x2 window of ``(B, H, W, C)``: returns ``(centred, rstd)``, two-pass.
+
+    ``centred`` is ``x - mu`` in ``x``'s dtype, laid out as ``x``; ``rstd`` is
+    ``(B, H/2, W/2, 1)`` in float32 (float64 for float64 input). The mean comes from
+    per-pixel channel sums (``x.sum(-1)`` is fast where ``var_mean`` is not); the
+    variance from the centred values, never from ``E[x^2] - E[x]^2``.
+    """
+    b, h, w, c = x.shape
+    n = 4 * c
+    acc = torch.promote_types(x.dtype, torch.float32)
+    mean = x.sum(-1, dtype=acc).view(b, h // 2, 2, w // 2, 2).sum((2, 4)) / n
+    m6 = mean[:, :, None, :, None, None]
+    # mixed-dtype broadcasting is a slow path on CPU: cast first, subtract in place
+    centred = _windows(x) - m6 if x.dtype == acc else _windows(x).to(acc).sub_(m6)
+    # rows of 2C: the (dw, c) part of a window is contiguous
+    ss = torch.linalg.vector_norm(centred.view(b, h // 2, 2, w // 2, 2 * c), dim=-1)
+    var = ss.square().sum(2) / n
+    rstd = torch.rsqrt(var + eps).unsqueeze(-1)
+    return centred.to(x.dtype).view(b, h, w, c), rstd
+
+
+class _FoldedPreNorm(torch.autograd.Function):
+    """``conv(x - mu, W*g) * rstd + W @ b`` with LayerNorm's backward written in the conv's terms.
+
+    With ``xhat = c * r`` (``c`` the centred window, ``r`` its rstd), LN's input gradient
+    is ``r * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat))``. Both means are
+    per-window dot products of the *output* gradient: ``mean(gxhat) = gy . rowsum(Wg) / n``
+    and ``mean(gxhat * xhat) = r * (gy . z) / n`` with ``z = conv(c, Wg)``. So the
+    backward is one ``convolution_backward`` (input and weight) of ``gy * r`` plus one
+    input-sized correction, instead of autograd through every elementwise op.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, weight: Tensor, nw: Tensor | None, nb: Tensor | None, eps: float
+    ) -> Tensor:
+        centred, rstd = _window_stats(x, eps)
+        folded = weight if nw is None else weight * nw
+        z = _conv(centred, folded)
+        acc = rstd.dtype
+        shift = None if nb is None else F.linear(nb.to(acc), weight.to(acc))
+        y = z * rstd if shift is None else torch.addcmul(shift, z, rstd)
+        ctx.save_for_backward(centred, rstd, z, weight, folded, nw, nb)
+        return y.to(x.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
+        centred, rstd, z, weight, folded, nw, nb = ctx.saved_tensors
+        need_x, need_w, need_nw, need_nb = ctx.needs_input_grad[:4]
+        b, h, w, c = centred.shape
+        o, n = weight.shape
+        acc = rstd.dtype
+        lowp = centred.dtype
+        gx = gw = gnw = gnb = None
+        gyr = gy * rstd.to(lowp)
+        need_wg = need_w or need_nw
+        gxr, gwc, _ = torch.ops.aten.convolution_backward(
+            gyr.permute(0, 3, 1, 2), centred.permute(0, 3, 1, 2), conv_view(folded, c),
+            None, [2, 2], [0, 0], [1, 1], False, [0, 0], 1, [need_x, need_wg, False],
+        )  # fmt: skip
+        if need_x:
+            gya = gy.to(acc)
+            mean_g = gya @ folded.to(acc).sum(1) / n  # mean(gxhat) / r
+            mean_gx = torch.linalg.vecdot(gya, z.to(acc)) / n  # mean(gxhat * xhat) / r^2
+            r = rstd.squeeze(-1)
+            # the correction in gxr's own layout (splitting H and W is always a view)
+            alpha = (r * mean_g)[:, None, :, None, :, None].to(lowp)
+            beta = (r.pow(3) * mean_gx)[:, None, :, None, :, None].to(lowp)
+            g6 = gxr.view(b, c, h // 2, 2, w // 2, 2)
+            c6 = centred.permute(0, 3, 1, 2).view(b, c, h // 2, 2, w // 2, 2)
+            g6.sub_(alpha).addcmul_(c6, beta, value=-1)
+            gx = gxr.permute(0, 2, 3, 1)
+        if need_wg or need_nb:
+            gy_sum = gy.sum((0, 1, 2), dtype=acc)
+        if need_wg:
+            gwg = gwc.permute(0, 3, 2, 1).reshape(o, n)  # conv layout -> swin layout
+            if need_w:
+                gw = gwg if nw is None else gwg * nw
+                if nb is not None:
+                    gw = gw + torch.outer(gy_sum, nb.to(acc)).to(gw.dtype)
+            if need_nw:
+                gnw = (gwg * weight).sum(0)
+        if need_nb:
+            gnb = (gy_sum @ weight.to(acc)).to(nb.dtype)
+        return gx, gw, gnw, gnb, None
+
+
 def _folded_pre_norm(
     x: Tensor, weight: Tensor, nw: Tensor | None, nb: Tensor | None, eps: float
 ) -> Tensor:
@@ -152,22 +243,20 @@ def _folded_pre_norm(
       large-mean window is rounded to the output dtype before the subtraction, so in
       bfloat16 the error grows like ``mu/s`` ulps of bfloat16.
 
-    So the window is centred *before* the conv, two-pass: the mean comes from per-pixel
-    channel sums pooled over the 2x2 window, in float32 (float64 for float64 input); the
-    centred window is materialised once, and both the variance and the conv read it.
-    That costs one input-sized write and three reads, against the slice form's
-    gather-copy plus a normalised copy; the GEMM runs as a oneDNN convolution.
+    So the window is centred *before* the conv, two-pass (:func:`_window_stats`): the
+    centred window is materialised once in ``x``'s dtype, the variance reads it once
+    (a row norm) and the conv reads it once. Traffic: 4 input-sized passes plus the
+    output's scale, against the slice form's gather-copy plus a normalised copy; the
+    GEMM runs as a oneDNN convolution. The backward is :class:`_FoldedPreNorm`'s.
     """
-    b, h, w, c = x.shape
-    n = 4 * c
-    acc = torch.promote_types(x.dtype, torch.float32)
-    # per-window mean: (B, H/2, W/2)
-    mean = _windows(x.sum(-1, dtype=acc).unsqueeze(-1)).sum((2, 4, 5)) / n
-    centred = _windows(x) - mean[:, :, None, :, None, None]  # (B, H/2, 2, W/2, 2, C), acc
-    var = centred.square().sum(-1).sum((2, 4)) / n
-    rstd = torch.rsqrt(var + eps).unsqueeze(-1)
+    if not _autocasting(x.device):
+        y: Tensor = _FoldedPreNorm.apply(x, weight, nw, nb, eps)
+        return y
+    # under autocast the conv runs in the autocast dtype: let autograd follow the casts
+    centred, rstd = _window_stats(x, eps)
+    acc = rstd.dtype
     folded = weight if nw is None else weight * nw
-    z = _conv(centred.to(x.dtype).view(b, h, w, c), folded)
+    z = _conv(centred, folded)
     shift = None if nb is None else F.linear(nb.to(acc), weight.to(acc))
     y = z * rstd if shift is None else torch.addcmul(shift, z, rstd)
     return y.to(z.dtype)  # z.dtype: x.dtype, or the autocast dtype
