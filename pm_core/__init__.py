@@ -15,6 +15,7 @@ from .impls import IMPLS, REGISTRY, Impl, get_impl, register
 from .layouts import conv_to_linear, linear_to_conv, swin_to_unfold, unfold_to_swin
 from .modules import ConvPatchMerging, PatchMerging
 from .oracle import reference_patch_merge
+from .traffic import measure_traffic, minimum_traffic
 
 __all__ = [
     "IMPLS",
@@ -25,6 +26,8 @@ __all__ = [
     "conv_to_linear",
     "get_impl",
     "linear_to_conv",
+    "measure_traffic",
+    "minimum_traffic",
     "patch_merge",
     "reference_patch_merge",
     "register",

@@ -1,0 +1,256 @@
+"""pytest-benchmark matrix: impl x norm x dtype x {fwd, fwd+bwd} x real Swin stage shapes.
+
+Ids start with the impl name and results are grouped by shape, so
+``--benchmark-group-by=group`` prints one table per shape with every impl side by side.
+``extra_info`` records the bytes moved (:func:`pm_core.measure_traffic`, counted on the
+benchmark device), achieved GB/s and GFLOP/s, the traffic ratio to
+:func:`pm_core.minimum_traffic`, and the roofline fraction (:mod:`pm_core.roofline`).
+On CUDA each round is timed with CUDA events after an L2 flush.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+
+from pm_core import REGISTRY, measure_traffic, minimum_traffic, patch_merge
+from pm_core.roofline import Roofline, merge_flops, roofline_fraction
+
+from .conftest import bench_device
+
+# Swin stage inputs to the merges: C per model; resolutions 56/28/14 at 224, 96/48/24 at 384
+MODELS = {"swin_t": 96, "swin_s": 96, "swin_b": 128, "swin_l": 192}
+RESOLUTIONS = {224: (56, 28, 14), 384: (96, 48, 24)}
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    b: int
+    h: int
+    w: int
+    c: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.b}x{self.h}x{self.w}x{self.c}"
+
+
+@dataclass(frozen=True)
+class Case:
+    impl: str
+    norm: str
+    dtype: torch.dtype
+    backward: bool
+    shape: Shape
+
+    @property
+    def id(self) -> str:
+        dt = str(self.dtype).removeprefix("torch.")
+        mode = "fwdbwd" if self.backward else "fwd"
+        return f"{self.impl}-{self.norm}-{dt}-{mode}-{self.shape.name}"
+
+
+def stage_shapes(batch_224: int, batch_384: int) -> list[Shape]:
+    """Every distinct merge input of Swin-T/S/B/L at 224 and 384 (T and S share shapes)."""
+    shapes: dict[tuple[int, int, int, int], Shape] = {}
+    for model, c0 in MODELS.items():
+        for res, sides in RESOLUTIONS.items():
+            b = batch_224 if res == 224 else batch_384
+            for stage, side in enumerate(sides, start=1):
+                key = (b, side, side, c0 * 2 ** (stage - 1))
+                name = f"{model}_{res}_s{stage}"
+                if key in shapes:  # swin_s repeats swin_t's shapes
+                    old = shapes[key]
+                    shapes[key] = Shape(old.name.replace("swin_t", "swin_ts"), *key)
+                else:
+                    shapes[key] = Shape(name, *key)
+    return list(shapes.values())
+
+
+def build_cases(config: pytest.Config) -> list[Case]:
+    device = bench_device(config)
+    cuda = device.type == "cuda"
+    impls = tuple(REGISTRY)
+    norms = ("pre", "post", "none")
+    if config.getoption("--quick"):
+        shapes = [Shape("swin_t_224_s1_b2", 2, 56, 56, 96), Shape("odd", 1, 15, 9, 32)]
+        return [
+            Case(i, n, torch.float32, bwd, s)
+            for s in shapes
+            for i in impls
+            for n in ("pre", "none")
+            for bwd in (False, True)
+        ]
+    dtypes = [torch.float32, torch.bfloat16] + ([torch.float16] if cuda else [])
+    if config.getoption("--report"):
+        shapes = [
+            Shape(f"swin_t_224_s{k + 1}", 8, s, s, 96 * 2**k) for k, s in enumerate((56, 28, 14))
+        ]
+        dtypes = [torch.float32, torch.bfloat16]
+    else:
+        shapes = stage_shapes(64, 32) if cuda else stage_shapes(8, 4)
+        shapes.append(Shape("odd", 8 if not cuda else 64, 55, 37, 96))
+    return [
+        Case(i, n, dt, bwd, s)
+        for s in shapes
+        for dt in dtypes
+        for bwd in (False, True)
+        for n in norms
+        for i in impls
+    ]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case" in metafunc.fixturenames:
+        cases = build_cases(metafunc.config)
+        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+
+
+def _inputs(case: Case, device: torch.device | str, requires_grad: bool) -> tuple:
+    s = case.shape
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(s.b, s.h, s.w, s.c, generator=gen).to(device, case.dtype)
+    w = (torch.randn(2 * s.c, 4 * s.c, generator=gen) / math.sqrt(4 * s.c)).to(device, case.dtype)
+    n = 4 * s.c if case.norm == "pre" else 2 * s.c
+    nw = None if case.norm == "none" else torch.ones(n, dtype=case.dtype, device=device)
+    nb = None if case.norm == "none" else torch.zeros(n, dtype=case.dtype, device=device)
+    args = (x, w, nw, nb)
+    if requires_grad:
+        args = tuple(None if t is None else t.requires_grad_() for t in args)
+    return args
+
+
+@functools.cache
+def _traffic(case: Case, device: torch.device) -> tuple[int, int, int]:
+    """(bytes this impl moves, the analytic minimum, the GEMM FLOPs), counted on ``device``
+    (kernels' output layouts, and so later copies, can differ on meta)."""
+    args = _inputs(case, device, False)
+    t = measure_traffic(patch_merge, *args, norm=case.norm, impl=case.impl, backward=case.backward)
+    minimum = minimum_traffic(*args, norm=case.norm, backward=case.backward)
+    s = case.shape
+    flops = merge_flops(s.b, s.h, s.w, s.c, 2 * s.c, backward=case.backward)
+    return t.total, minimum, flops
+
+
+class _L2Flush:
+    """Overwrites a buffer larger than the GPU's L2 before each timed round."""
+
+    def __init__(self, device: torch.device) -> None:
+        props = torch.cuda.get_device_properties(device)
+        size = max(2 * getattr(props, "L2_cache_size", 0), 256 << 20)
+        self.buf = torch.empty(size // 4, dtype=torch.int32, device=device)
+
+    def __call__(self) -> None:
+        self.buf.zero_()
+
+
+def _runner(case: Case, device: torch.device) -> Callable[[], object]:
+    args = _inputs(case, device, case.backward)
+    kw = {"norm": case.norm, "impl": case.impl}
+    if not case.backward:
+
+        def fwd() -> object:
+            with torch.no_grad():
+                return patch_merge(*args, **kw)
+
+        return fwd
+    grad = torch.ones_like(patch_merge(*args, **kw))
+    params = [t for t in args if t is not None]
+
+    def fwd_bwd() -> object:
+        for p in params:
+            p.grad = None
+        y = patch_merge(*args, **kw)
+        y.backward(grad)
+        return y
+
+    return fwd_bwd
+
+
+def test_patch_merge(
+    benchmark: Any,
+    request: pytest.FixtureRequest,
+    case: Case,
+    device: torch.device,
+    roofline: Roofline | None,
+) -> None:
+    """Time one impl x norm x dtype x mode x shape; record traffic and roofline figures."""
+    if case.dtype == torch.float16 and device.type == "cpu":
+        pytest.skip("float16 is benchmarked on GPU only")
+    fn = _runner(case, device)
+    benchmark.group = case.shape.label
+    cuda = device.type == "cuda"
+    event_times: list[float] = []
+    if cuda:
+        flush = _L2Flush(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+        def timed() -> None:
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            event_times.append(start.elapsed_time(end) / 1e3)
+
+        setup: Callable[[], None] | None = flush
+        target = timed
+    else:
+        setup = None
+        target = fn  # type: ignore[assignment]
+    # one warm-up call sizes the number of rounds to the time budget
+    fn()
+    if cuda:
+        torch.cuda.synchronize(device)
+    cfg = request.config
+    quick = cfg.getoption("--quick") or cfg.getoption("benchmark_disable")
+    budget = 0.05 if quick else 0.25 if cfg.getoption("--report") else 0.5
+    t0 = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize(device)
+    once = max(time.perf_counter() - t0, 1e-6)
+    rounds = int(min(max(budget / once, 3), 200))
+    benchmark.pedantic(target, setup=setup, rounds=rounds, warmup_rounds=1, iterations=1)
+
+    nbytes, minimum, flops = _traffic(case, device)
+    info = benchmark.extra_info
+    info.update(
+        impl=case.impl,
+        norm=case.norm,
+        dtype=str(case.dtype).removeprefix("torch."),
+        mode="fwd+bwd" if case.backward else "fwd",
+        shape=[case.shape.b, case.shape.h, case.shape.w, case.shape.c],
+        exact=case.norm in REGISTRY[case.impl].exact_for,
+        bytes=nbytes,
+        min_bytes=minimum,
+        traffic_ratio=nbytes / minimum,
+        flops=flops,
+        device=str(device),
+    )
+    stats = getattr(benchmark, "stats", None)
+    if stats is None or roofline is None:
+        return
+    median = sorted(event_times)[len(event_times) // 2] if event_times else stats.stats.median
+    roof = roofline.time(minimum, flops, case.dtype)
+    info.update(
+        median_s=median,
+        gbps=nbytes / median / 1e9,
+        gflops=flops / median / 1e9,
+        roofline_s=roof,
+        roofline_fraction=roofline_fraction(median, roof),
+        roofline_fraction_own_bytes=roofline_fraction(
+            median, roofline.time(nbytes, flops, case.dtype)
+        ),
+    )
+    if cuda:
+        info["max_memory_allocated"] = torch.cuda.max_memory_allocated(device)

@@ -1,0 +1,427 @@
+"""Byte accounting: how many bytes each aten op reads and writes while a function runs.
+
+Design requirements:
+
+* **Deterministic and machine-independent.** Bytes are counted at the dispatcher
+  (a :class:`~torch.utils._python_dispatch.TorchDispatchMode`), from tensor shapes,
+  strides and dtypes, never from timers or hardware counters. The same call gives the
+  same table on any machine with the same kernels.
+* **Op-boundary traffic.** An op reads each tensor argument once and writes each
+  output once. What a kernel does inside (oneDNN's weight reorders, an im2col buffer,
+  cache reuse) is invisible here: this counts what the *graph* asks memory to move.
+* **Views cost zero.** Ops whose outputs alias an input without writing it (``view``,
+  ``permute``, ``slice``, ``expand``, ``as_strided``, ``t``, ...) and allocations
+  (``empty*``) move nothing.
+* Output memory formats are the kernels' choice (oneDNN and the meta kernels may lay
+  out a conv's output differently), and a later copy depends on them: count on the
+  device you time on.
+* A tensor's size is its *distinct* elements: an expanded (stride-0) dimension is read
+  once, so broadcasting a bias does not count as reading a full-size tensor.
+
+>>> import torch, pm_core
+>>> x, w = torch.randn(2, 8, 8, 4), torch.randn(8, 16)
+>>> t = measure_traffic(pm_core.patch_merge, x, w, norm="none", impl="conv")
+>>> t.ratio
+1.0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from ._checks import NORMS, Norm, Odd, check_call
+
+Phase = Literal["forward", "backward"]
+
+#: Ops that produce a rearranged copy of existing data (the cost the issue is about).
+COPY_OPS = frozenset(
+    {
+        "clone",
+        "copy_",
+        "_to_copy",
+        "cat",
+        "stack",
+        "constant_pad_nd",
+        "im2col",
+        "col2im",
+        "pixel_unshuffle",
+        "pixel_shuffle",
+        "contiguous",
+        "_unsafe_index",
+    }
+)
+
+# Ops that move no data although their schema does not mark them as views.
+_FREE_OPS = frozenset(
+    {
+        "empty",
+        "empty_like",
+        "empty_strided",
+        "new_empty",
+        "new_empty_strided",
+        "_unsafe_view",  # re-labels a fresh tensor (reshape's tail)
+        "lift_fresh",
+        "detach",
+        "alias",
+        "sym_size",
+        "sym_stride",
+        "sym_numel",
+        "sym_storage_offset",
+        "is_same_size",
+        "promote_types",
+        "squeeze_",
+        "unsqueeze_",
+        "transpose_",
+        "t_",
+        "as_strided_",
+        "_has_compatible_shallow_copy_type",
+        "resize_",
+    }
+)
+
+
+def distinct_bytes(t: Tensor) -> int:
+    """Bytes of the distinct elements ``t`` addresses: stride-0 (expanded) dims count once."""
+    n = math.prod(s for s, st in zip(t.shape, t.stride(), strict=True) if st != 0)
+    if t.numel() == 0:
+        n = 0
+    return n * t.element_size()
+
+
+@dataclass(frozen=True)
+class OpTraffic:
+    """One aten op call: its name (overload packet, e.g. ``"convolution"``) and bytes moved."""
+
+    op: str
+    phase: Phase
+    read: int
+    written: int
+
+    @property
+    def total(self) -> int:
+        return self.read + self.written
+
+
+@dataclass(frozen=True)
+class OpSummary:
+    """All calls of one op in one phase, summed."""
+
+    op: str
+    phase: Phase
+    calls: int
+    read: int
+    written: int
+
+    @property
+    def total(self) -> int:
+        return self.read + self.written
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """The bytes a function moved, op by op, in forward and (optionally) backward.
+
+    ``minimum`` is the analytic minimum (:func:`minimum_traffic`) when the measured
+    function is :func:`pm_core.patch_merge`, else ``None``; ``ratio`` is
+    ``total / minimum``.
+    """
+
+    events: tuple[OpTraffic, ...]
+    backward: bool
+    minimum: int | None = None
+
+    def phase(self, phase: Phase) -> tuple[OpTraffic, ...]:
+        return tuple(e for e in self.events if e.phase == phase)
+
+    @property
+    def read(self) -> int:
+        return sum(e.read for e in self.events)
+
+    @property
+    def written(self) -> int:
+        return sum(e.written for e in self.events)
+
+    @property
+    def total(self) -> int:
+        return self.read + self.written
+
+    @property
+    def forward_total(self) -> int:
+        return sum(e.total for e in self.phase("forward"))
+
+    @property
+    def backward_total(self) -> int:
+        return sum(e.total for e in self.phase("backward"))
+
+    @property
+    def ratio(self) -> float | None:
+        return None if not self.minimum else self.total / self.minimum
+
+    def by_op(self) -> tuple[OpSummary, ...]:
+        """Per-op totals, in first-call order, forward ops before backward ops."""
+        acc: dict[tuple[str, Phase], list[int]] = {}
+        for e in self.events:
+            row = acc.setdefault((e.op, e.phase), [0, 0, 0])
+            row[0] += 1
+            row[1] += e.read
+            row[2] += e.written
+        return tuple(OpSummary(op, ph, c, r, w) for (op, ph), (c, r, w) in acc.items())
+
+    def copies(self, phase: Phase | None = None) -> tuple[OpTraffic, ...]:
+        """The calls of data-rearranging ops (:data:`COPY_OPS`)."""
+        return tuple(
+            e for e in self.events if e.op in COPY_OPS and (phase is None or e.phase == phase)
+        )
+
+    def ops(self, phase: Phase | None = None) -> tuple[str, ...]:
+        return tuple(e.op for e in self.events if phase is None or e.phase == phase)
+
+
+def _is_view(func: torch._ops.OpOverload) -> bool:
+    schema = func._schema
+    if not schema.returns:
+        return False
+    for r in schema.returns:
+        info = r.alias_info
+        if info is None or info.is_write:
+            return False
+    return not any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
+
+
+class _Counter(TorchDispatchMode):  # type: ignore[no-untyped-call]
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.events: list[OpTraffic] = []
+        self.phase: Phase = "forward"
+
+    def __torch_dispatch__(
+        self,
+        func: torch._ops.OpOverload,
+        types: Sequence[type],
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = func.overloadpacket.__name__
+        if name in _FREE_OPS or _is_view(func):
+            return out
+        # out= arguments are write-only: their old contents are not read
+        write_only = {
+            a.name
+            for a in func._schema.arguments
+            if a.kwarg_only and a.alias_info is not None and a.alias_info.is_write
+        }
+        read_leaves, _ = tree_flatten(
+            (args, {k: v for k, v in kwargs.items() if k not in write_only})
+        )
+        out_leaves, _ = tree_flatten(out)
+        read = sum(distinct_bytes(t) for t in _unique_tensors(read_leaves))
+        written = sum(distinct_bytes(t) for t in _unique_tensors(out_leaves))
+        self.events.append(OpTraffic(name, self.phase, read, written))
+        return out
+
+
+def _unique_tensors(leaves: list[Any]) -> Iterator[Tensor]:
+    seen: set[int] = set()
+    for t in leaves:
+        if isinstance(t, Tensor) and id(t) not in seen:
+            seen.add(id(t))
+            yield t
+
+
+def measure_traffic(
+    fn: Callable[..., Tensor],
+    *args: Any,
+    backward: bool = False,
+    grad: Tensor | None = None,
+    **kwargs: Any,
+) -> Traffic:
+    """Run ``fn(*args, **kwargs)`` and count the bytes each aten op reads and writes.
+
+    With ``backward=True`` every floating-point tensor argument becomes a leaf that
+    requires grad (a detached view: no copy) and the output is backpropagated with
+    ``grad``, default ``torch.ones_like(output)``, the gradient of ``output.sum()``
+    made dense as a real network's upstream gradient is. ``grad`` is created outside
+    the measurement; the leaves' ``.grad`` accumulation is inside it.
+
+    When ``fn`` is :func:`pm_core.patch_merge`, ``.minimum`` holds
+    :func:`minimum_traffic` for the same call, so ``.ratio`` is the traffic ratio.
+
+    Args:
+        fn: any function of tensors returning one tensor.
+        backward: also measure the backward pass (events tagged ``"backward"``).
+        grad: the upstream gradient, shaped like the output.
+    """
+    if backward:
+        args = tuple(
+            a.detach().requires_grad_(True)
+            if isinstance(a, Tensor) and a.is_floating_point() and not a.requires_grad
+            else a
+            for a in args
+        )
+    counter = _Counter()
+    with counter:
+        out = fn(*args, **kwargs)
+    if backward:
+        g = torch.ones_like(out) if grad is None else grad
+        counter.phase = "backward"
+        with counter:
+            out.backward(g)  # type: ignore[no-untyped-call]
+    minimum = None
+    from .functional import patch_merge  # late: functional imports nothing from here
+
+    if fn is patch_merge:
+        kw = {k: v for k, v in kwargs.items() if k in ("hw", "norm", "odd")}
+        minimum = minimum_traffic(*args, backward=backward, **kw)
+    return Traffic(tuple(counter.events), backward, minimum)
+
+
+def minimum_traffic(
+    x: Tensor,
+    reduction_weight: Tensor,
+    norm_weight: Tensor | None = None,
+    norm_bias: Tensor | None = None,
+    *,
+    hw: tuple[int, int] | None = None,
+    norm: Norm = "pre",
+    odd: Odd = "pad",
+    backward: bool = False,
+) -> int:
+    """The analytic minimum bytes a ``patch_merge`` call must move.
+
+    Forward: read ``x`` once (its ``B*H*W*C`` elements; odd-size zero padding is free),
+    read the reduction weight and norm parameters once, write the output
+    ``(B, H', W', O)`` once. Backward adds: read the upstream gradient and ``x`` and the
+    parameters once more, write ``grad_x`` and the parameter gradients once. Per-window
+    statistics (two floats per window) are left out: a fused kernel can recompute
+    them in registers.
+
+    Args: as :func:`pm_core.patch_merge`; ``backward=True`` gives forward + backward.
+    """
+    call = check_call(x, reduction_weight, norm_weight, norm_bias, hw, norm, 1e-5, odd)
+    b, h, w, c = call.x.shape
+    itemsize = call.x.element_size()
+    x_bytes = b * h * w * c * itemsize
+    y_bytes = b * -(-h // 2) * -(-w // 2) * call.out_features * itemsize
+    params = [reduction_weight] + [p for p in (norm_weight, norm_bias) if p is not None]
+    p_bytes = sum(p.numel() * p.element_size() for p in params)
+    fwd = x_bytes + p_bytes + y_bytes
+    if not backward:
+        return fwd
+    # read grad_y, x, params; write grad_x, grad params
+    bwd = y_bytes + x_bytes + p_bytes + x_bytes + p_bytes
+    return fwd + bwd
+
+
+def traffic_rows(
+    shape: tuple[int, int, int, int] = (8, 56, 56, 96),
+    *,
+    dtype: torch.dtype = torch.float32,
+    backward: bool = False,
+    impls: Sequence[str] | None = None,
+    norms: Sequence[Norm] | None = None,
+    device: torch.device | str = "cpu",
+) -> list[dict[str, Any]]:
+    """Traffic of every impl x norm on one shape, one row per (impl, norm, phase, op).
+
+    Rows: ``{impl, norm, phase, op, calls, read, written, total, impl_total, minimum,
+    ratio}`` (bytes), counted on ``device``.
+    """
+    from .functional import patch_merge
+    from .impls import REGISTRY
+
+    b, h, w, c = shape
+    rows: list[dict[str, Any]] = []
+    x = torch.zeros(b, h, w, c, dtype=dtype, device=device)
+    weight = torch.zeros(2 * c, 4 * c, dtype=dtype, device=device)
+    for norm in norms or NORMS:
+        n = 4 * c if norm == "pre" else 2 * c
+        nw = None if norm == "none" else torch.ones(n, dtype=dtype, device=device)
+        nb = None if norm == "none" else torch.zeros(n, dtype=dtype, device=device)
+        for impl in impls or tuple(REGISTRY):
+            t = measure_traffic(
+                patch_merge, x, weight, nw, nb, norm=norm, impl=impl, backward=backward
+            )
+            rows.extend(
+                {
+                    "impl": impl,
+                    "norm": norm,
+                    "phase": s.phase,
+                    "op": s.op,
+                    "calls": s.calls,
+                    "read": s.read,
+                    "written": s.written,
+                    "total": s.total,
+                    "impl_total": t.total,
+                    "minimum": t.minimum,
+                    "ratio": t.ratio,
+                }
+                for s in t.by_op()
+            )
+    return rows
+
+
+def traffic_table(
+    shape: tuple[int, int, int, int] = (8, 56, 56, 96),
+    *,
+    dtype: torch.dtype = torch.float32,
+    backward: bool = False,
+    impls: Sequence[str] | None = None,
+    norms: Sequence[Norm] | None = None,
+) -> str:
+    """A markdown table of :func:`traffic_rows`: per impl and norm, MB per op and the ratio.
+
+    Backward ops are marked ``*``; ``ratio`` is total / :func:`minimum_traffic`.
+    """
+    rows = traffic_rows(shape, dtype=dtype, backward=backward, impls=impls, norms=norms)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["norm"], r["impl"]), []).append(r)
+    phase = "forward+backward" if backward else "forward"
+    lines = [
+        f"Traffic of patch_merge on {tuple(shape)} {str(dtype).removeprefix('torch.')}, "
+        f"{phase} (MB = 1e6 bytes read + written; * = backward op)",
+        "",
+        "| norm | impl | total MB | ratio to minimum | copies | per op (MB) |",
+        "|---|---|---:|---:|---|---|",
+    ]
+    for (norm, impl), rs in groups.items():
+        ops = ", ".join(
+            f"{r['op']}{'*' if r['phase'] == 'backward' else ''} {r['total'] / 1e6:.1f}"
+            for r in rs
+            if r["total"]
+        )
+        copies = ", ".join(
+            dict.fromkeys(
+                r["op"] + ("*" if r["phase"] == "backward" else "")
+                for r in rs
+                if r["op"] in COPY_OPS
+            )
+        )
+        lines.append(
+            f"| {norm} | {impl} | {rs[0]['impl_total'] / 1e6:.1f} | {rs[0]['ratio']:.2f} "
+            f"| {copies or '-'} | {ops} |"
+        )
+    return "\n".join(lines)
+
+
+__all__ = [
+    "COPY_OPS",
+    "OpSummary",
+    "OpTraffic",
+    "Traffic",
+    "distinct_bytes",
+    "measure_traffic",
+    "minimum_traffic",
+    "traffic_rows",
+    "traffic_table",
+]
