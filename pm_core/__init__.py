@@ -10,6 +10,15 @@ pixels into a 4C vector, and projects it to O (= 2C) channels, with a LayerNorm 
 * :mod:`pm_core.layouts` converts weights between the swin, unfold and conv layouts.
 """
 
+from .convert import (
+    LayoutCheck,
+    LayoutMismatchError,
+    UnfoldPatchMerging,
+    check_merge_layout,
+    convert_state_dict,
+    from_module,
+    swap_patch_merging,
+)
 from .functional import patch_merge
 from .impls import IMPLS, REGISTRY, Impl, get_impl, register
 from .layouts import conv_to_linear, linear_to_conv, swin_to_unfold, unfold_to_swin
@@ -22,8 +31,14 @@ __all__ = [
     "REGISTRY",
     "ConvPatchMerging",
     "Impl",
+    "LayoutCheck",
+    "LayoutMismatchError",
     "PatchMerging",
+    "UnfoldPatchMerging",
+    "check_merge_layout",
     "conv_to_linear",
+    "convert_state_dict",
+    "from_module",
     "get_impl",
     "linear_to_conv",
     "measure_traffic",
@@ -31,6 +46,7 @@ __all__ = [
     "patch_merge",
     "reference_patch_merge",
     "register",
+    "swap_patch_merging",
     "swin_to_unfold",
     "unfold_to_swin",
 ]
