@@ -152,8 +152,12 @@ def _window_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     acc = torch.promote_types(x.dtype, torch.float32)
     mean = x.sum(-1, dtype=acc).view(b, h // 2, 2, w // 2, 2).sum((2, 4)) / n
     m6 = mean[:, :, None, :, None, None]
-    # mixed-dtype broadcasting is a slow path on CPU: cast first, subtract in place
-    centred = _windows(x) - m6 if x.dtype == acc else _windows(x).to(acc).sub_(m6)
+    # contiguous whatever x's strides; mixed-dtype broadcasting is a slow path on CPU,
+    # so a low-precision x is cast first and centred in place
+    if x.dtype == acc:
+        centred = torch.sub(_windows(x), m6, out=x.new_empty(_windows(x).shape))
+    else:
+        centred = _windows(x).to(acc, memory_format=torch.contiguous_format).sub_(m6)
     # rows of 2C: the (dw, c) part of a window is contiguous
     ss = torch.linalg.vector_norm(centred.view(b, h // 2, 2, w // 2, 2 * c), dim=-1)
     var = ss.square().sum(2) / n
