@@ -41,6 +41,7 @@ def device(pytestconfig: pytest.Config) -> torch.device:
 @pytest.fixture(scope="session")
 def roofline(pytestconfig: pytest.Config, device: torch.device) -> Roofline | None:
     """This machine's roofline (cached on disk); None when timing is off (smoke runs)."""
-    if pytestconfig.getoption("benchmark_disable") or pytestconfig.getoption("benchmark_skip"):
+    # not benchmark_skip: pyproject's addopts set it, and --benchmark-only overrides it
+    if pytestconfig.getoption("benchmark_disable"):
         return None
     return get_roofline(device)
