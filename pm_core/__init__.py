@@ -10,6 +10,7 @@ pixels into a 4C vector, and projects it to O (= 2C) channels, with a LayerNorm 
 * :mod:`pm_core.layouts` converts weights between the swin, unfold and conv layouts.
 """
 
+from .bounds import error_bounds
 from .convert import (
     LayoutCheck,
     LayoutMismatchError,
@@ -38,6 +39,7 @@ __all__ = [
     "check_merge_layout",
     "conv_to_linear",
     "convert_state_dict",
+    "error_bounds",
     "from_module",
     "get_impl",
     "linear_to_conv",

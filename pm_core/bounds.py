@@ -1,0 +1,291 @@
+"""Rounding-error bounds for patch merging: the one tolerance the suite and the report use.
+
+:func:`error_bounds` returns, for one call of :func:`pm_core.patch_merge`, an elementwise
+bound on ``|impl - oracle|`` for the output and for every gradient. A comparison passes
+when ``|impl - oracle| <= bound`` everywhere; ``max(|impl - oracle| / bound)`` is the
+"error / bound" ratio the report prints. Nothing here is tuned: every term comes from
+the derivation below, and every input to it is a quantity of the call itself.
+
+Derivation
+----------
+Notation: ``u`` is the unit roundoff of the compute dtype (``finfo.eps / 2``: 2^-53,
+2^-24, 2^-8, 2^-11 for float64/32, bfloat16, float16), plus float64's own for the
+oracle. ``n = 4C`` is the window length, ``O`` the output width, ``N`` the number of
+windows ``B * ceil(H/2) * ceil(W/2)``. ``gamma(L) = L + 2`` is the first-order
+constant of a sum of ``L`` products rounded in *any* order and nesting (Higham,
+*Accuracy and Stability of Numerical Algorithms*, sec. 3.1: ``|fl(sum) - sum| <=
+gamma_L * u * sum |terms|``), plus one rounding of the input to the op and one of its
+output. Each bound is ``u * E + gamma(L) * u * tiny`` where ``E`` is the first-order
+error coefficient below and the last term covers gradual underflow (``tiny`` is the
+dtype's smallest normal). Inputs are exact: the oracle casts the *rounded* low-precision
+inputs to float64, so input rounding is not an error of the implementation.
+
+Magnitudes use ``|.|`` of every factor (``|W| |v|`` rather than ``|W v|``), because an
+implementation may group the sum differently from the oracle (the conv fold computes
+``sum_k (W_ok g_k) (x_k - mu)`` then scales, not ``sum_k W_ok (g_k xhat_k + b_k)``).
+
+**LayerNorm over a window** (``norm="pre"``; the same over the O outputs for ``"post"``).
+With window mean ``mu``, ``sigma = sqrt(var + eps)``, ``xhat = (x - mu) / sigma``:
+the computed mean is off by at most ``gamma(n) u mean|x|``; centring rounds each
+``x_k - mu`` by ``u |x_k - mu|``; dividing by ``sigma`` amplifies the mean's error by
+``1/sigma``, so ``|d xhat_k| <= gamma(n) u (mean|x| / sigma) + u |xhat_k|``. Since
+``mean|x| <= |mu| + sigma``, the amplification is the window's conditioning
+
+    kappa = |mu| / sigma + 1            (1 for a centred window; eps caps 1/sigma)
+
+and the two-pass variance inherits the same relative error (Cauchy-Schwarz on
+``sum d_k * delta_k``), so ``|d sigma| / sigma <= gamma(n) u kappa``. Altogether the
+normalised value is good to ``gamma(n) u kappa (1 + |xhat_k|)``, and the affine output
+``v = g xhat + b`` to ``E_v = gamma(n) kappa |g| (1 + |xhat|) + |v|`` (times ``u``).
+A single-pass ``E[x^2] - E[x]^2`` would instead lose ``kappa^2`` (not ``kappa``) ulps
+of the variance: this bound does not cover it, on purpose.
+
+**Forward.**
+
+* ``none``: ``y_o = sum_k W_ok x_k``: ``E = gamma(n) sum_k |W_ok| |x_k|``.
+* ``pre``: the projection of ``v``: ``E = gamma(n) sum_k |W_ok| a_k + sum_k |W_ok| E_v,k``
+  with ``a = |g| |xhat| + |b|``.
+* ``post``: ``z = W x`` has ``E_z = gamma(n) |W| |x|``; the LN over O maps an error
+  ``dz`` to ``(2 + |zhat_o|) max|dz| / sigma_z``, and adds its own ``gamma(O) kappa_z
+  (1 + |zhat_o|)``: ``E_zhat = (2 + |zhat|) rho`` with ``rho = 2 max(E_z) / sigma_z +
+  gamma(O) kappa_z``, and ``E = |g| E_zhat + |y|``.
+
+**Gradients** (upstream gradient ``G``, exact in the compute dtype). Each backward is
+again a set of sums of products, with the reduction lengths of the backward:
+
+* through the projection, ``dL/dv = G W`` sums over O (``gamma(O)``); ``dL/dW = sum over
+  windows G^T v`` sums over N (``gamma(N)``), plus ``|G|^T E_v`` from the error in ``v``;
+* LayerNorm backward ``dL/dx = (gx - mean(gx) - xhat mean(gx xhat)) / sigma`` (``gx =
+  g dL/dxhat``) has magnitude ``M = (|gx| + mean|gx| + |xhat| mean|gx xhat|) / sigma``;
+  its error is ``gamma(n) kappa (2M + (1 + |xhat|) mean(|gx| (1 + |xhat|)) / sigma)``
+  (its own rounding plus the forward errors in ``xhat`` and ``sigma``), plus the
+  incoming error of ``gx`` mapped through it, ``(2 + |xhat|) max|d gx| / sigma``;
+* ``dL/dg = sum_windows gv xhat`` and ``dL/db = sum_windows gv`` sum over N windows of
+  terms that are themselves O-term sums: ``gamma(N + O)``.
+
+Examples:
+    >>> import torch
+    >>> from pm_core import error_bounds, patch_merge, reference_patch_merge
+    >>> x, w = torch.randn(2, 6, 6, 8), torch.randn(16, 32)
+    >>> eb = error_bounds(x, w, norm="none")
+    >>> err = (patch_merge(x, w, norm="none", impl="conv") - reference_patch_merge(x, w, norm="none")).abs()
+    >>> bool((err <= eb.output).all())
+    True
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ._checks import Norm, Odd, check_call
+from .oracle import gather_windows
+
+_F64 = torch.float64
+
+
+class ErrorBounds(NamedTuple):
+    """Elementwise bounds (float64, each shaped like the quantity it bounds).
+
+    ``output`` bounds the forward result. The gradient fields are ``None`` unless
+    ``grad_out`` was given (and ``norm_weight``/``norm_bias`` also when those are
+    ``None``). ``kappa`` is the worst window's ``|mean| / sqrt(var + eps)`` of ``x``.
+    """
+
+    output: Tensor
+    x: Tensor | None
+    reduction_weight: Tensor | None
+    norm_weight: Tensor | None
+    norm_bias: Tensor | None
+    kappa: float
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    """``u = eps / 2``: the largest relative error of one rounding to ``dtype``."""
+    return torch.finfo(dtype).eps / 2
+
+
+def _gamma(length: int) -> float:
+    return float(length + 2)
+
+
+def _mean(t: Tensor) -> Tensor:
+    return t.mean(-1, keepdim=True)
+
+
+def _max(t: Tensor) -> Tensor:
+    return t.amax(-1, keepdim=True) if t.shape[-1] else t.sum(-1, keepdim=True)
+
+
+class _LN(NamedTuple):
+    """LayerNorm quantities over the last dim, and their first-order error coefficients."""
+
+    xhat: Tensor
+    sigma: Tensor
+    kappa: Tensor
+
+
+def _ln(v: Tensor, eps: float) -> _LN:
+    mu = _mean(v)
+    d = v - mu
+    sigma = torch.sqrt(_mean(d * d) + eps)
+    return _LN(d / sigma, sigma, mu.abs() / sigma + 1)
+
+
+def _ln_backward_magnitude(gx: Tensor, ln: _LN) -> Tensor:
+    """``M``: the magnitude of LayerNorm's input gradient given ``|g * dL/dxhat|``."""
+    ax = ln.xhat.abs()
+    return (gx + _mean(gx) + ax * _mean(gx * ax)) / ln.sigma
+
+
+def _ln_backward_error(gx: Tensor, err_gx: Tensor, ln: _LN, length: int) -> Tensor:
+    """Error coefficient of LayerNorm's input gradient (see the module docstring)."""
+    ax = ln.xhat.abs()
+    m = _ln_backward_magnitude(gx, ln)
+    own = _gamma(length) * ln.kappa * (2 * m + (1 + ax) * _mean(gx * (1 + ax)) / ln.sigma)
+    return own + (2 + ax) * _max(err_gx) / ln.sigma
+
+
+def window_conditioning(
+    x: Tensor, *, hw: tuple[int, int] | None = None, eps: float = 1e-5
+) -> Tensor:
+    """``|mean| / sqrt(var + eps)`` of every 2x2 window (zero padding included), in float64.
+
+    ``x``: ``(B, H, W, C)``, or ``(B, L, C)`` with ``hw``; returns ``(B, ceil(H/2), ceil(W/2))``.
+    """
+    v = gather_windows(_as_bhwc_f64(x, hw))
+    mu = _mean(v)
+    sigma = torch.sqrt(_mean((v - mu) ** 2) + eps)
+    return (mu.abs() / sigma).squeeze(-1)
+
+
+def _as_bhwc_f64(x: Tensor, hw: tuple[int, int] | None) -> Tensor:
+    x = x.detach().to(_F64)
+    if x.dim() == 3:
+        assert hw is not None
+        x = x.reshape(x.shape[0], hw[0], hw[1], x.shape[2])
+    return x
+
+
+def error_bounds(
+    x: Tensor,
+    reduction_weight: Tensor,
+    norm_weight: Tensor | None = None,
+    norm_bias: Tensor | None = None,
+    *,
+    hw: tuple[int, int] | None = None,
+    norm: Norm = "pre",
+    eps: float = 1e-5,
+    odd: Odd = "pad",
+    grad_out: Tensor | None = None,
+    dtype: torch.dtype | None = None,
+) -> ErrorBounds:
+    """Bounds on ``|patch_merge(...) - reference_patch_merge(...)|`` and on the gradients' errors.
+
+    Same arguments as :func:`pm_core.patch_merge` (no ``impl``: the bound holds for any
+    order of summation), plus ``grad_out`` (the upstream gradient, shaped like the
+    output) to bound the gradients, and ``dtype``, the compute dtype (default
+    ``x.dtype``). All bounds are float64 tensors shaped like what they bound:
+    ``output`` like the result, ``x`` like ``x``, and so on. See the module docstring
+    for the derivation.
+    """
+    call = check_call(x, reduction_weight, norm_weight, norm_bias, hw, norm, eps, odd)
+    dt = call.x.dtype if dtype is None else dtype
+    u = unit_roundoff(dt) + unit_roundoff(_F64)
+    tiny = torch.finfo(dt).smallest_normal * unit_roundoff(dt)
+    with torch.no_grad():
+        x0 = call.x.detach().to(_F64)
+        v0 = gather_windows(x0)  # (B, H', W', n)
+        n = v0.shape[-1]
+        w = reduction_weight.detach().to(_F64)
+        aw = w.abs()
+        o = w.shape[0]
+        nwin = v0.shape[:-1].numel()
+        size = n if norm == "pre" else o
+        g = torch.ones(size, dtype=_F64, device=w.device)
+        b = torch.zeros(size, dtype=_F64, device=w.device)
+        if norm_weight is not None:
+            g = norm_weight.detach().to(_F64)
+        if norm_bias is not None:
+            b = norm_bias.detach().to(_F64)
+        ag, ab = g.abs(), b.abs()
+        kappa = (_ln(v0, eps).kappa - 1).amax().item() if v0.numel() else 0.0
+        av0 = v0.abs()
+
+        e_gx_win: Tensor | None = None
+        e_gw = e_gg = e_gb = None
+        gq = None if grad_out is None else grad_out.detach().to(_F64).reshape(*v0.shape[:-1], o)
+        if norm == "none":
+            e_y = _gamma(n) * av0 @ aw.T
+            if gq is not None:
+                ag_ = gq.abs()
+                e_gx_win = _gamma(o) * ag_ @ aw
+                e_gw = _gamma(nwin) * ag_.reshape(-1, o).T @ av0.reshape(-1, n)
+        elif norm == "pre":
+            ln = _ln(v0, eps)
+            ax = ln.xhat.abs()
+            a = ag * ax + ab
+            e_v = _gamma(n) * ln.kappa * ag * (1 + ax) + a
+            e_y = _gamma(n) * a @ aw.T + e_v @ aw.T
+            if gq is not None:
+                ag_ = gq.abs()
+                agw = ag_ @ aw  # |G| |W|: magnitude of dL/dv, (..., n)
+                e_gv = _gamma(o) * agw
+                flat_g = ag_.reshape(-1, o).T
+                e_gw = _gamma(nwin) * flat_g @ a.reshape(-1, n) + flat_g @ e_v.reshape(-1, n)
+                lead = tuple(range(v0.dim() - 1))
+                e_xhat = _gamma(n) * ln.kappa * (1 + ax)
+                e_gg = (_gamma(nwin + o) * agw * ax + e_gv * ax + agw * e_xhat).sum(lead)
+                e_gb = (_gamma(nwin + o) * agw + e_gv).sum(lead)
+                e_gx_win = _ln_backward_error(ag * agw, ag * e_gv, ln, n)
+        else:  # post
+            z = v0 @ w.T
+            e_z = _gamma(n) * av0 @ aw.T
+            ln = _ln(z, eps)
+            az = ln.xhat.abs()
+            rho = 2 * _max(e_z) / ln.sigma + _gamma(o) * ln.kappa
+            e_zhat = (2 + az) * rho
+            e_y = ag * e_zhat + (g * ln.xhat + b).abs()
+            if gq is not None:
+                ag_ = gq.abs()
+                gz_mag = _ln_backward_magnitude(ag * ag_, ln)
+                e_gz = (_gamma(o) + rho) * gz_mag + (
+                    e_zhat * _mean(ag * ag_ * az) + az * _mean(ag * ag_ * e_zhat)
+                ) / ln.sigma
+                e_gx_win = _gamma(o) * gz_mag @ aw + e_gz @ aw
+                flat_gz = gz_mag.reshape(-1, o).T
+                e_gw = (_gamma(nwin) * flat_gz + e_gz.reshape(-1, o).T) @ av0.reshape(-1, n)
+                lead = tuple(range(v0.dim() - 1))
+                e_gg = (_gamma(nwin) * ag_ * az + ag_ * e_zhat).sum(lead)
+                e_gb = (_gamma(nwin) * ag_).sum(lead)
+
+        out = u * e_y + _gamma(n + o) * tiny
+        if call.flat:
+            out = out.flatten(1, 2)
+        bx = bw = bg = bb = None
+        if e_gx_win is not None:
+            bx = _scatter_windows(x0, u * e_gx_win + _gamma(n + o) * tiny).reshape(x.shape)
+        if e_gw is not None:
+            bw = u * e_gw + _gamma(nwin) * tiny
+        if e_gg is not None and norm_weight is not None:
+            bg = u * e_gg + _gamma(nwin + o) * tiny
+        if e_gb is not None and norm_bias is not None:
+            bb = u * e_gb + _gamma(nwin + o) * tiny
+    return ErrorBounds(out, bx, bw, bg, bb, kappa)
+
+
+def _scatter_windows(x0: Tensor, per_window: Tensor) -> Tensor:
+    """Place a ``(B, H', W', 4C)`` per-window quantity back on the ``(B, H, W, C)`` grid.
+
+    The adjoint of :func:`~pm_core.oracle.gather_windows`: every pixel sits in exactly
+    one window, so nothing is summed; padding positions are dropped.
+    """
+    with torch.enable_grad():
+        leaf = torch.zeros_like(x0, requires_grad=True)
+        (placed,) = torch.autograd.grad(gather_windows(leaf), leaf, per_window)
+    return placed
+
+
+__all__ = ["ErrorBounds", "error_bounds", "unit_roundoff", "window_conditioning"]
