@@ -1,0 +1,1 @@
+"""pm-core's test suite: property tests over every registered implementation."""

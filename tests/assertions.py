@@ -1,0 +1,312 @@
+"""The property checks, the one comparison they all go through, and its failure reports.
+
+Each ``check_*`` function takes a :class:`Subject` (a merge function with
+:func:`pm_core.patch_merge`'s signature minus ``impl``) and a drawn
+:class:`~tests.strategies.Case`, so the property tests and the self-test's planted bugs
+run the very same code. Tolerances come only from :func:`pm_core.error_bounds`.
+
+A failure names the subject, norm, dtype, device, shape, strides and storage offset,
+the largest absolute and relative errors with their indices, and ends with a one-line
+repro. With ``PM_CORE_RECORD=<path>`` every comparison appends one JSON line there
+(see :func:`record`), which ``pm-core verify`` aggregates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd import gradcheck, gradgradcheck
+
+import pm_core
+from pm_core import conv_to_linear, error_bounds, linear_to_conv, reference_patch_merge
+from pm_core.bounds import window_conditioning
+from tests.strategies import EPS, Case, Inputs
+
+F64 = torch.float64
+Merge = Callable[..., Tensor]
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What is under test: a name for reports, the merge function, and code that rebuilds it."""
+
+    name: str
+    merge: Merge
+    expr: str
+
+
+def merge_for(impl: str) -> Subject:
+    """The registered implementation ``impl`` behind :func:`pm_core.patch_merge`."""
+    return Subject(impl, partial(pm_core.patch_merge, impl=impl), f"merge_for({impl!r})")
+
+
+def record(**fields: Any) -> None:
+    """Append one JSON line to ``$PM_CORE_RECORD`` (no-op when unset).
+
+    Keys: test, impl, norm, dtype, device, kind, shape, max_abs_err, bound_ratio,
+    kappa, passed. Non-finite numbers are written as the largest float so the file
+    stays strict JSON.
+    """
+    path = os.environ.get("PM_CORE_RECORD")
+    if not path:
+        return
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    for key in ("max_abs_err", "bound_ratio", "kappa"):
+        v = fields.get(key)
+        if isinstance(v, float) and not math.isfinite(v):
+            fields[key] = 1.7976931348623157e308
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"test": test, **fields}) + "\n")
+
+
+def describe(x: Tensor) -> str:
+    return (
+        f"shape {tuple(x.shape)}, strides {x.stride()}, storage offset {x.storage_offset()}, "
+        f"{x.dtype}, {x.device}"
+    )
+
+
+def _idx(flat: int, shape: torch.Size) -> tuple[int, ...]:
+    return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), shape)) if shape else ()
+
+
+def _fail(message: str, repro: str) -> None:
+    __tracebackhide__ = True
+    exc = AssertionError(message)
+    exc.add_note(f"repro: {repro}")
+    raise exc
+
+
+def _repro(check: str, subject: Subject, case: Case, **kw: object) -> str:
+    args = "".join(f", {k}={v!r}" for k, v in kw.items())
+    return (
+        'python -c "from tests.assertions import *; from tests.strategies import *; '
+        f'{check}({subject.expr}, {case!r}{args})"'
+    )
+
+
+def assert_within_bound(
+    actual: Tensor | None,
+    expected: Tensor,
+    bound: Tensor,
+    *,
+    kind: str,
+    subject: Subject,
+    norm: str,
+    case: Case,
+    device: str,
+    x: Tensor,
+    kappa: float,
+    repro: str,
+) -> None:
+    """``|actual - expected| <= bound`` elementwise, or a failure report naming everything."""
+    __tracebackhide__ = True
+    what = f"{kind} of {subject.name!r} (norm={norm!r}, dtype={case.dtype}, device={device})"
+    where = f"  x: {describe(x)}; layout {case.layout}, form {case.form}, values {case.values}"
+    rec = dict(
+        impl=subject.name, norm=norm, dtype=case.dtype, device=device, kind=kind,
+        shape=list(case.shape), kappa=kappa,
+    )  # fmt: skip
+    if actual is None or tuple(actual.shape) != tuple(expected.shape):
+        record(**rec, max_abs_err=math.inf, bound_ratio=math.inf, passed=False)
+        got = None if actual is None else tuple(actual.shape)
+        _fail(f"{what}: got shape {got}, the oracle's is {tuple(expected.shape)}\n{where}", repro)
+        return
+    a = actual.detach().to(F64).cpu()
+    e = expected.detach().to(F64).cpu()
+    bd = bound.detach().to(F64).cpu()
+    err = (a - e).abs().nan_to_num(nan=math.inf)
+    inf = torch.full_like(err, math.inf)
+    ratio = torch.where(bd > 0, err / bd, torch.where(err > 0, inf, torch.zeros_like(err)))
+    if err.numel() == 0:
+        record(**rec, max_abs_err=0.0, bound_ratio=0.0, passed=True)
+        return
+    r_at = int(ratio.flatten().argmax())
+    worst = float(ratio.flatten()[r_at])
+    e_at = int(err.flatten().argmax())
+    rel = err / e.abs()
+    rel_at = int(rel.nan_to_num(nan=0.0).flatten().argmax())
+    passed = worst <= 1.0
+    record(**rec, max_abs_err=float(err.flatten()[e_at]), bound_ratio=worst, passed=passed)
+    if passed:
+        return
+    shape = err.shape
+    at = _idx(r_at, shape)
+    _fail(
+        f"{what} is outside pm_core.error_bounds\n{where}\n"
+        f"  max |err| = {float(err.flatten()[e_at]):.3e} at {_idx(e_at, shape)}\n"
+        f"  max rel err = {float(rel.flatten()[rel_at]):.3e} at {_idx(rel_at, shape)}\n"
+        f"  max err/bound = {worst:.3g} at {at}: got {float(a[at]):.6g}, oracle "
+        f"{float(e[at]):.6g}, bound {float(bd[at]):.3e}; worst window |mean|/std = {kappa:.3g}",
+        repro,
+    )
+
+
+def _call(subject: Subject, inp: Inputs, norm: str, **over: Any) -> Tensor:
+    args = {
+        "x": inp.x, "weight": inp.weight, "nw": inp.norm_weight, "nb": inp.norm_bias, **over,
+    }  # fmt: skip
+    return subject.merge(
+        args["x"], args["weight"], args["nw"], args["nb"], hw=inp.hw, norm=norm, eps=EPS
+    )
+
+
+def _oracle(inp: Inputs, norm: str) -> Tensor:
+    return reference_patch_merge(
+        inp.x, inp.weight, inp.norm_weight, inp.norm_bias, hw=inp.hw, norm=norm, eps=EPS
+    )
+
+
+def _kappa(inp: Inputs) -> float:
+    k = window_conditioning(inp.x, hw=inp.hw, eps=EPS)
+    return float(k.max()) if k.numel() else 0.0
+
+
+def check_forward(subject: Subject, case: Case, *, norm: str, device: str = "cpu") -> None:
+    """``subject`` matches the float64 oracle, computed from the same rounded inputs."""
+    __tracebackhide__ = True
+    inp = case.build(norm, device)
+    y = _call(subject, inp, norm)
+    repro = _repro("check_forward", subject, case, norm=norm, device=device)
+    if y.dtype != inp.x.dtype:
+        _fail(f"{subject.name!r} returned {y.dtype} for {inp.x.dtype} input", repro)
+    eb = error_bounds(
+        inp.x, inp.weight, inp.norm_weight, inp.norm_bias, hw=inp.hw, norm=norm, eps=EPS
+    )
+    assert_within_bound(
+        y, _oracle(inp, norm), eb.output, kind="forward", subject=subject, norm=norm,
+        case=case, device=device, x=inp.x, kappa=_kappa(inp), repro=repro,
+    )  # fmt: skip
+
+
+def check_differs(subject: Subject, case: Case, *, norm: str, device: str = "cpu") -> float:
+    """The largest ``|subject - oracle| / bound`` of the output (> 1 means it differs)."""
+    inp = case.build(norm, device)
+    y = _call(subject, inp, norm).detach().to(F64).cpu()
+    eb = error_bounds(
+        inp.x, inp.weight, inp.norm_weight, inp.norm_bias, hw=inp.hw, norm=norm, eps=EPS
+    )
+    err = (y - _oracle(inp, norm).cpu()).abs()
+    return float((err / eb.output.cpu()).max()) if err.numel() else 0.0
+
+
+def check_pair(a: Subject, b: Subject, case: Case, *, norm: str, device: str = "cpu") -> None:
+    """Two implementations agree in the same dtype, within the sum of their oracle bounds."""
+    __tracebackhide__ = True
+    inp = case.build(norm, device)
+    ya, yb = _call(a, inp, norm), _call(b, inp, norm)
+    eb = error_bounds(
+        inp.x, inp.weight, inp.norm_weight, inp.norm_bias, hw=inp.hw, norm=norm, eps=EPS
+    )
+    both = Subject(f"{a.name}~{b.name}", a.merge, a.expr)
+    assert_within_bound(
+        ya, yb, 2 * eb.output, kind="pair", subject=both, norm=norm, case=case,
+        device=device, x=inp.x, kappa=_kappa(inp),
+        repro=_repro("check_pair", a, case, norm=norm, device=device).replace(
+            f"{a.expr}, ", f"{a.expr}, {b.expr}, "
+        ),
+    )  # fmt: skip
+
+
+def check_grads(
+    subject: Subject, case: Case, *, norm: str, device: str = "cpu", weight_param: str = "linear"
+) -> None:
+    """Gradients w.r.t. x, the reduction weight and the norm parameters match the oracle's.
+
+    ``weight_param="conv"`` differentiates w.r.t. a ``[O, C, 2, 2]`` conv weight and maps
+    its gradient back through :func:`pm_core.conv_to_linear` before comparing.
+    """
+    __tracebackhide__ = True
+    inp = case.build(norm, device)
+    x = inp.x.requires_grad_()
+    if weight_param == "conv":
+        leaf_w = linear_to_conv(inp.weight).requires_grad_()
+        weight = conv_to_linear(leaf_w)
+    else:
+        leaf_w = weight = inp.weight.requires_grad_()
+    nw = None if inp.norm_weight is None else inp.norm_weight.requires_grad_()
+    nb = None if inp.norm_bias is None else inp.norm_bias.requires_grad_()
+    subject.merge(x, weight, nw, nb, hw=inp.hw, norm=norm, eps=EPS).backward(inp.grad_out)
+    gw = leaf_w.grad
+    if weight_param == "conv" and gw is not None:
+        gw = conv_to_linear(gw)
+
+    ref = [t.detach().to(F64).requires_grad_() if t is not None else None for t in inp[:4]]
+    reference_patch_merge(*ref, hw=inp.hw, norm=norm, eps=EPS).backward(inp.grad_out.to(F64))
+    eb = error_bounds(
+        x.detach(), inp.weight.detach(), nw, nb, hw=inp.hw, norm=norm, eps=EPS,
+        grad_out=inp.grad_out,
+    )  # fmt: skip
+    kappa = _kappa(inp)
+    repro = _repro(
+        "check_grads", subject, case, norm=norm, device=device, weight_param=weight_param
+    )
+    got = [x.grad, gw, None if nw is None else nw.grad, None if nb is None else nb.grad]
+    kinds = ["grad_x", "grad_weight", "grad_norm_weight", "grad_norm_bias"]
+    bounds = [eb.x, eb.reduction_weight, eb.norm_weight, eb.norm_bias]
+    for g, r, bd, kind in zip(got, ref, bounds, kinds, strict=True):
+        if r is None:
+            continue
+        assert r.grad is not None, f"the oracle gave no {kind}"
+        assert bd is not None, f"error_bounds gave no bound for {kind}"
+        assert_within_bound(
+            g, r.grad, bd, kind=kind, subject=subject, norm=norm, case=case, device=device,
+            x=inp.x, kappa=kappa, repro=repro,
+        )  # fmt: skip
+
+
+def check_gradcheck(subject: Subject, case: Case, *, norm: str, device: str = "cpu") -> None:
+    """``torch.autograd.gradcheck`` and ``gradgradcheck`` pass in float64."""
+    __tracebackhide__ = True
+    inp = case.build(norm, device)
+    assert inp.x.dtype == F64, "gradcheck needs float64"
+    leaves = tuple(t.requires_grad_() for t in inp[:4] if t is not None)
+    has_nw, has_nb = inp.norm_weight is not None, inp.norm_bias is not None
+
+    def fn(*t: Tensor) -> Tensor:
+        it = iter(t[2:])
+        nw = next(it) if has_nw else None
+        nb = next(it) if has_nb else None
+        return subject.merge(t[0], t[1], nw, nb, hw=inp.hw, norm=norm, eps=EPS)
+
+    repro = _repro("check_gradcheck", subject, case, norm=norm, device=device)
+    for check in (gradcheck, gradgradcheck):
+        try:
+            # fast_mode: random projections of the Jacobian, O(1) passes not O(numel)
+            check(fn, leaves, fast_mode=True)
+        except Exception as exc:  # noqa: PERF203 (GradcheckError and shape errors alike)
+            _fail(
+                f"{check.__name__} failed for {subject.name!r} (norm={norm!r}, device={device})"
+                f"\n  x: {describe(inp.x)}; layout {case.layout}, form {case.form}\n"
+                f"  {str(exc)[:800]}",
+                repro,
+            )
+
+
+def expected_output_shape(case: Case) -> tuple[int, ...]:
+    b, h, w, c = case.shape
+    hs, ws = -(-h // 2), -(-w // 2)
+    return (b, hs * ws, 2 * c) if case.form == "blc" else (b, hs, ws, 2 * c)
+
+
+def check_output_meta(subject: Subject, case: Case, *, norm: str, device: str = "cpu") -> None:
+    """Output shape, dtype, device and layout follow the input, on every device incl. meta."""
+    __tracebackhide__ = True
+    inp = case.build(norm, device)
+    y = _call(subject, inp, norm)
+    want = (expected_output_shape(case), inp.x.dtype, inp.x.device, torch.strided)
+    got = (tuple(y.shape), y.dtype, y.device, y.layout)
+    if got != want:
+        _fail(
+            f"{subject.name!r} (norm={norm!r}) returned (shape, dtype, device, layout) = {got}, "
+            f"expected {want}\n  x: {describe(inp.x)}; layout {case.layout}, form {case.form}",
+            _repro("check_output_meta", subject, case, norm=norm, device=device),
+        )

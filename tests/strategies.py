@@ -1,0 +1,323 @@
+"""Every Hypothesis strategy of the suite, and the small finite axes tests parametrize over.
+
+A drawn example is a :class:`Case`: a frozen, ``repr``-able description (shape, dtype,
+memory layout, input form, value distribution, seed). ``Case.build`` turns it into real
+tensors deterministically, so a failure report can print ``Case(...)`` as a one-line
+repro, and Hypothesis shrinks the description (smaller shapes, plainer layouts, better
+conditioned values, seed 0) rather than thousands of float elements.
+
+Design requirements:
+
+* shapes reach B = 1, H or W = 1, odd H/W, H != W, C = 1 and C not a multiple of 8,
+  with ``B*H*W*C`` capped by :data:`MAX_NUMEL` (env ``PM_CORE_MAX_NUMEL``);
+* every layout is a real view of a larger buffer whose unused elements are NaN, so an
+  implementation that reads outside its view, or assumes contiguity, shows up;
+* values include ill-conditioned windows: a large mean offset against a small spread,
+  near-constant windows, and magnitudes spread over many decades, scaled per dtype so
+  that nothing overflows.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, NamedTuple
+
+import pytest
+import torch
+from hypothesis import settings
+from hypothesis import strategies as st
+from torch import Tensor
+
+import pm_core
+
+#: Largest ``B*H*W*C`` a strategy draws; override with ``PM_CORE_MAX_NUMEL``.
+MAX_NUMEL = int(os.environ.get("PM_CORE_MAX_NUMEL", "1024"))
+#: Caps for the tests that build a Jacobian (gradcheck): every element of x *and* of the
+#: (2C, 4C) weight is a column, so C stays small.
+GRADCHECK_MAX_NUMEL = 48
+GRADCHECK_MAX_C = 3
+EPS = 1e-5
+
+DTYPES: tuple[torch.dtype, ...] = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+NORMS = ("pre", "post", "none")
+LAYOUTS = (
+    "contiguous",
+    "channels_first",
+    "channel_slice",
+    "batch_stride2",
+    "storage_offset",
+    "hw_transposed",
+    "expanded",
+)
+FORMS = ("bhwc", "blc")
+VALUE_KINDS = ("normal", "offset", "near_constant", "wide")
+
+#: log10 of the largest magnitude drawn per dtype: outputs of an unnormalised projection
+#: of 4C such values stay far from float16's 65504.
+MAX_DECADE = {torch.float64: 8, torch.float32: 6, torch.bfloat16: 4, torch.float16: 2}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def dtype_params() -> list[Any]:
+    return [pytest.param(d, id=dtype_name(d)) for d in DTYPES]
+
+
+def device_params(*, meta: bool = False) -> list[Any]:
+    """cpu always; meta on request; cuda marked ``cuda`` and skipped cleanly without a GPU
+    (so ``-m cuda`` always collects); mps only where present."""
+    cuda = torch.cuda.is_available()
+    params = [pytest.param("cpu", id="cpu")]
+    if meta:
+        params.append(pytest.param("meta", id="meta"))
+    params.append(
+        pytest.param(
+            "cuda",
+            id="cuda",
+            marks=[pytest.mark.cuda, pytest.mark.skipif(not cuda, reason="no CUDA device")],
+        )
+    )
+    if torch.backends.mps.is_available():
+        params.append(pytest.param("mps", id="mps"))
+    return params
+
+
+def examples(fraction: float) -> settings:
+    """Settings with ``fraction`` of the active profile's ``max_examples`` (at least 1).
+
+    Test modules are imported after ``--hypothesis-profile`` is loaded, so this scales
+    with dev/ci/thorough alike.
+    """
+    return settings(max_examples=max(1, round(settings.default.max_examples * fraction)))
+
+
+def exact_combos() -> list[Any]:
+    """``(impl, norm)`` for every registered impl and every norm it claims to be exact for."""
+    return [
+        pytest.param(name, norm, id=f"{name}-{norm}")
+        for name, spec in pm_core.REGISTRY.items()
+        for norm in NORMS
+        if norm in spec.exact_for
+    ]
+
+
+def inexact_combos() -> list[Any]:
+    """``(impl, norm)`` for every norm mode an impl is registered as *not* exact for."""
+    return [
+        pytest.param(name, norm, id=f"{name}-{norm}")
+        for name, spec in pm_core.REGISTRY.items()
+        for norm in NORMS
+        if norm not in spec.exact_for
+    ]
+
+
+def pair_combos() -> list[Any]:
+    """Unordered impl pairs that both claim exactness for the norm mode."""
+    names = list(pm_core.REGISTRY)
+    return [
+        pytest.param(a, b, norm, id=f"{a}-{b}-{norm}")
+        for norm in NORMS
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+        if norm in pm_core.REGISTRY[a].exact_for and norm in pm_core.REGISTRY[b].exact_for
+    ]
+
+
+@dataclass(frozen=True)
+class Values:
+    """How the input values are drawn (all per 2x2 window, so windows differ).
+
+    * ``normal``: ``N(0, 1) * 10**decade``.
+    * ``offset``: window mean ``+-10**decade`` (each window its own sign and size),
+      spread ``10**spread``: conditioning ``|mean|/std`` up to ``10**(decade - spread)``.
+    * ``near_constant``: each window ``c * (1 + 10**spread * N(0, 1))`` with
+      ``c ~ N(0, 10**decade)``: variance far below eps.
+    * ``wide``: ``+-10**U(-decade, decade)`` elementwise: wide dynamic range.
+    """
+
+    kind: str
+    decade: int
+    spread: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Case:
+    """One drawn input: ``Case(...).build(norm, device)`` gives the tensors."""
+
+    shape: tuple[int, int, int, int]  # logical (B, H, W, C)
+    dtype: str
+    layout: str
+    form: str
+    values: Values
+    affine: bool = True
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        dt = getattr(torch, self.dtype)
+        assert isinstance(dt, torch.dtype)
+        return dt
+
+    def build(self, norm: str, device: str = "cpu") -> Inputs:
+        return build(self, norm, device)
+
+
+class Inputs(NamedTuple):
+    """Tensors for one call: ``patch_merge(x, weight, norm_weight, norm_bias, hw=hw, ...)``."""
+
+    x: Tensor
+    weight: Tensor
+    norm_weight: Tensor | None
+    norm_bias: Tensor | None
+    hw: tuple[int, int] | None
+    grad_out: Tensor
+
+
+def _per_window(t: Tensor, h: int, w: int) -> Tensor:
+    """``(B, H', W')`` -> ``(B, H, W, 1)``: one value per 2x2 window, cropped to the map."""
+    return t.repeat_interleave(2, 1).repeat_interleave(2, 2)[:, :h, :w, None]
+
+
+def _values(case: Case, gen: torch.Generator) -> Tensor:
+    b, h, w, c = case.shape
+    v = case.values
+    win = (b, -(-h // 2), -(-w // 2))
+    f64 = torch.float64
+    noise = torch.randn(b, h, w, c, generator=gen, dtype=f64)
+    if v.kind == "normal":
+        return noise * 10.0**v.decade
+    if v.kind == "offset":
+        sign = torch.randint(0, 2, win, generator=gen).to(f64) * 2 - 1
+        size = 0.5 + 0.5 * torch.rand(win, generator=gen, dtype=f64)
+        return _per_window(sign * size * 10.0**v.decade, h, w) + noise * 10.0**v.spread
+    if v.kind == "near_constant":
+        level = torch.randn(win, generator=gen, dtype=f64) * 10.0**v.decade
+        return _per_window(level, h, w) * (1 + noise * 10.0**v.spread)
+    if v.kind == "wide":
+        sign = torch.randint(0, 2, (b, h, w, c), generator=gen).to(f64) * 2 - 1
+        expo = (torch.rand(b, h, w, c, generator=gen, dtype=f64) * 2 - 1) * v.decade
+        return sign * 10.0**expo
+    raise ValueError(f"unknown value kind {v.kind!r}")
+
+
+def _arrange(vals: Tensor, layout: str) -> Tensor:
+    """``vals`` (B, ...) as a view of a larger NaN-filled buffer, in the given layout."""
+    shape = tuple(vals.shape)
+    nan = float("nan")
+    opts: dict[str, Any] = {"dtype": vals.dtype, "device": vals.device}
+    if layout == "contiguous":
+        view = torch.empty(shape, **opts)
+    elif layout == "channels_first":  # storage (B, C, *spatial)
+        view = torch.full((shape[0], shape[-1], *shape[1:-1]), nan, **opts).movedim(1, -1)
+    elif layout == "channel_slice":  # C channels out of C + 3
+        view = torch.full((*shape[:-1], shape[-1] + 3), nan, **opts)[..., 1 : shape[-1] + 1]
+    elif layout == "batch_stride2":
+        view = torch.full((2 * shape[0], *shape[1:]), nan, **opts)[::2]
+    elif layout == "storage_offset":
+        view = torch.full((math.prod(shape) + 5,), nan, **opts)[5:].view(shape)
+    elif layout == "hw_transposed":  # storage (B, W, H, C)
+        view = torch.full((shape[0], shape[2], shape[1], shape[3]), nan, **opts).transpose(1, 2)
+    elif layout == "expanded":  # one sample, batch stride 0
+        return vals[:1].clone().expand(shape)
+    else:
+        raise ValueError(f"unknown layout {layout!r}")
+    view.copy_(vals)
+    return view
+
+
+def build(case: Case, norm: str, device: str = "cpu") -> Inputs:
+    """The tensors of ``case`` for ``norm``, on ``device``; deterministic in ``case``."""
+    b, h, w, c = case.shape
+    dt = case.torch_dtype
+    gen = torch.Generator().manual_seed(case.values.seed)
+    vals = _values(case, gen)
+    n, o = 4 * c, 2 * c
+    weight = torch.randn(o, n, generator=gen, dtype=torch.float64) / math.sqrt(n)
+    size = n if norm == "pre" else o
+    nw = 1 + 0.5 * torch.randn(size, generator=gen, dtype=torch.float64)
+    nb = 0.5 * torch.randn(size, generator=gen, dtype=torch.float64)
+    grad = torch.randn(b, -(-h // 2), -(-w // 2), o, generator=gen, dtype=torch.float64)
+    hw = None
+    if case.form == "blc":
+        vals, grad, hw = vals.flatten(1, 2), grad.flatten(1, 2), (h, w)
+
+    def put(t: Tensor) -> Tensor:
+        return t.to(dt).to(device)
+
+    x = _arrange(put(vals), case.layout)
+    affine = case.affine and norm != "none"
+    return Inputs(
+        x,
+        put(weight),
+        put(nw) if affine else None,
+        put(nb) if affine else None,
+        hw,
+        put(grad),
+    )
+
+
+@st.composite
+def shapes(
+    draw: st.DrawFn, max_numel: int = MAX_NUMEL, max_c: int = 20
+) -> tuple[int, int, int, int]:
+    """``(B, H, W, C)``: C in 1..max_c, H and W in 1..12, B in 1..3, ``B*H*W*C <= max_numel``."""
+    c = draw(st.integers(1, min(max_c, max_numel)))
+    h = draw(st.integers(1, min(12, max_numel // c)))
+    w = draw(st.integers(1, min(12, max_numel // (c * h))))
+    b = draw(st.integers(1, min(3, max_numel // (c * h * w))))
+    return b, h, w, c
+
+
+@cache
+def values(dtype: torch.dtype, max_decade: int | None = None) -> st.SearchStrategy[Values]:
+    """Value distributions, scaled so ``dtype`` neither overflows nor underflows."""
+    top = MAX_DECADE[dtype] if max_decade is None else min(max_decade, MAX_DECADE[dtype])
+    seeds = st.integers(0, 2**16)
+    return st.one_of(
+        st.builds(Values, st.just("normal"), st.integers(-2, 2), st.just(0), seeds),
+        st.builds(Values, st.just("offset"), st.integers(0, top), st.integers(-4, 0), seeds),
+        st.builds(
+            Values, st.just("near_constant"), st.integers(-1, top), st.integers(-7, -3), seeds
+        ),
+        st.builds(Values, st.just("wide"), st.integers(1, top), st.just(0), seeds),
+    )
+
+
+@cache
+def layouts(form: str, *, grad: bool) -> st.SearchStrategy[str]:
+    """Layouts valid for ``form``: (B, L, C) has no H/W to transpose; stride 0 is forward-only."""
+    return st.sampled_from(
+        [
+            lay
+            for lay in LAYOUTS
+            if not (form == "blc" and lay == "hw_transposed") and not (grad and lay == "expanded")
+        ]
+    )
+
+
+@st.composite
+def cases(
+    draw: st.DrawFn,
+    dtype: torch.dtype,
+    *,
+    grad: bool = False,
+    max_numel: int = MAX_NUMEL,
+    layout: str | None = None,
+    max_decade: int | None = None,
+    max_c: int = 20,
+) -> Case:
+    """A :class:`Case` in ``dtype``; ``grad=True`` leaves out layouts unfit for backward.
+
+    ``max_decade`` caps magnitudes (finite differences need values near 1).
+    """
+    shape = draw(shapes(max_numel, max_c))
+    form = draw(st.sampled_from(FORMS))
+    lay = layout if layout is not None else draw(layouts(form, grad=grad))
+    vals = draw(values(dtype, max_decade))
+    affine = draw(st.booleans().map(lambda b: not b))  # shrinks towards affine=True
+    return Case(shape, dtype_name(dtype), lay, form, vals, affine)
