@@ -1,0 +1,1 @@
+"""Tests of the tests: the property checks must catch deliberately planted bugs."""

@@ -1,0 +1,105 @@
+"""The property checks catch every planted bug, and how many examples that took.
+
+Each planted bug runs through the same ``check_*`` function the property tests use, in
+a Hypothesis search with generation only (no shrinking, no database), until the check
+first fails. The test asserts that it fails within the budget; the number of examples
+it took goes to ``$PM_CORE_SELFTEST_RECORD`` (one JSON line per bug) when that is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+
+import pytest
+import torch
+from hypothesis import HealthCheck, Phase, given, settings
+
+from tests.assertions import Subject, check_forward, check_grads
+from tests.selftest.planted import ORDER_NAMES, correct, front_door, planted
+from tests.strategies import Case, cases
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+#: the most examples a planted bug may need before the suite counts as blind to it
+BUDGET = 200
+
+
+def examples_to_catch(
+    check: Callable[[Case], None], *, grad: bool = False, budget: int = BUDGET
+) -> tuple[int, str]:
+    """Run ``check`` on drawn float64 cases until it fails: (examples needed, error type)."""
+    calls = 0
+    first: tuple[int, str] | None = None
+
+    @settings(
+        max_examples=budget,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        derandomize=settings.default.derandomize,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(cases(torch.float64, grad=grad))
+    def search(case: Case) -> None:
+        nonlocal calls, first
+        calls += 1
+        try:
+            check(case)
+        except Exception as exc:
+            if first is None:
+                first = (calls, type(exc).__name__)
+            raise
+
+    try:
+        search()
+    except Exception:
+        if first is not None:
+            return first
+        raise
+    pytest.fail(f"not caught in {budget} examples")
+
+
+def _record(bug: str, found: tuple[int, str]) -> None:
+    path = os.environ.get("PM_CORE_SELFTEST_RECORD")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"bug": bug, "examples": found[0], "caught_by": found[1]}) + "\n")
+
+
+FORWARD_BUGS = [
+    *[(name, "pre") for name in ORDER_NAMES],
+    ("swap_pad", "pre"),
+    ("norm_after", "pre"),
+    ("eps_10x", "pre"),
+    ("conv_weight_transposed", "none"),
+    ("contiguous_only", "pre"),
+]
+
+
+@pytest.mark.parametrize(("bug", "norm"), FORWARD_BUGS)
+def test_forward_check_catches(bug: str, norm: str) -> None:
+    """The forward property (``check_forward``) rejects the planted bug."""
+    subject = planted(bug)
+    found = examples_to_catch(lambda case: check_forward(subject, case, norm=norm))
+    _record(bug, found)
+    assert found[0] >= 1
+
+
+@pytest.mark.parametrize("norm", ["pre", "none"])
+def test_gradient_check_catches(norm: str) -> None:
+    """The gradient property (``check_grads``) rejects a backward that is off by a
+    relative 1e-3 at a single element, though its forward is exact."""
+    subject = planted("wrong_gradient")
+    found = examples_to_catch(lambda case: check_grads(subject, case, norm=norm), grad=True)
+    _record(f"wrong_gradient[{norm}]", found)
+    assert found[0] >= 1
+
+
+def test_correct_reference_passes() -> None:
+    """Control: the same harness around a *correct* merge finds nothing, so the catches
+    above come from the bugs, not from the harness."""
+    subject = Subject("correct", front_door(correct), "front_door(correct)")
+    with pytest.raises(pytest.fail.Exception, match="not caught"):
+        examples_to_catch(lambda case: check_forward(subject, case, norm="pre"), budget=50)

@@ -1,0 +1,28 @@
+"""Property 2: every pair of implementations agrees in the same dtype."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.assertions import check_pair, merge_for
+from tests.strategies import cases, device_params, dtype_params, examples, pair_combos
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.mark.parametrize("device", device_params())
+@pytest.mark.parametrize("dtype", dtype_params())
+@pytest.mark.parametrize(("a", "b", "norm"), pair_combos())
+@examples(0.5)
+@given(data=st.data())
+def test_pair_agrees(
+    a: str, b: str, norm: str, dtype: torch.dtype, device: str, data: st.DataObject
+) -> None:
+    """Two impls that both claim exactness for ``norm`` give outputs within the sum of
+    their bounds against the oracle (2x ``pm_core.error_bounds``) of each other, in
+    the input's own dtype."""
+    case = data.draw(cases(dtype), label="case")
+    check_pair(merge_for(a), merge_for(b), case, norm=norm, device=device)
