@@ -7,10 +7,15 @@ Exit codes: 0 when everything holds, 1 when an equivalence that should hold does
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TextIO
 
 import torch
 
@@ -91,11 +96,49 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     return 0
 
 
+@functools.cache
+def terminal() -> TextIO:
+    """A stream on the terminal's stderr that survives :func:`without_kineto_chatter`'s redirect."""
+    return os.fdopen(os.dup(2), "w", buffering=1)
+
+
+def _flush_c_streams() -> None:
+    import ctypes
+
+    with suppress(OSError, AttributeError):  # no libc symbol table: nothing to flush
+        ctypes.CDLL(None).fflush(None)
+
+
+@contextmanager
+def without_kineto_chatter() -> Iterator[None]:
+    """Drop the ``USDT: ... profiler_start/stop`` lines libkineto writes to fd 2 on every profile.
+
+    They are unconditional (no log level silences them) and scramble a progress bar;
+    every other stderr line is replayed afterwards.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            _flush_c_streams()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode(errors="replace").splitlines():
+                if "USDT:" not in line and "gpuGetDeviceCount failed" not in line:
+                    print(line, file=sys.stderr)
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     from .profiling import run_profiles
 
     bar = _progress(None, "profile")
-    runs = run_profiles(Path(args.out), quick=args.quick, progress=lambda _name: bar.update(1))
+    with without_kineto_chatter():
+        runs = run_profiles(Path(args.out), quick=args.quick, progress=lambda _name: bar.update(1))
     bar.close()
     print(f"wrote {len(runs)} TensorBoard runs under {args.out}/; view with: nox -s tensorboard")
     return 0

@@ -185,6 +185,8 @@ def build_report(out: Path, *, quick: bool = False, update_readme_file: bool = F
     """Build the report into ``out``; returns False when an expected equivalence failed."""
     from tqdm import tqdm
 
+    from .cli import terminal
+
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -196,7 +198,7 @@ def build_report(out: Path, *, quick: bool = False, update_readme_file: bool = F
         ("channel norm", lambda _t: section_channel_norm(r)),
     ]
     steps += _extra_steps(r)
-    bar = tqdm(total=len(steps), desc="report", unit="step", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=len(steps), desc="report", unit="step", file=terminal(), dynamic_ncols=True)
     for name, fn in steps:
         bar.set_description(f"report: {name}")
         with _step(r, name):
@@ -228,8 +230,213 @@ def build_report(out: Path, *, quick: bool = False, update_readme_file: bool = F
     return r.ok
 
 
+SHAPE_S1 = (8, 56, 56, 96)  # Swin-T stage 1 at batch 8: the shape the headline is stated on
+
+
+def section_traffic(r: Report) -> None:
+    from .traffic import traffic_rows, traffic_table
+
+    shape = (2, 28, 28, 96) if r.quick else SHAPE_S1
+    fwd = traffic_table(shape, backward=False)
+    both = traffic_table(shape, backward=True)
+    r.data["traffic_rows"] = traffic_rows(shape, backward=False)
+    r.add(
+        "Traffic: where the bytes go",
+        "Counted at the aten dispatcher (`pm_core.measure_traffic`): every op's distinct "
+        "input bytes read and output bytes written; views cost nothing. `ratio` is against "
+        "the analytic minimum (`pm_core.minimum_traffic`): read x and the parameters once, "
+        "write the output once (and for backward: read the output gradient, x and the "
+        "parameters, write their gradients). Deterministic and machine-independent.",
+        fwd,
+        both,
+        "![bytes per op](traffic.png)",
+    )
+
+
+def _bench_cmd(json_path: Path, quick: bool) -> list[str]:
+    return [
+        sys.executable, "-m", "pytest", "benchmarks/test_patch_merge_bench.py", "--benchmark-only",
+        "--benchmark-enable", f"--benchmark-json={json_path}", "-p", "no:cacheprovider",
+        "-q", "-v", "--no-header", "--quick" if quick else "--report",
+    ]  # fmt: skip
+
+
+def run_benchmarks(
+    json_path: Path, *, quick: bool, tick: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Run the benchmark subset in a subprocess; one dict (``extra_info`` + median) per case."""
+    import subprocess
+
+    proc = subprocess.Popen(
+        _bench_cmd(json_path, quick), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    tail: list[str] = []
+    for line in proc.stdout:
+        tail = [*tail[-99:], line.rstrip()]
+        if "::" in line:
+            tick(line.strip())
+    if proc.wait() != 0 or not json_path.is_file():
+        raise RuntimeError("benchmark run failed:\n" + "\n".join(tail[-40:]))
+    data = json.loads(json_path.read_text())
+    return [{**b["extra_info"], "median": b["stats"]["median"]} for b in data["benchmarks"]]
+
+
+def _speed_tables(rows: list[dict[str, Any]]) -> list[str]:
+    out = []
+    keyed = {(b["impl"], b["norm"], b["dtype"], b["mode"], tuple(b["shape"])): b for b in rows}
+    combos = dict.fromkeys((b["dtype"], b["mode"]) for b in rows)
+    for dtype, mode in combos:
+        shapes = list(
+            dict.fromkeys(
+                tuple(b["shape"]) for b in rows if b["dtype"] == dtype and b["mode"] == mode
+            )
+        )
+        lines = [
+            f"**{dtype}, {mode}**: median ms; x = speedup against `slice` in the same column; "
+            "% = fraction of this machine's roofline (minimum bytes / peak bandwidth, or GEMM "
+            "FLOPs / peak FLOP/s, whichever is longer). *italic* = not the same function.",
+            "",
+            "| shape (B,H,W,C) | impl | pre | post | none |",
+            "|---|---|---|---|---|",
+        ]
+        for shape in shapes:
+            for impl in IMPLS:
+                cells = []
+                for norm in ("pre", "post", "none"):
+                    b = keyed.get((impl, norm, dtype, mode, shape))
+                    base = keyed.get(("slice", norm, dtype, mode, shape))
+                    if b is None:
+                        cells.append("-")
+                        continue
+                    cell = f"{b['median'] * 1e3:.2f}"
+                    if base is not None:
+                        cell += f" ({base['median'] / b['median']:.2f}x"
+                        frac = b.get("roofline_fraction")
+                        cell += f", {frac:.0%})" if frac is not None else ")"
+                    cells.append(cell if b.get("exact", True) else f"*{cell}*")
+                lines.append(
+                    f"| {','.join(map(str, shape))} | {impl} | " + " | ".join(cells) + " |"
+                )
+        out.append("\n".join(lines))
+    return out
+
+
+def _headline_speed(r: Report, rows: list[dict[str, Any]]) -> None:
+    s1 = tuple(rows[0]["shape"]) if rows else ()
+    for mode in ("fwd", "fwd+bwd"):
+        parts = []
+        for norm in ("pre", "post", "none"):
+            cell = [
+                b for b in rows
+                if b["norm"] == norm and b["mode"] == mode and b["dtype"] == "float32"
+                and tuple(b["shape"]) == s1 and b.get("exact", True)
+            ]  # fmt: skip
+            base = next((b for b in cell if b["impl"] == "slice"), None)
+            if not cell or base is None:
+                continue
+            best = min(cell, key=lambda b: b["median"])
+            frac = best.get("roofline_fraction")
+            parts.append(
+                f"`{norm}`: **{best['impl']}** {best['median'] * 1e3:.2f} ms, "
+                f"{base['median'] / best['median']:.2f}x `slice` ({base['median'] * 1e3:.2f} ms)"
+                + (f", {frac:.0%} of roofline" if frac is not None else "")
+            )
+        if parts:
+            shape = ",".join(map(str, s1))
+            r.headline.append(
+                f"- **Fastest exact impl, float32 {mode}, shape ({shape}):** "
+                + "; ".join(parts)
+                + "."
+            )
+
+
+def section_bench(r: Report, tick: Callable[[str], None]) -> None:
+    rows = run_benchmarks(r.out / "bench.json", quick=r.quick, tick=tick)
+    r.data["bench"] = rows
+    _headline_speed(r, rows)
+    body = [
+        "pytest-benchmark medians, measured side by side in one run "
+        f"(`{' '.join(_bench_cmd(Path('bench.json'), r.quick)[2:])}`; raw JSON: "
+        "[bench.json](bench.json)). The full matrix (Swin-T/S/B/L at 224 and 384, and an "
+        "odd size) is `nox -s bench`.",
+        *_speed_tables(rows),
+        "![time vs shape](time_vs_shape.png)",
+    ]
+    mem = [b for b in rows if "max_memory_allocated" in b]
+    if mem:
+        body.append(
+            "| impl | norm | dtype | mode | shape | max_memory_allocated (MB) |\n|---|---|---|---|---|---:|\n"
+            + "\n".join(
+                f"| {b['impl']} | {b['norm']} | {b['dtype']} | {b['mode']} | {b['shape']} | "
+                f"{b['max_memory_allocated'] / 1e6:.1f} |"
+                for b in mem
+            )
+        )
+    r.add("Speed", *body)
+
+
+def section_profiles(r: Report, tick: Callable[[str], None]) -> None:
+    from .cli import without_kineto_chatter
+    from .profiling import run_profiles, summarize_trace
+
+    root = r.out.parent  # profiles/: the TensorBoard logdir
+    with without_kineto_chatter():
+        runs = run_profiles(root, quick=True, progress=tick)
+    lines = [
+        "| run | ms / step | top 3 ops by self time | peak memory (MB) |",
+        "|---|---:|---|---:|",
+    ]
+    for run in runs:
+        s = summarize_trace(run)
+        top = ", ".join(f"{o.name} {o.self_us / 1e3:.2f} ms" for o in s.top_ops[:3])
+        peak = max(s.peak_bytes.values(), default=0) / 1e6
+        lines.append(
+            f"| [{run.name}](../{run.name}/) | {s.step_us / 1e3:.2f} | {top} | {peak:.1f} |"
+        )
+    r.add(
+        "Profiles",
+        f"{len(runs)} TensorBoard runs (forward + backward, one per impl x norm x dtype x "
+        "shape) under `profiles/`. Open them with `python -m nox -s tensorboard` (PyTorch "
+        "Profiler tab), or load a run's `*.pt.trace.json` in https://ui.perfetto.dev. Offline, "
+        "the plugin's Overview/Operator/Memory charts stay blank (they load Google Charts "
+        "from the internet), so the numbers they would show are here, read from the same "
+        "files (`pm_core.profiling.summarize_trace`).",
+        "\n".join(lines),
+    )
+
+
+def section_plots(r: Report) -> None:
+    from . import plots
+
+    made = []
+    if "bench" in r.data:
+        made.append(plots.time_vs_shape(r.data["bench"], r.out / "time_vs_shape.png"))
+    if "traffic_rows" in r.data:
+        made.append(plots.bytes_per_op(r.data["traffic_rows"], r.out / "traffic.png"))
+    if "verify" in r.data:
+        made.append(
+            plots.error_vs_conditioning(
+                r.data["verify"].records, r.out / "error_vs_conditioning.png"
+            )
+        )
+        r.add(
+            "Error against conditioning",
+            "Every checked example of the sweep: the worst window's |mean|/std (x) against the "
+            "largest error as a multiple of its bound (y). Points stay below 1 however "
+            "ill-conditioned the windows get because the bound carries the LN amplification.",
+            "![error vs conditioning](error_vs_conditioning.png)",
+        )
+    r.data["plots"] = made
+
+
 def _extra_steps(r: Report) -> list[tuple[str, Callable[[Callable[[str], None]], None]]]:
-    return []
+    return [
+        ("traffic", lambda _t: section_traffic(r)),
+        ("benchmarks", lambda t: section_bench(r, t)),
+        ("profiles", lambda t: section_profiles(r, t)),
+        ("plots", lambda _t: section_plots(r)),
+    ]
 
 
 __all__ = ["IMPLS", "REGISTRY", "build_report", "machine_summary", "update_readme"]

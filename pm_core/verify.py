@@ -155,7 +155,7 @@ def run_verify(
             if record.exists()
             else []
         )
-    summary = next((t for t in reversed(tail) if " passed" in t or " failed" in t), "")
+    summary = next((t for t in reversed(tail) if " passed" in t or " failed" in t), "").strip("= ")
     v = Verification(aggregate(records), records, returncode, summary, seconds)
     v.extra["log_tail"] = "\n".join(tail[-60:])
     return v

@@ -1,0 +1,136 @@
+"""The report's PNG plots (matplotlib, Agg backend; imported only by the report)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.patches import Rectangle
+
+from .impls import IMPLS
+
+_COLORS = dict(zip(IMPLS, plt.get_cmap("tab10").colors, strict=False))  # type: ignore[attr-defined]
+
+
+def time_vs_shape(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Median time per shape, one line per impl, one panel per norm (float32 where present)."""
+    dtype = "float32" if any(b["dtype"] == "float32" for b in rows) else rows[0]["dtype"]
+    modes = list(dict.fromkeys(b["mode"] for b in rows))
+    norms = [n for n in ("pre", "post", "none") if any(b["norm"] == n for b in rows)]
+    fig, axes = plt.subplots(
+        len(modes), len(norms), figsize=(4.2 * len(norms), 3.6 * len(modes)), squeeze=False
+    )
+    for i, mode in enumerate(modes):
+        for j, norm in enumerate(norms):
+            ax = axes[i][j]
+            sel = [
+                b for b in rows if b["dtype"] == dtype and b["mode"] == mode and b["norm"] == norm
+            ]
+            shapes = list(dict.fromkeys(tuple(b["shape"]) for b in sel))
+            labels = ["x".join(map(str, s)) for s in shapes]
+            for impl in IMPLS:
+                pts = {tuple(b["shape"]): b["median"] * 1e3 for b in sel if b["impl"] == impl}
+                if not pts:
+                    continue
+                exact = next(b.get("exact", True) for b in sel if b["impl"] == impl)
+                ax.plot(
+                    [labels[shapes.index(s)] for s in shapes if s in pts],
+                    [pts[s] for s in shapes if s in pts],
+                    marker="o",
+                    linestyle="-" if exact else ":",
+                    color=_COLORS.get(impl),
+                    label=impl if exact else f"{impl} (not exact)",
+                )
+            ax.set_yscale("log")
+            ax.set_title(f"norm={norm!r}, {mode}")
+            ax.set_xlabel("input shape B x H x W x C")
+            ax.set_ylabel(f"median time, ms ({dtype}, log)")
+            ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+            ax.grid(True, which="both", alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="upper right")
+    fig.suptitle("Patch merging: time per call by input shape (lower is better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def bytes_per_op(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Stacked bars: MB each aten op reads + writes, per impl, one panel per norm."""
+    norms = [n for n in ("pre", "post", "none") if any(r["norm"] == n for r in rows)]
+    ops = list(dict.fromkeys(r["op"] for r in rows if r["total"]))
+    cmap = plt.get_cmap("tab20")
+    op_color = {op: cmap(k % 20) for k, op in enumerate(ops)}
+    fig, axes = plt.subplots(1, len(norms), figsize=(5.2 * len(norms), 4.2), squeeze=False)
+    for j, norm in enumerate(norms):
+        ax = axes[0][j]
+        impls = [i for i in IMPLS if any(r["impl"] == i and r["norm"] == norm for r in rows)]
+        for y, impl in enumerate(impls):
+            left = 0.0
+            sel = [r for r in rows if r["impl"] == impl and r["norm"] == norm and r["total"]]
+            for r in sel:
+                mb = r["total"] / 1e6
+                ax.barh(y, mb, left=left, color=op_color[r["op"]], edgecolor="white", linewidth=0.5)
+                left += mb
+            if sel and sel[0].get("minimum"):
+                ax.plot(
+                    [sel[0]["minimum"] / 1e6] * 2,
+                    [y - 0.45, y + 0.45],
+                    color="black",
+                    linewidth=1.5,
+                )
+        ax.set_yticks(range(len(impls)), impls)
+        ax.invert_yaxis()
+        ax.set_xlabel("MB read + written (forward)")
+        ax.set_title(f"norm={norm!r}  (black tick: analytic minimum)")
+        ax.grid(True, axis="x", alpha=0.3)
+    handles = [Rectangle((0, 0), 1, 1, color=op_color[op]) for op in ops]
+    fig.legend(handles, ops, loc="lower center", ncol=min(len(ops), 6), fontsize=8)
+    fig.suptitle("Memory traffic per aten op (views are free)")
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def error_vs_conditioning(records: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Scatter of every checked example: window conditioning against error / bound."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    markers = {"float64": "o", "float32": "s", "bfloat16": "^", "float16": "v"}
+    for impl in IMPLS:
+        for dtype, marker in markers.items():
+            pts = [
+                (float(r["kappa"]), float(r["bound_ratio"]))
+                for r in records
+                if r.get("impl") == impl and r.get("dtype") == dtype and r.get("kind") != "pair"
+                and r.get("kappa") is not None and r.get("bound_ratio") is not None
+                and float(r["bound_ratio"]) > 0
+            ]  # fmt: skip
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.scatter(
+                    xs,
+                    ys,
+                    s=10,
+                    alpha=0.5,
+                    marker=marker,
+                    color=_COLORS.get(impl),
+                    label=f"{impl} {dtype}",
+                )
+    ax.axhline(1.0, color="red", linewidth=1, label="bound (fails above)")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_yscale("log")
+    ax.set_xlabel("worst window |mean| / std in the input (LN conditioning)")
+    ax.set_ylabel("max error / error bound")
+    ax.set_title("Error against conditioning: every Hypothesis example")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, ncol=3, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
