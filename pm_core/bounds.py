@@ -10,15 +10,29 @@ Derivation
 ----------
 Notation: ``u`` is the unit roundoff of the compute dtype (``finfo.eps / 2``: 2^-53,
 2^-24, 2^-8, 2^-11 for float64/32, bfloat16, float16), plus float64's own for the
-oracle. ``n = 4C`` is the window length, ``O`` the output width, ``N`` the number of
-windows ``B * ceil(H/2) * ceil(W/2)``. ``gamma(L) = L + 2`` is the first-order
-constant of a sum of ``L`` products rounded in *any* order and nesting (Higham,
-*Accuracy and Stability of Numerical Algorithms*, sec. 3.1: ``|fl(sum) - sum| <=
-gamma_L * u * sum |terms|``), plus one rounding of the input to the op and one of its
-output. Each bound is ``u * E + gamma(L) * u * tiny`` where ``E`` is the first-order
-error coefficient below and the last term covers gradual underflow (``tiny`` is the
-dtype's smallest normal). Inputs are exact: the oracle casts the *rounded* low-precision
-inputs to float64, so input rounding is not an error of the implementation.
+oracle; ``u_acc`` that of the dtype sums accumulate in (``accumulate``: PyTorch's
+"opmath" type, float32 for the half types on CPU and CUDA, else the dtype itself).
+``n = 4C`` is the window length, ``O`` the output width, ``N`` the number of windows
+``B * ceil(H/2) * ceil(W/2)``. A sum of ``L`` products accumulated in any order and
+nesting is off by at most ``L * u_acc * sum |terms|`` (Higham, *Accuracy and Stability
+of Numerical Algorithms*, sec. 3.1), and rounding its input and its result to the
+dtype at the op boundaries adds ``2 u``; in units of ``u``::
+
+    gamma(L) = L * u_acc / u + 2
+
+Each bound is ``u * E + gamma(L) * u * tiny`` where ``E`` is the first-order error
+coefficient below and the last term covers gradual underflow (``tiny`` is the dtype's
+smallest normal). Inputs are exact: the oracle casts the *rounded* low-precision inputs
+to float64, so input rounding is not an error of the implementation.
+
+The reductions over the N windows (the parameter gradients dL/dW, dL/dg, dL/db) are
+bounded as if accumulated in the dtype itself, ``gamma_N(L) = L + 2``: PyTorch's CPU
+LayerNorm backward does accumulate dL/dbeta partly in bfloat16 (measured: 1.08 *
+``u * sum|G|`` over 25 rows, where one final rounding would give at most ``u |sum G|``).
+
+Reduced-precision reductions (cuBLAS half GEMMs with
+``torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction``) accumulate in
+the dtype itself: pass ``accumulate=dtype`` there.
 
 Magnitudes use ``|.|`` of every factor (``|W| |v|`` rather than ``|W v|``), because an
 implementation may group the sum differently from the oracle (the conv fold computes
@@ -107,10 +121,6 @@ def unit_roundoff(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps / 2
 
 
-def _gamma(length: int) -> float:
-    return float(length + 2)
-
-
 def _mean(t: Tensor) -> Tensor:
     return t.mean(-1, keepdim=True)
 
@@ -140,11 +150,12 @@ def _ln_backward_magnitude(gx: Tensor, ln: _LN) -> Tensor:
     return (gx + _mean(gx) + ax * _mean(gx * ax)) / ln.sigma
 
 
-def _ln_backward_error(gx: Tensor, err_gx: Tensor, ln: _LN, length: int) -> Tensor:
-    """Error coefficient of LayerNorm's input gradient (see the module docstring)."""
+def _ln_backward_error(gx: Tensor, err_gx: Tensor, ln: _LN, gamma: float) -> Tensor:
+    """Error coefficient of LayerNorm's input gradient (see the module docstring);
+    ``gamma`` is ``gamma(n)`` of the normalised length."""
     ax = ln.xhat.abs()
     m = _ln_backward_magnitude(gx, ln)
-    own = _gamma(length) * ln.kappa * (2 * m + (1 + ax) * _mean(gx * (1 + ax)) / ln.sigma)
+    own = gamma * ln.kappa * (2 * m + (1 + ax) * _mean(gx * (1 + ax)) / ln.sigma)
     return own + (2 + ax) * _max(err_gx) / ln.sigma
 
 
@@ -181,19 +192,30 @@ def error_bounds(
     odd: Odd = "pad",
     grad_out: Tensor | None = None,
     dtype: torch.dtype | None = None,
+    accumulate: torch.dtype | None = None,
 ) -> ErrorBounds:
     """Bounds on ``|patch_merge(...) - reference_patch_merge(...)|`` and on the gradients' errors.
 
     Same arguments as :func:`pm_core.patch_merge` (no ``impl``: the bound holds for any
     order of summation), plus ``grad_out`` (the upstream gradient, shaped like the
-    output) to bound the gradients, and ``dtype``, the compute dtype (default
-    ``x.dtype``). All bounds are float64 tensors shaped like what they bound:
+    output) to bound the gradients, ``dtype``, the compute dtype (default
+    ``x.dtype``), and ``accumulate``, the dtype its sums accumulate in (default
+    float32 for float16/bfloat16, else ``dtype``). All bounds are float64 tensors shaped like what they bound:
     ``output`` like the result, ``x`` like ``x``, and so on. See the module docstring
     for the derivation.
     """
     call = check_call(x, reduction_weight, norm_weight, norm_bias, hw, norm, eps, odd)
     dt = call.x.dtype if dtype is None else dtype
+    acc = torch.promote_types(dt, torch.float32) if accumulate is None else accumulate
     u = unit_roundoff(dt) + unit_roundoff(_F64)
+    ratio = unit_roundoff(acc) / unit_roundoff(dt)
+
+    def _gamma(length: int) -> float:
+        return length * ratio + 2.0
+
+    def _gamma_n(length: int) -> float:  # reductions over windows: dtype accumulation
+        return length + 2.0
+
     tiny = torch.finfo(dt).smallest_normal * unit_roundoff(dt)
     with torch.no_grad():
         x0 = call.x.detach().to(_F64)
@@ -222,7 +244,7 @@ def error_bounds(
             if gq is not None:
                 ag_ = gq.abs()
                 e_gx_win = _gamma(o) * ag_ @ aw
-                e_gw = _gamma(nwin) * ag_.reshape(-1, o).T @ av0.reshape(-1, n)
+                e_gw = _gamma_n(nwin) * ag_.reshape(-1, o).T @ av0.reshape(-1, n)
         elif norm == "pre":
             ln = _ln(v0, eps)
             ax = ln.xhat.abs()
@@ -234,12 +256,12 @@ def error_bounds(
                 agw = ag_ @ aw  # |G| |W|: magnitude of dL/dv, (..., n)
                 e_gv = _gamma(o) * agw
                 flat_g = ag_.reshape(-1, o).T
-                e_gw = _gamma(nwin) * flat_g @ a.reshape(-1, n) + flat_g @ e_v.reshape(-1, n)
+                e_gw = _gamma_n(nwin) * flat_g @ a.reshape(-1, n) + flat_g @ e_v.reshape(-1, n)
                 lead = tuple(range(v0.dim() - 1))
                 e_xhat = _gamma(n) * ln.kappa * (1 + ax)
-                e_gg = (_gamma(nwin + o) * agw * ax + e_gv * ax + agw * e_xhat).sum(lead)
-                e_gb = (_gamma(nwin + o) * agw + e_gv).sum(lead)
-                e_gx_win = _ln_backward_error(ag * agw, ag * e_gv, ln, n)
+                e_gg = (_gamma_n(nwin + o) * agw * ax + e_gv * ax + agw * e_xhat).sum(lead)
+                e_gb = (_gamma_n(nwin + o) * agw + e_gv).sum(lead)
+                e_gx_win = _ln_backward_error(ag * agw, ag * e_gv, ln, _gamma(n))
         else:  # post
             z = v0 @ w.T
             e_z = _gamma(n) * av0 @ aw.T
@@ -256,10 +278,10 @@ def error_bounds(
                 ) / ln.sigma
                 e_gx_win = _gamma(o) * gz_mag @ aw + e_gz @ aw
                 flat_gz = gz_mag.reshape(-1, o).T
-                e_gw = (_gamma(nwin) * flat_gz + e_gz.reshape(-1, o).T) @ av0.reshape(-1, n)
+                e_gw = (_gamma_n(nwin) * flat_gz + e_gz.reshape(-1, o).T) @ av0.reshape(-1, n)
                 lead = tuple(range(v0.dim() - 1))
-                e_gg = (_gamma(nwin) * ag_ * az + ag_ * e_zhat).sum(lead)
-                e_gb = (_gamma(nwin) * ag_).sum(lead)
+                e_gg = (_gamma_n(nwin) * ag_ * az + ag_ * e_zhat).sum(lead)
+                e_gb = (_gamma_n(nwin) * ag_).sum(lead)
 
         out = u * e_y + _gamma(n + o) * tiny
         if call.flat:
@@ -268,11 +290,11 @@ def error_bounds(
         if e_gx_win is not None:
             bx = _scatter_windows(x0, u * e_gx_win + _gamma(n + o) * tiny).reshape(x.shape)
         if e_gw is not None:
-            bw = u * e_gw + _gamma(nwin) * tiny
+            bw = u * e_gw + _gamma_n(nwin) * tiny
         if e_gg is not None and norm_weight is not None:
-            bg = u * e_gg + _gamma(nwin + o) * tiny
+            bg = u * e_gg + _gamma_n(nwin + o) * tiny
         if e_gb is not None and norm_bias is not None:
-            bb = u * e_gb + _gamma(nwin + o) * tiny
+            bb = u * e_gb + _gamma_n(nwin + o) * tiny
     return ErrorBounds(out, bx, bw, bg, bb, kappa)
 
 

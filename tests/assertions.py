@@ -165,6 +165,26 @@ def _oracle(inp: Inputs, norm: str) -> Tensor:
     )
 
 
+def _accumulate(dtype: torch.dtype, device: str) -> torch.dtype | None:
+    """Where cuBLAS may reduce half GEMMs in half precision, bound with that (see bounds)."""
+    if device != "cuda":
+        return None
+    m = torch.backends.cuda.matmul
+    if (dtype == torch.float16 and m.allow_fp16_reduced_precision_reduction) or (
+        dtype == torch.bfloat16 and m.allow_bf16_reduced_precision_reduction
+    ):
+        return dtype
+    return None
+
+
+def _bounds(inp: Inputs, norm: str, device: str, **kw: Any) -> pm_core.bounds.ErrorBounds:
+    x = inp.x.detach()
+    return error_bounds(
+        x, inp.weight.detach(), inp.norm_weight, inp.norm_bias, hw=inp.hw, norm=norm,
+        eps=EPS, accumulate=_accumulate(x.dtype, device), **kw,
+    )  # fmt: skip
+
+
 def _kappa(inp: Inputs) -> float:
     k = window_conditioning(inp.x, hw=inp.hw, eps=EPS)
     return float(k.max()) if k.numel() else 0.0
@@ -178,9 +198,7 @@ def check_forward(subject: Subject, case: Case, *, norm: str, device: str = "cpu
     repro = _repro("check_forward", subject, case, norm=norm, device=device)
     if y.dtype != inp.x.dtype:
         _fail(f"{subject.name!r} returned {y.dtype} for {inp.x.dtype} input", repro)
-    eb = error_bounds(
-        inp.x, inp.weight, inp.norm_weight, inp.norm_bias, hw=inp.hw, norm=norm, eps=EPS
-    )
+    eb = _bounds(inp, norm, device)
     assert_within_bound(
         y, _oracle(inp, norm), eb.output, kind="forward", subject=subject, norm=norm,
         case=case, device=device, x=inp.x, kappa=_kappa(inp), repro=repro,
@@ -191,9 +209,7 @@ def check_differs(subject: Subject, case: Case, *, norm: str, device: str = "cpu
     """The largest ``|subject - oracle| / bound`` of the output (> 1 means it differs)."""
     inp = case.build(norm, device)
     y = _call(subject, inp, norm).detach().to(F64).cpu()
-    eb = error_bounds(
-        inp.x, inp.weight, inp.norm_weight, inp.norm_bias, hw=inp.hw, norm=norm, eps=EPS
-    )
+    eb = _bounds(inp, norm, device)
     err = (y - _oracle(inp, norm).cpu()).abs()
     return float((err / eb.output.cpu()).max()) if err.numel() else 0.0
 
@@ -203,9 +219,7 @@ def check_pair(a: Subject, b: Subject, case: Case, *, norm: str, device: str = "
     __tracebackhide__ = True
     inp = case.build(norm, device)
     ya, yb = _call(a, inp, norm), _call(b, inp, norm)
-    eb = error_bounds(
-        inp.x, inp.weight, inp.norm_weight, inp.norm_bias, hw=inp.hw, norm=norm, eps=EPS
-    )
+    eb = _bounds(inp, norm, device)
     both = Subject(f"{a.name}~{b.name}", a.merge, a.expr)
     assert_within_bound(
         ya, yb, 2 * eb.output, kind="pair", subject=both, norm=norm, case=case,
@@ -241,10 +255,7 @@ def check_grads(
 
     ref = [t.detach().to(F64).requires_grad_() if t is not None else None for t in inp[:4]]
     reference_patch_merge(*ref, hw=inp.hw, norm=norm, eps=EPS).backward(inp.grad_out.to(F64))
-    eb = error_bounds(
-        x.detach(), inp.weight.detach(), nw, nb, hw=inp.hw, norm=norm, eps=EPS,
-        grad_out=inp.grad_out,
-    )  # fmt: skip
+    eb = _bounds(inp, norm, device, grad_out=inp.grad_out)
     kappa = _kappa(inp)
     repro = _repro(
         "check_grads", subject, case, norm=norm, device=device, weight_param=weight_param
