@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor
@@ -78,7 +78,7 @@ def _idx(flat: int, shape: torch.Size) -> tuple[int, ...]:
     return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), shape)) if shape else ()
 
 
-def _fail(message: str, repro: str) -> None:
+def _fail(message: str, repro: str) -> NoReturn:
     __tracebackhide__ = True
     exc = AssertionError(message)
     exc.add_note(f"repro: {repro}")
@@ -106,8 +106,11 @@ def assert_within_bound(
     x: Tensor,
     kappa: float,
     repro: str,
-) -> None:
-    """``|actual - expected| <= bound`` elementwise, or a failure report naming everything."""
+) -> float:
+    """``|actual - expected| <= bound`` elementwise, or a failure report naming everything.
+
+    Returns the largest ``|actual - expected| / bound`` (at most 1 when it returns).
+    """
     __tracebackhide__ = True
     what = f"{kind} of {subject.name!r} (norm={norm!r}, dtype={case.dtype}, device={device})"
     where = f"  x: {describe(x)}; layout {case.layout}, form {case.form}, values {case.values}"
@@ -119,7 +122,6 @@ def assert_within_bound(
         record(**rec, max_abs_err=math.inf, bound_ratio=math.inf, passed=False)
         got = None if actual is None else tuple(actual.shape)
         _fail(f"{what}: got shape {got}, the oracle's is {tuple(expected.shape)}\n{where}", repro)
-        return
     a = actual.detach().to(F64).cpu()
     e = expected.detach().to(F64).cpu()
     bd = bound.detach().to(F64).cpu()
@@ -128,7 +130,7 @@ def assert_within_bound(
     ratio = torch.where(bd > 0, err / bd, torch.where(err > 0, inf, torch.zeros_like(err)))
     if err.numel() == 0:
         record(**rec, max_abs_err=0.0, bound_ratio=0.0, passed=True)
-        return
+        return 0.0
     r_at = int(ratio.flatten().argmax())
     worst = float(ratio.flatten()[r_at])
     e_at = int(err.flatten().argmax())
@@ -137,7 +139,7 @@ def assert_within_bound(
     passed = worst <= 1.0
     record(**rec, max_abs_err=float(err.flatten()[e_at]), bound_ratio=worst, passed=passed)
     if passed:
-        return
+        return worst
     shape = err.shape
     at = _idx(r_at, shape)
     _fail(
@@ -148,6 +150,7 @@ def assert_within_bound(
         f"{float(e[at]):.6g}, bound {float(bd[at]):.3e}; worst window |mean|/std = {kappa:.3g}",
         repro,
     )
+    return worst
 
 
 def _call(subject: Subject, inp: Inputs, norm: str, **over: Any) -> Tensor:
@@ -190,8 +193,11 @@ def _kappa(inp: Inputs) -> float:
     return float(k.max()) if k.numel() else 0.0
 
 
-def check_forward(subject: Subject, case: Case, *, norm: str, device: str = "cpu") -> None:
-    """``subject`` matches the float64 oracle, computed from the same rounded inputs."""
+def check_forward(subject: Subject, case: Case, *, norm: str, device: str = "cpu") -> float:
+    """``subject`` matches the float64 oracle, computed from the same rounded inputs.
+
+    Returns the largest error / bound ratio.
+    """
     __tracebackhide__ = True
     inp = case.build(norm, device)
     y = _call(subject, inp, norm)
@@ -199,7 +205,7 @@ def check_forward(subject: Subject, case: Case, *, norm: str, device: str = "cpu
     if y.dtype != inp.x.dtype:
         _fail(f"{subject.name!r} returned {y.dtype} for {inp.x.dtype} input", repro)
     eb = _bounds(inp, norm, device)
-    assert_within_bound(
+    return assert_within_bound(
         y, _oracle(inp, norm), eb.output, kind="forward", subject=subject, norm=norm,
         case=case, device=device, x=inp.x, kappa=_kappa(inp), repro=repro,
     )  # fmt: skip

@@ -26,6 +26,12 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 BUDGET = 200
 
 
+@pytest.fixture(autouse=True)
+def _no_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted bugs are not implementations: keep them out of ``$PM_CORE_RECORD``."""
+    monkeypatch.delenv("PM_CORE_RECORD", raising=False)
+
+
 def examples_to_catch(
     check: Callable[[Case], None], *, grad: bool = False, budget: int = BUDGET
 ) -> tuple[int, str]:
