@@ -162,10 +162,16 @@ def _call(subject: Subject, inp: Inputs, norm: str, **over: Any) -> Tensor:
     )
 
 
+def _host(t: Tensor | None) -> Tensor | None:
+    """MPS has no float64: the oracle and the bounds run on the CPU copy there."""
+    return t.cpu() if t is not None and t.device.type == "mps" else t
+
+
 def _oracle(inp: Inputs, norm: str) -> Tensor:
-    return reference_patch_merge(
-        inp.x, inp.weight, inp.norm_weight, inp.norm_bias, hw=inp.hw, norm=norm, eps=EPS
-    )
+    x, w, nw, nb = (_host(t) for t in inp[:4])
+    assert x is not None
+    assert w is not None
+    return reference_patch_merge(x, w, nw, nb, hw=inp.hw, norm=norm, eps=EPS)
 
 
 def _accumulate(dtype: torch.dtype, device: str) -> torch.dtype | None:
@@ -181,10 +187,14 @@ def _accumulate(dtype: torch.dtype, device: str) -> torch.dtype | None:
 
 
 def _bounds(inp: Inputs, norm: str, device: str, **kw: Any) -> pm_core.bounds.ErrorBounds:
-    x = inp.x.detach()
+    x, w, nw, nb = (_host(t) for t in inp[:4])
+    assert x is not None
+    assert w is not None
+    if kw.get("grad_out") is not None:
+        kw["grad_out"] = _host(kw["grad_out"])
     return error_bounds(
-        x, inp.weight.detach(), inp.norm_weight, inp.norm_bias, hw=inp.hw, norm=norm,
-        eps=EPS, accumulate=_accumulate(x.dtype, device), **kw,
+        x.detach(), w.detach(), nw, nb, hw=inp.hw, norm=norm, eps=EPS,
+        accumulate=_accumulate(x.dtype, device), **kw,
     )  # fmt: skip
 
 
@@ -259,8 +269,10 @@ def check_grads(
     if weight_param == "conv" and gw is not None:
         gw = conv_to_linear(gw)
 
-    ref = [t.detach().to(F64).requires_grad_() if t is not None else None for t in inp[:4]]
-    reference_patch_merge(*ref, hw=inp.hw, norm=norm, eps=EPS).backward(inp.grad_out.to(F64))
+    ref = [None if t is None else _host(t.detach()).to(F64).requires_grad_() for t in inp[:4]]  # type: ignore[union-attr]
+    g64 = _host(inp.grad_out)
+    assert g64 is not None
+    reference_patch_merge(*ref, hw=inp.hw, norm=norm, eps=EPS).backward(g64.to(F64))
     eb = _bounds(inp, norm, device, grad_out=inp.grad_out)
     kappa = _kappa(inp)
     repro = _repro(
