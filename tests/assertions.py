@@ -269,7 +269,7 @@ def check_grads(
     if weight_param == "conv" and gw is not None:
         gw = conv_to_linear(gw)
 
-    ref = [None if t is None else _host(t.detach()).to(F64).requires_grad_() for t in inp[:4]]  # type: ignore[union-attr]
+    ref = [None if t is None else _host(t.detach()).to(F64).requires_grad_() for t in inp[:4]]
     g64 = _host(inp.grad_out)
     assert g64 is not None
     reference_patch_merge(*ref, hw=inp.hw, norm=norm, eps=EPS).backward(g64.to(F64))
