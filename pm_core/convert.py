@@ -261,6 +261,8 @@ def from_module(m: nn.Module, *, impl: str = "conv", verify: bool = True) -> Pat
     red = m.get_submodule("reduction")
     assert isinstance(red, nn.Linear)  # checked by _structure
     out.reduction = red
+    # register in the source's order, so state_dict() lists the keys in the same order
+    out._modules = {k: out._modules[k] for k in m._modules if k in out._modules}
     if verify:
         policy = _detect_odd_and_verify(m, out, known, dim)
         if policy is not None:
@@ -293,11 +295,12 @@ def swap_patch_merging(model: nn.Module, impl: str = "conv", *, verify: bool = T
             "use pm_core.from_module(model)"
         )
     get_impl(impl)  # reject an unknown impl before touching the model
+    # _modules, not named_children(): that skips a second name for the same module
     targets = [
         (parent, name, child)
         for parent in model.modules()
-        for name, child in parent.named_children()
-        if recognise(child) is not None
+        for name, child in parent._modules.items()
+        if child is not None and recognise(child) is not None
     ]
     new: dict[int, PatchMerging] = {}
     for _, _, child in targets:

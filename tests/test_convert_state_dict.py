@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from torch import nn
 
@@ -47,6 +47,7 @@ def _merge_sd(c: int, o: int, norm: str, seed: int) -> dict[str, torch.Tensor]:
 )
 def test_round_trip_is_exact(c, extra, norm, path, seed):
     """swin -> a -> b -> swin (any order of the three layouts) gives back every bit."""
+    assume(norm == "none" or 2 * c + extra != 4 * c)  # O == 4C is ambiguous: raises, tested below
     sd = _merge_sd(c, 2 * c + extra, norm, seed)
     start = [lay for lay in path if lay == "swin"] + [lay for lay in path if lay != "swin"]
     cur = sd
