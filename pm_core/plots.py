@@ -124,6 +124,7 @@ def error_vs_conditioning(records: Sequence[dict[str, Any]], path: Path) -> Path
                 )
     ax.axhline(1.0, color="red", linewidth=1, label="bound (fails above)")
     ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0)
     ax.set_yscale("log")
     ax.set_xlabel("worst window |mean| / std in the input (LN conditioning)")
     ax.set_ylabel("max error / error bound")
