@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 from torch import Tensor, nn
 
@@ -19,8 +22,12 @@ def _make_norm(norm: Norm, dim: int, out_dim: int, eps: float, **dd: object) -> 
     return nn.Identity()
 
 
+_M = TypeVar("_M", bound="_Base")
+
+
 class _Base(nn.Module):
     norm: nn.Module
+    reduction: nn.Linear | nn.Conv2d
 
     def __init__(self, dim: int, out_dim: int | None, norm: Norm, impl: str, odd: Odd, eps: float):
         super().__init__()
@@ -36,6 +43,17 @@ class _Base(nn.Module):
 
     def _weight(self) -> Tensor:
         raise NotImplementedError
+
+    def _copy_as(self, cls: Callable[..., _M], reduction_weight: Tensor) -> _M:
+        """The other parameterisation with the same options, norm and (converted) weight."""
+        m = cls(
+            self.dim, out_dim=self.out_dim, norm=self.norm_mode, impl=self.impl, odd=self.odd,
+            device=reduction_weight.device, dtype=reduction_weight.dtype,
+        )  # fmt: skip
+        m.norm.load_state_dict(self.norm.state_dict())
+        with torch.no_grad():
+            m.reduction.weight.copy_(reduction_weight)
+        return m
 
     def forward(self, x: Tensor, hw: tuple[int, int] | None = None) -> Tensor:
         """``x``: ``(B, H, W, C)``, or ``(B, L, C)`` with ``hw=(H, W)``; see :func:`pm_core.patch_merge`."""
@@ -89,15 +107,7 @@ class PatchMerging(_Base):
 
     def to_conv(self) -> ConvPatchMerging:
         """A :class:`ConvPatchMerging` computing the same function (weights copied, not shared)."""
-        p = self.reduction.weight
-        m = ConvPatchMerging(
-            self.dim, out_dim=self.out_dim, norm=self.norm_mode, impl=self.impl, odd=self.odd,
-            device=p.device, dtype=p.dtype,
-        )  # fmt: skip
-        m.norm.load_state_dict(self.norm.state_dict())
-        with torch.no_grad():
-            m.reduction.weight.copy_(linear_to_conv(p))
-        return m
+        return self._copy_as(ConvPatchMerging, linear_to_conv(self.reduction.weight))
 
 
 class ConvPatchMerging(_Base):
@@ -131,12 +141,4 @@ class ConvPatchMerging(_Base):
 
     def to_linear(self) -> PatchMerging:
         """A :class:`PatchMerging` computing the same function (weights copied, not shared)."""
-        p = self.reduction.weight
-        m = PatchMerging(
-            self.dim, out_dim=self.out_dim, norm=self.norm_mode, impl=self.impl, odd=self.odd,
-            device=p.device, dtype=p.dtype,
-        )  # fmt: skip
-        m.norm.load_state_dict(self.norm.state_dict())
-        with torch.no_grad():
-            m.reduction.weight.copy_(conv_to_linear(p))
-        return m
+        return self._copy_as(PatchMerging, conv_to_linear(self.reduction.weight))
