@@ -20,7 +20,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ._checks import NORMS, Norm, _autocasting
 from .layouts import conv_view, swin_to_unfold
@@ -154,7 +153,9 @@ def _window_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     m6 = mean[:, :, None, :, None, None]
     # contiguous whatever x's strides; mixed-dtype broadcasting is a slow path on CPU,
     # so a low-precision x is cast first and centred in place
-    if x.dtype == acc:
+    if x.dtype == acc and torch.is_grad_enabled() and x.requires_grad:
+        centred = (_windows(x) - m6).contiguous()  # out= is not differentiable
+    elif x.dtype == acc:
         centred = torch.sub(_windows(x), m6, out=x.new_empty(_windows(x).shape))
     else:
         centred = _windows(x).to(acc, memory_format=torch.contiguous_format).sub_(m6)
@@ -186,13 +187,31 @@ class _FoldedPreNorm(torch.autograd.Function):
         acc = rstd.dtype
         shift = None if nb is None else F.linear(nb.to(acc), weight.to(acc))
         y = z * rstd if shift is None else torch.addcmul(shift, z, rstd)
-        ctx.save_for_backward(centred, rstd, z, weight, folded, nw, nb)
+        ctx.save_for_backward(centred, rstd, z, weight, folded, nw, nb, x)
+        ctx.eps = eps
         return y.to(x.dtype)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
-        centred, rstd, z, weight, folded, nw, nb = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # create_graph=True: the analytic backward below is not itself differentiable,
+            # so recompute the forward in differentiable ops and differentiate that
+            return _FoldedPreNorm._backward_with_graph(ctx, gy)
+        return _FoldedPreNorm._backward(ctx, gy)
+
+    @staticmethod
+    def _backward_with_graph(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
+        *_, weight, _folded, nw, nb, x = ctx.saved_tensors
+        inputs = (x, weight, nw, nb)
+        wanted = [t for t, need in zip(inputs, ctx.needs_input_grad[:4], strict=True) if need]
+        y = _folded_composite(x, weight, nw, nb, ctx.eps)
+        grads = iter(torch.autograd.grad(y, wanted, gy, create_graph=True))
+        return (*(next(grads) if need else None for need in ctx.needs_input_grad[:4]), None)
+
+    @staticmethod
+    @torch.no_grad()
+    def _backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
+        centred, rstd, z, weight, folded, nw, nb, _ = ctx.saved_tensors
         need_x, need_w, need_nw, need_nb = ctx.needs_input_grad[:4]
         b, h, w, c = centred.shape
         o, n = weight.shape
@@ -257,6 +276,13 @@ def _folded_pre_norm(
         y: Tensor = _FoldedPreNorm.apply(x, weight, nw, nb, eps)
         return y
     # under autocast the conv runs in the autocast dtype: let autograd follow the casts
+    return _folded_composite(x, weight, nw, nb, eps)
+
+
+def _folded_composite(
+    x: Tensor, weight: Tensor, nw: Tensor | None, nb: Tensor | None, eps: float
+) -> Tensor:
+    """The fold in plain differentiable ops: autocast, and gradients of gradients, go through it."""
     centred, rstd = _window_stats(x, eps)
     acc = rstd.dtype
     folded = weight if nw is None else weight * nw

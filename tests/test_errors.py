@@ -184,12 +184,15 @@ def test_unknown_impl():
 def test_autocast_follows_linear_and_conv_policy(impl, norm):
     """Under CPU autocast, fp32 x and weights run like nn.LayerNorm + nn.Linear: a bfloat16 result."""
     w, nw, nb = _args(c=8, norm=norm)
-    x = torch.randn(2, 6, 5, 8)
+    x = torch.randn(2, 6, 5, 8, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = patch_merge(x, w, nw, nb, norm=norm, impl=impl)
         mixed = patch_merge(x.bfloat16(), w, nw, nb, norm=norm, impl=impl)  # bf16 x, fp32 weights
     assert y.dtype == mixed.dtype == torch.bfloat16
-    ref = reference_patch_merge(x, w, nw, nb, norm=norm)
+    y.float().square().sum().backward()  # mixed-precision training runs backward too
+    assert x.grad is not None
+    assert torch.isfinite(x.grad).all()
+    ref = reference_patch_merge(x.detach(), w, nw, nb, norm=norm)
     if norm in pm_core.REGISTRY[impl].exact_for:
         # bf16 unit roundoff 2^-8 on inputs, weights and output: a loose, still-failable check
         # that autocast ran the same function (a wrong order gives O(1) relative errors).
