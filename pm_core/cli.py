@@ -7,6 +7,7 @@ Exit codes: 0 when everything holds, 1 when an equivalence that should hold does
 from __future__ import annotations
 
 import argparse
+import atexit
 import functools
 import os
 import subprocess
@@ -99,7 +100,9 @@ def cmd_traffic(args: argparse.Namespace) -> int:
 @functools.cache
 def terminal() -> TextIO:
     """A stream on the terminal's stderr that survives :func:`without_kineto_chatter`'s redirect."""
-    return os.fdopen(os.dup(2), "w", buffering=1)
+    stream = os.fdopen(os.dup(2), "w", buffering=1)
+    atexit.register(stream.close)
+    return stream
 
 
 def _flush_c_streams() -> None:
@@ -107,6 +110,9 @@ def _flush_c_streams() -> None:
 
     with suppress(OSError, AttributeError):  # no libc symbol table: nothing to flush
         ctypes.CDLL(None).fflush(None)
+
+
+_KINETO_NOISE = ("USDT:", "gpuGetDeviceCount failed", "Memory block of unknown size")
 
 
 @contextmanager
@@ -129,7 +135,7 @@ def without_kineto_chatter() -> Iterator[None]:
             os.close(saved)
             tmp.seek(0)
             for line in tmp.read().decode(errors="replace").splitlines():
-                if "USDT:" not in line and "gpuGetDeviceCount failed" not in line:
+                if not any(noise in line for noise in _KINETO_NOISE):
                     print(line, file=sys.stderr)
 
 

@@ -1,0 +1,73 @@
+"""The report's promises that don't need a full run: atomic replacement and the README block."""
+
+from __future__ import annotations
+
+import pytest
+
+from pm_core import report
+
+
+def _no_step(*_args, **_kwargs):
+    return None
+
+
+@pytest.fixture
+def fast_report(monkeypatch):
+    """build_report with every measuring step stubbed out (they have their own tests)."""
+    for name in ("section_verify", "section_channel_norm", "section_traffic", "section_bench",
+                 "section_profiles", "section_plots"):  # fmt: skip
+        monkeypatch.setattr(report, name, _no_step)
+
+
+def test_crash_mid_report_leaves_previous_report_whole(tmp_path, monkeypatch, fast_report):
+    """A step that raises leaves the last complete report in place, byte for byte."""
+    out = tmp_path / "report"
+    assert report.build_report(out)
+    first = (out / "report.md").read_text()
+
+    def boom(*_args, **_kwargs):
+        raise RuntimeError("benchmark died")
+
+    monkeypatch.setattr(report, "section_bench", boom)
+    with pytest.raises(RuntimeError, match="benchmark died"):
+        report.build_report(out)
+    assert (out / "report.md").read_text() == first
+    assert not (tmp_path / "report.old").exists()
+
+
+def test_rebuild_replaces_everything(tmp_path, fast_report):
+    """A rebuild starts empty: a stale file from an earlier run does not survive."""
+    out = tmp_path / "report"
+    report.build_report(out)
+    (out / "stale.png").write_text("old plot")
+    report.build_report(out)
+    assert not (out / "stale.png").exists()
+    assert (out / "report.md").is_file()
+
+
+def test_update_readme_touches_only_the_findings_block(tmp_path):
+    """Only the text between the findings markers changes; no markers, no change."""
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# t\n\nbefore\n{report.README_START}\nold\n{report.README_END}\nafter\n")
+    assert report.update_readme("- new finding", readme)
+    text = readme.read_text()
+    assert (
+        text == f"# t\n\nbefore\n{report.README_START}\n- new finding\n{report.README_END}\nafter\n"
+    )
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("# no markers\n")
+    assert not report.update_readme("x", plain)
+    assert plain.read_text() == "# no markers\n"
+
+
+def test_speed_table_marks_inexact_cells_and_speedups():
+    """Speedups are against slice in the same column; an impl not exact for a norm is italic."""
+    rows = [
+        {"impl": "slice", "norm": "pre", "dtype": "float32", "mode": "fwd", "shape": [1, 2, 2, 1],
+         "median": 2e-3, "exact": True, "roofline_fraction": 0.5},
+        {"impl": "conv_channel_norm", "norm": "pre", "dtype": "float32", "mode": "fwd",
+         "shape": [1, 2, 2, 1], "median": 1e-3, "exact": False, "roofline_fraction": 1.0},
+    ]  # fmt: skip
+    (table,) = report._speed_tables(rows)
+    assert "| 1,2,2,1 | slice | 2.00 (1.00x, 50%) |" in table
+    assert "*1.00 (2.00x, 100%)*" in table
