@@ -271,22 +271,30 @@ def section_traffic(r: Report) -> None:
     )
 
 
-def _bench_cmd(json_path: Path, quick: bool) -> list[str]:
+LAYER_BENCH = "benchmarks/test_patch_merge_bench.py"
+MODEL_BENCH = "benchmarks/test_models_bench.py"
+
+
+def _bench_cmd(json_path: Path, quick: bool, module: str = LAYER_BENCH) -> list[str]:
+    subset = "--quick" if quick else "--report" if module == LAYER_BENCH else None
     return [
-        sys.executable, "-m", "pytest", "benchmarks/test_patch_merge_bench.py", "--benchmark-only",
+        sys.executable, "-m", "pytest", module, "--benchmark-only",
         "--benchmark-enable", f"--benchmark-json={json_path}", "-p", "no:cacheprovider",
-        "-q", "-v", "--no-header", "--quick" if quick else "--report",
+        "-q", "-v", "--no-header", *([subset] if subset else []),
     ]  # fmt: skip
 
 
 def run_benchmarks(
-    json_path: Path, *, quick: bool, tick: Callable[[str], None]
+    json_path: Path, *, quick: bool, tick: Callable[[str], None], module: str = LAYER_BENCH
 ) -> list[dict[str, Any]]:
-    """Run the benchmark subset in a subprocess; one dict (``extra_info`` + median) per case."""
+    """Run a benchmark module in a subprocess; one dict (``extra_info`` + median) per case."""
     import subprocess
 
     proc = subprocess.Popen(
-        _bench_cmd(json_path, quick), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        _bench_cmd(json_path, quick, module),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert proc.stdout is not None
     tail: list[str] = []
@@ -396,6 +404,37 @@ def section_bench(r: Report, tick: Callable[[str], None]) -> None:
     r.add("Speed", *body)
 
 
+def section_models(r: Report, tick: Callable[[str], None]) -> None:
+    rows = run_benchmarks(r.out / "models.json", quick=r.quick, tick=tick, module=MODEL_BENCH)
+    med = {(b["library"], b["model"], b["impl"], b["dtype"]): b["median"] for b in rows}
+    lines = [
+        "| library | model | dtype | original (ms) | merges swapped to `conv` (ms) | original / swapped |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    ratios = []
+    for (lib, model, impl, dtype), t in med.items():
+        if impl != "original" or (lib, model, "conv", dtype) not in med:
+            continue
+        swapped = med[lib, model, "conv", dtype]
+        ratios.append(t / swapped)
+        lines.append(
+            f"| {lib} | {model} | {dtype} | {t * 1e3:.0f} | {swapped * 1e3:.0f} | {t / swapped:.2f} |"
+        )
+    if ratios:
+        r.headline.append(
+            f"- **Whole models** ({len(ratios)} model x dtype pairs, `swap_patch_merging(model, "
+            f"'conv')`): original / swapped forward time {min(ratios):.2f} to {max(ratios):.2f}; "
+            "patch merging is a few percent of a Swin's forward, so the layer's speedup barely shows."
+        )
+    batch = 1 if r.quick else 8
+    r.add(
+        "Whole models: original vs swapped",
+        f"Forward at batch {batch}, native resolution, eval mode, random weights; medians of "
+        f"`{MODEL_BENCH}` (raw JSON: [models.json](models.json)).",
+        "\n".join(lines),
+    )
+
+
 def section_profiles(r: Report, tick: Callable[[str], None]) -> None:
     from .cli import without_kineto_chatter
     from .profiling import run_profiles, summarize_trace
@@ -454,6 +493,7 @@ def _extra_steps(r: Report) -> list[tuple[str, Callable[[Callable[[str], None]],
     return [
         ("traffic", lambda _t: section_traffic(r)),
         ("benchmarks", lambda t: section_bench(r, t)),
+        ("whole models", lambda t: section_models(r, t)),
         ("profiles", lambda t: section_profiles(r, t)),
         ("plots", lambda _t: section_plots(r)),
     ]

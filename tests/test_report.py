@@ -15,7 +15,7 @@ def _no_step(*_args, **_kwargs):
 def fast_report(monkeypatch):
     """build_report with every measuring step stubbed out (they have their own tests)."""
     for name in ("section_verify", "section_channel_norm", "section_traffic", "section_bench",
-                 "section_profiles", "section_plots"):  # fmt: skip
+                 "section_models", "section_profiles", "section_plots"):  # fmt: skip
         monkeypatch.setattr(report, name, _no_step)
 
 
