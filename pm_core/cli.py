@@ -49,8 +49,15 @@ def _progress(total: int | None, desc: str):  # type: ignore[no-untyped-def]
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is in the report group
         return _NullBar()
+    # disable=None: no bar when stderr is not a terminal (CI logs, pipes)
     return tqdm(
-        total=total, desc=desc, unit="step", file=sys.stderr, leave=False, dynamic_ncols=True
+        total=total,
+        desc=desc,
+        unit="step",
+        file=terminal(),
+        leave=False,
+        dynamic_ncols=True,
+        disable=None,
     )
 
 

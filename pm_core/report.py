@@ -205,7 +205,15 @@ def build_report(out: Path, *, quick: bool = False, update_readme_file: bool = F
         ("channel norm", lambda _t: section_channel_norm(r)),
     ]
     steps += _extra_steps(r)
-    bar = tqdm(total=len(steps), desc="report", unit="step", file=terminal(), dynamic_ncols=True)
+    # disable=None: no bar when stderr is not a terminal (CI logs, pipes)
+    bar = tqdm(
+        total=len(steps),
+        desc="report",
+        unit="step",
+        file=terminal(),
+        dynamic_ncols=True,
+        disable=None,
+    )
     for name, fn in steps:
         bar.set_description(f"report: {name}")
         with _step(r, name):
