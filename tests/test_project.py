@@ -57,3 +57,15 @@ def test_cli_traffic_prints_a_table():
     ).stdout  # fmt: skip
     row = next(line for line in out.splitlines() if line.startswith("| none | conv |"))
     assert "| 1.00 |" in row
+
+
+@pytest.mark.models
+def test_readme_python_examples_run():
+    """Every ```python block in the README runs as written (so the documented API cannot drift)."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    assert len(blocks) >= 2
+    for block in blocks:
+        namespace: dict[str, object] = {}
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["n"] == 3  # the model example swapped all three merges
