@@ -11,7 +11,6 @@ On CUDA each round is timed with CUDA events after an L2 flush.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from typing import Any
 import pytest
 import torch
 
-from pm_core import REGISTRY, measure_traffic, minimum_traffic, patch_merge
+from pm_core import REGISTRY, gemm_precision, measure_traffic, minimum_traffic, patch_merge
+from pm_core.profiling import case_inputs
 from pm_core.roofline import Roofline, merge_flops, roofline_fraction
 
 from .conftest import bench_device
@@ -115,14 +115,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def _inputs(case: Case, device: torch.device | str, requires_grad: bool) -> tuple:
-    s = case.shape
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(s.b, s.h, s.w, s.c, generator=gen).to(device, case.dtype)
-    w = (torch.randn(2 * s.c, 4 * s.c, generator=gen) / math.sqrt(4 * s.c)).to(device, case.dtype)
-    n = 4 * s.c if case.norm == "pre" else 2 * s.c
-    nw = None if case.norm == "none" else torch.ones(n, dtype=case.dtype, device=device)
-    nb = None if case.norm == "none" else torch.zeros(n, dtype=case.dtype, device=device)
-    args = (x, w, nw, nb)
+    args = case_inputs(
+        (case.shape.b, case.shape.h, case.shape.w, case.shape.c),
+        case.norm,  # type: ignore[arg-type]
+        case.dtype,
+        device,
+    )
     if requires_grad:
         args = tuple(None if t is None else t.requires_grad_() for t in args)
     return args
@@ -236,6 +234,7 @@ def test_patch_merge(
         traffic_ratio=nbytes / minimum,
         flops=flops,
         device=str(device),
+        gemm_precision=gemm_precision(case.impl, device, case.dtype),
     )
     stats = getattr(benchmark, "stats", None)
     if stats is None or roofline is None:

@@ -8,6 +8,8 @@ pixels into a 4C vector, and projects it to O (= 2C) channels, with a LayerNorm 
   signature; :func:`reference_patch_merge` is the independent float64 oracle.
 * :class:`PatchMerging` / :class:`ConvPatchMerging` are the module forms.
 * :mod:`pm_core.layouts` converts weights between the swin, unfold and conv layouts.
+* :func:`gemm_precision` names the arithmetic an impl's GEMMs run in under the backend
+  flags in force (TF32 for cuDNN convs on a GPU by default); :func:`error_bounds` takes it.
 """
 
 from .bounds import error_bounds
@@ -25,6 +27,7 @@ from .impls import IMPLS, REGISTRY, Impl, get_impl, register
 from .layouts import conv_to_linear, linear_to_conv, swin_to_unfold, unfold_to_swin
 from .modules import ConvPatchMerging, PatchMerging
 from .oracle import reference_patch_merge
+from .precision import gemm_accumulation, gemm_precision
 from .traffic import measure_traffic, minimum_traffic
 
 __all__ = [
@@ -41,6 +44,8 @@ __all__ = [
     "convert_state_dict",
     "error_bounds",
     "from_module",
+    "gemm_accumulation",
+    "gemm_precision",
     "get_impl",
     "linear_to_conv",
     "measure_traffic",

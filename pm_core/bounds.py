@@ -82,6 +82,33 @@ again a set of sums of products, with the reduction lengths of the backward:
 * ``dL/dg = sum_windows gv xhat`` and ``dL/db = sum_windows gv`` sum over N windows of
   terms that are themselves O-term sums: ``gamma(N + O)``.
 
+**GEMMs on rounded inputs** (``gemm_precision="tf32"`` or ``"bf16"``, float32 only;
+see :mod:`pm_core.precision`). The backend rounds both float32 operands of every GEMM
+to a shorter format, relative error ``u_in`` each, multiplies them exactly (a product
+of two 11- or 8-bit significands fits float32's 24) and accumulates in float32. With
+``w~ = w (1 + a)``, ``x~ = x (1 + b)``, ``|a|, |b| <= u_in``::
+
+    |fl(sum w~ x~) - sum w x| <= (2 u_in + u_in^2) sum |w| |x|          (rounding)
+                                + gamma(L) u (1 + u_in)^2 sum |w| |x|   (summation)
+
+so every GEMM reduction coefficient ``gamma(L)`` above becomes
+
+    gamma_in(L) = gamma(L) (1 + u_in)^2 + (2 u_in + u_in^2) / u
+
+and an error arriving at a GEMM from upstream (``E_v`` in ``pre``, ``E_z`` in the
+``post`` backward) is carried through by ``(1 + u_in)^2``. LayerNorm statistics and
+elementwise ops are not GEMMs and keep their terms. The same holds for each backward
+GEMM: ``dL/dv = G W`` (length O), ``dL/dW = G^T v`` (length N), and the conv fold's
+``convolution_backward`` (the same two products on ``G rstd`` and the centred window,
+whose operands are bounded by the same ``|G| |W|`` and ``|xhat|`` magnitudes, so the
+same terms cover it; its ``dL/dg = sum_o (dL/dW~)_ok W_ok`` inherits the rounding of
+``dL/dW~``, which the window-reduction terms of ``dL/dg`` and ``dL/db`` carry as
+``gamma_in``). ``u_in`` is one full ulp of the format (2^-10 for TF32, 2^-7 for
+bfloat16), twice the round-to-nearest figure, because whether cuBLAS / cuDNN round or
+truncate operands to TF32 is not documented; the suite checks both emulations. Values
+below float32's smallest normal round to the format's subnormal spacing, so the
+underflow term uses ``u + u_in``.
+
 Examples:
     >>> import torch
     >>> from pm_core import error_bounds, patch_merge, reference_patch_merge
@@ -99,8 +126,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._checks import Norm, Odd, check_call
-from .oracle import gather_windows
+from ._checks import FLOAT_DTYPES, Norm, Odd, check_call
+from .oracle import gather_windows, scatter_windows
+from .precision import FP32_MODES, INPUT_ROUNDOFF
 
 _F64 = torch.float64
 
@@ -110,7 +138,9 @@ class ErrorBounds(NamedTuple):
 
     ``output`` bounds the forward result. The gradient fields are ``None`` unless
     ``grad_out`` was given (and ``norm_weight``/``norm_bias`` also when those are
-    ``None``). ``kappa`` is the worst window's ``|mean| / sqrt(var + eps)`` of ``x``.
+    ``None``). ``kappa`` is the worst window's ``|mean| / sqrt(var + eps)`` of ``x``, a
+    0-dim float64 tensor on ``x``'s device (``float(eb.kappa)`` for a number): reading
+    it would synchronise a GPU, and fake or meta tensors have no value to read.
     """
 
     output: Tensor
@@ -118,7 +148,7 @@ class ErrorBounds(NamedTuple):
     reduction_weight: Tensor | None
     norm_weight: Tensor | None
     norm_bias: Tensor | None
-    kappa: float
+    kappa: Tensor
 
 
 def unit_roundoff(dtype: torch.dtype) -> float:
@@ -208,6 +238,7 @@ def error_bounds(
     grad_out: Tensor | None = None,
     dtype: torch.dtype | None = None,
     accumulate: torch.dtype | None = None,
+    gemm_precision: str | None = None,
 ) -> ErrorBounds:
     """Bounds on ``|patch_merge(...) - reference_patch_merge(...)|`` and on the gradients' errors.
 
@@ -215,15 +246,22 @@ def error_bounds(
     order of summation), plus ``grad_out`` (the upstream gradient, shaped like the
     output) to bound the gradients, ``dtype``, the compute dtype (default
     ``x.dtype``), and ``accumulate``, the dtype its sums accumulate in (default
-    float32 for float16/bfloat16, else ``dtype``). All bounds are float64 tensors shaped like what they bound:
-    ``output`` like the result, ``x`` like ``x``, and so on. See the module docstring
-    for the derivation.
+    float32 for float16/bfloat16, else ``dtype``). ``gemm_precision`` is the input
+    precision of the GEMMs (:func:`pm_core.gemm_precision`): ``None`` or ``"ieee"`` for
+    GEMMs in the dtype itself, ``"tf32"`` / ``"bf16"`` for float32 GEMMs whose operands
+    are rounded to that format (the dtype's own name, as ``gemm_precision`` reports it
+    for other dtypes, is accepted too). All bounds are float64 tensors shaped like what
+    they bound: ``output`` like the result, ``x`` like ``x``, and so on. See the module
+    docstring for the derivation.
     """
     call = check_call(x, reduction_weight, norm_weight, norm_bias, hw, norm, eps, odd)
     dt = call.x.dtype if dtype is None else dtype
+    u_in = _input_roundoff(gemm_precision, dt)
     acc = torch.promote_types(dt, torch.float32) if accumulate is None else accumulate
     u = unit_roundoff(dt) + unit_roundoff(_F64)
     ratio = unit_roundoff(acc) / unit_roundoff(dt)
+    k_in = (1 + u_in) ** 2  # an upstream error through a GEMM on rounded operands
+    r_in = (2 * u_in + u_in**2) / u  # the operands' own rounding, in units of u
 
     def _gamma(length: int) -> float:
         return length * ratio + 2.0
@@ -231,7 +269,13 @@ def error_bounds(
     def _gamma_n(length: int) -> float:  # reductions over windows: dtype accumulation
         return length + 2.0
 
-    tiny = torch.finfo(dt).smallest_normal * unit_roundoff(dt)
+    def _gemm(length: int) -> float:  # a GEMM's reduction, operands rounded by u_in
+        return _gamma(length) * k_in + r_in
+
+    def _gemm_n(length: int) -> float:  # a GEMM's reduction over windows
+        return _gamma_n(length) * k_in + r_in
+
+    tiny = torch.finfo(dt).smallest_normal * (unit_roundoff(dt) + u_in)
     with torch.no_grad():
         x0 = call.x.detach().to(_F64)
         v0 = gather_windows(x0)  # (B, H', W', n)
@@ -248,39 +292,41 @@ def error_bounds(
         if norm_bias is not None:
             b = norm_bias.detach().to(_F64)
         ag, ab = g.abs(), b.abs()
-        kappa = (_ln(v0, eps).kappa - 1).amax().item() if v0.numel() else 0.0
+        kappa = (_ln(v0, eps).kappa - 1).amax() if v0.numel() else x0.new_zeros(())
         av0 = v0.abs()
 
         e_gx_win: Tensor | None = None
         e_gw = e_gg = e_gb = None
         gq = None if grad_out is None else grad_out.detach().to(_F64).reshape(*v0.shape[:-1], o)
         if norm == "none":
-            e_y = _gamma(n) * av0 @ aw.T
+            e_y = _gemm(n) * av0 @ aw.T
             if gq is not None:
                 ag_ = gq.abs()
-                e_gx_win = _gamma(o) * ag_ @ aw
-                e_gw = _gamma_n(nwin) * ag_.reshape(-1, o).T @ av0.reshape(-1, n)
+                e_gx_win = _gemm(o) * ag_ @ aw
+                e_gw = _gemm_n(nwin) * ag_.reshape(-1, o).T @ av0.reshape(-1, n)
         elif norm == "pre":
             ln = _ln(v0, eps)
             ax = ln.xhat.abs()
             a = ag * ax + ab
             cond = _second_order(_gamma(n) * ln.kappa, u)
             e_v = cond * ag * (1 + ax) + a
-            e_y = _gamma(n) * a @ aw.T + e_v @ aw.T
+            e_y = _gemm(n) * a @ aw.T + k_in * e_v @ aw.T
             if gq is not None:
                 ag_ = gq.abs()
                 agw = ag_ @ aw  # |G| |W|: magnitude of dL/dv, (..., n)
-                e_gv = _gamma(o) * agw
+                e_gv = _gemm(o) * agw
                 flat_g = ag_.reshape(-1, o).T
-                e_gw = _gamma_n(nwin) * flat_g @ a.reshape(-1, n) + flat_g @ e_v.reshape(-1, n)
+                e_gw = _gemm_n(nwin) * flat_g @ a.reshape(-1, n) + k_in * flat_g @ e_v.reshape(
+                    -1, n
+                )
                 lead = tuple(range(v0.dim() - 1))
                 e_xhat = cond * (1 + ax)
-                e_gg = (_gamma_n(nwin + o) * agw * ax + e_gv * ax + agw * e_xhat).sum(lead)
-                e_gb = (_gamma_n(nwin + o) * agw + e_gv).sum(lead)
+                e_gg = (_gemm_n(nwin + o) * agw * ax + e_gv * ax + agw * e_xhat).sum(lead)
+                e_gb = (_gemm_n(nwin + o) * agw + e_gv).sum(lead)
                 e_gx_win = _ln_backward_error(ag * agw, ag * e_gv, ln, cond)
         else:  # post
             z = v0 @ w.T
-            e_z = _gamma(n) * av0 @ aw.T
+            e_z = _gemm(n) * av0 @ aw.T
             ln = _ln(z, eps)
             az = ln.xhat.abs()
             rho = _second_order(2 * _max(e_z) / ln.sigma + _gamma(o) * ln.kappa, u)
@@ -292,9 +338,9 @@ def error_bounds(
                 e_gz = (_gamma(o) + rho) * gz_mag + (
                     e_zhat * _mean(ag * ag_ * az) + az * _mean(ag * ag_ * e_zhat)
                 ) / ln.sigma
-                e_gx_win = _gamma(o) * gz_mag @ aw + e_gz @ aw
+                e_gx_win = _gemm(o) * gz_mag @ aw + k_in * e_gz @ aw
                 flat_gz = gz_mag.reshape(-1, o).T
-                e_gw = (_gamma_n(nwin) * flat_gz + e_gz.reshape(-1, o).T) @ av0.reshape(-1, n)
+                e_gw = (_gemm_n(nwin) * flat_gz + k_in * e_gz.reshape(-1, o).T) @ av0.reshape(-1, n)
                 lead = tuple(range(v0.dim() - 1))
                 e_gg = (_gamma_n(nwin) * ag_ * az + ag_ * e_zhat).sum(lead)
                 e_gb = (_gamma_n(nwin) * ag_).sum(lead)
@@ -304,7 +350,8 @@ def error_bounds(
             out = out.flatten(1, 2)
         bx = bw = bg = bb = None
         if e_gx_win is not None:
-            bx = _scatter_windows(x0, u * e_gx_win + _gamma(n + o) * tiny).reshape(x.shape)
+            per_window = u * e_gx_win + _gamma(n + o) * tiny
+            bx = scatter_windows(per_window, (x0.shape[1], x0.shape[2])).reshape(x.shape)
         if e_gw is not None:
             bw = u * e_gw + _gamma_n(nwin) * tiny
         if e_gg is not None and norm_weight is not None:
@@ -314,16 +361,21 @@ def error_bounds(
     return ErrorBounds(out, bx, bw, bg, bb, kappa)
 
 
-def _scatter_windows(x0: Tensor, per_window: Tensor) -> Tensor:
-    """Place a ``(B, H', W', 4C)`` per-window quantity back on the ``(B, H, W, C)`` grid.
-
-    The adjoint of :func:`~pm_core.oracle.gather_windows`: every pixel sits in exactly
-    one window, so nothing is summed; padding positions are dropped.
-    """
-    with torch.enable_grad():
-        leaf = torch.zeros_like(x0, requires_grad=True)
-        (placed,) = torch.autograd.grad(gather_windows(leaf), leaf, per_window)
-    return placed
+def _input_roundoff(mode: str | None, dtype: torch.dtype) -> float:
+    """``u_in`` of a GEMM's operands for ``error_bounds(gemm_precision=mode)``, checked."""
+    own = str(dtype).removeprefix("torch.")
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
+    if mode is None or mode == "ieee" or mode == own:
+        return 0.0
+    if dtype != torch.float32:
+        raise ValueError(
+            f"gemm_precision={mode!r} rounds float32 GEMM operands, but the compute dtype is "
+            f"{own}: pass None or {own!r} (what pm_core.gemm_precision reports for it)"
+        )
+    if mode not in FP32_MODES:
+        raise ValueError(f"gemm_precision must be None or one of {FP32_MODES}, got {mode!r}")
+    return INPUT_ROUNDOFF[mode]
 
 
 __all__ = ["ErrorBounds", "error_bounds", "unit_roundoff", "window_conditioning"]

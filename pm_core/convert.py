@@ -36,6 +36,7 @@ from typing import Literal, get_args
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import is_fake
 
 from ._checks import Norm, Odd, as_bhwc, check_options
 from .impls import get_impl
@@ -174,8 +175,8 @@ def _detect_odd_and_verify(src: nn.Module, dst: PatchMerging, known: Known, dim:
     nothing can run). Raises if ``dst`` does not reproduce ``src`` on every probe, or if
     ``src`` accepts some odd sizes and rejects others.
     """
-    if any(p.device.type == "meta" for p in src.parameters()):
-        return None
+    if any(p.device.type == "meta" or is_fake(p) for p in src.parameters()):
+        return None  # no values to run: meta or fake tensors (shape-only tracing)
     s64 = copy.deepcopy(src).double()
     d64 = copy.deepcopy(dst).double()
     name = type(src).__qualname__

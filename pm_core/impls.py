@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,9 @@ from torch import Tensor
 
 from ._checks import NORMS, Norm, _autocasting
 from .layouts import conv_view, swin_to_unfold
+
+#: The backend an impl's GEMMs run on.
+GemmBackend = Literal["matmul", "conv"]
 
 #: ``fn(x, weight, norm_weight, norm_bias, norm, eps) -> y``
 ImplFn = Callable[[Tensor, Tensor, Tensor | None, Tensor | None, Norm, float], Tensor]
@@ -34,7 +37,10 @@ class Impl:
 
     ``exact_for`` lists the norm modes in which it computes the same function as the
     oracle; outside them the suite checks that it *differs*. ``layout`` is the channel
-    order it gathers the window in.
+    order it gathers the window in. ``gemm`` is the backend every GEMM it runs goes
+    through, ``"matmul"`` (cuBLAS / MKL / oneDNN matmul) or ``"conv"`` (cuDNN / oneDNN
+    convolution): the flags of that backend decide the GEMM's precision
+    (:func:`pm_core.gemm_precision`), so an impl must not mix the two.
     """
 
     name: str
@@ -42,18 +48,26 @@ class Impl:
     exact_for: frozenset[Norm]
     layout: str
     summary: str
+    gemm: GemmBackend
 
 
 REGISTRY: dict[str, Impl] = {}
 
 
 def register(
-    name: str, *, layout: str, summary: str, exact_for: tuple[Norm, ...] = NORMS
+    name: str,
+    *,
+    layout: str,
+    summary: str,
+    gemm: GemmBackend = "matmul",
+    exact_for: tuple[Norm, ...] = NORMS,
 ) -> Callable[[ImplFn], ImplFn]:
     def deco(fn: ImplFn) -> ImplFn:
         if name in REGISTRY:
             raise ValueError(f"implementation {name!r} is already registered")
-        REGISTRY[name] = Impl(name, fn, frozenset(exact_for), layout, summary)
+        if gemm not in ("matmul", "conv"):
+            raise ValueError(f"gemm must be 'matmul' or 'conv', got {gemm!r}")
+        REGISTRY[name] = Impl(name, fn, frozenset(exact_for), layout, summary, gemm)
         return fn
 
     return deco
@@ -166,6 +180,19 @@ def _window_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     return centred.to(x.dtype).view(b, h, w, c), rstd
 
 
+def _matvec(m: Tensor, v: Tensor) -> Tensor:
+    """``m @ v`` over the last dim as a multiply and a sum, not a GEMM.
+
+    The fold's small matrix-vector products (``W @ b``, the backward's row sums) would
+    otherwise run on the matmul backend while its convolution runs on the conv backend,
+    and the two follow different precision flags (TF32 by default for cuDNN convs, IEEE
+    for cuBLAS matmuls). As reductions they stay IEEE everywhere, so the impl's only
+    GEMMs are convolutions and :func:`pm_core.gemm_precision` can name their precision.
+    """
+    out: Tensor = torch.linalg.vecdot(m, v)
+    return out
+
+
 class _FoldedPreNorm(torch.autograd.Function):
     """``conv(x - mu, W*g) * rstd + W @ b`` with LayerNorm's backward written in the conv's terms.
 
@@ -185,7 +212,7 @@ class _FoldedPreNorm(torch.autograd.Function):
         folded = weight if nw is None else weight * nw
         z = _conv(centred, folded)
         acc = rstd.dtype
-        shift = None if nb is None else F.linear(nb.to(acc), weight.to(acc))
+        shift = None if nb is None else _matvec(weight.to(acc), nb.to(acc))
         y = z * rstd if shift is None else torch.addcmul(shift, z, rstd)
         ctx.save_for_backward(centred, rstd, z, weight, folded, nw, nb, x)
         ctx.eps = eps
@@ -226,7 +253,7 @@ class _FoldedPreNorm(torch.autograd.Function):
         )  # fmt: skip
         if need_x:
             gya = gy.to(acc)
-            mean_g = gya @ folded.to(acc).sum(1) / n  # mean(gxhat) / r
+            mean_g = _matvec(gya, folded.to(acc).sum(1)) / n  # mean(gxhat) / r
             mean_gx = torch.linalg.vecdot(gya, z.to(acc)) / n  # mean(gxhat * xhat) / r^2
             r = rstd.squeeze(-1)
             # the correction in gxr's own layout (splitting H and W is always a view)
@@ -247,7 +274,7 @@ class _FoldedPreNorm(torch.autograd.Function):
             if need_nw:
                 gnw = (gwg * weight).sum(0)
         if need_nb:
-            gnb = (gy_sum @ weight.to(acc)).to(nb.dtype)
+            gnb = _matvec(weight.to(acc).T, gy_sum).to(nb.dtype)
         return gx, gw, gnw, gnb, None
 
 
@@ -287,7 +314,7 @@ def _folded_composite(
     acc = rstd.dtype
     folded = weight if nw is None else weight * nw
     z = _conv(centred, folded)
-    shift = None if nb is None else F.linear(nb.to(acc), weight.to(acc))
+    shift = None if nb is None else _matvec(weight.to(acc), nb.to(acc))
     y = z * rstd if shift is None else torch.addcmul(shift, z, rstd)
     return y.to(z.dtype)  # z.dtype: x.dtype, or the autocast dtype
 
@@ -295,6 +322,7 @@ def _folded_composite(
 @register(
     "conv",
     layout="conv",
+    gemm="conv",
     summary="F.conv2d(k=2, s=2) on the channels-last view; pre-norm folded into the conv",
 )
 def conv_impl(
@@ -314,6 +342,7 @@ def _by_position(v: Tensor, c: int) -> Tensor:
 @register(
     "conv_channel_norm",
     layout="conv",
+    gemm="conv",
     exact_for=("post", "none"),
     summary="naive 'just use a conv': LN over C per pixel, then the conv (not LN over 4C)",
 )

@@ -16,9 +16,16 @@ from __future__ import annotations
 
 from torch import Tensor
 
-# Position p = 2*dw + dh (swin) <-> q = 2*dh + dw (unfold): swapping dh and dw is an
-# involution, so the same index list maps both ways.
-_SWAP_DH_DW = [0, 2, 1, 3]
+
+def _reverse_window_dims(t: Tensor, inner: tuple[int, int, int]) -> Tensor:
+    """``t``'s last dim read as the three window dims ``inner``, reversed and flattened.
+
+    swin is ``(dw, dh, c)``-major and unfold ``(c, dh, dw)``: each is the other with its
+    three window dims reversed. A view and one copy, no index tensor (which on a GPU
+    would be a host-to-device copy on every call).
+    """
+    lead = range(t.dim() - 1)
+    return t.view(*t.shape[:-1], *inner).permute(*lead, -1, -2, -3).flatten(-3)
 
 
 def _check_4c(t: Tensor, name: str) -> int:
@@ -71,7 +78,7 @@ def swin_to_unfold(t: Tensor) -> Tensor:
     ``w.reshape(O, 4, C)[:, [0, 2, 1, 3], :].transpose(1, 2).reshape(O, 4C)``.
     """
     c = _check_4c(t, "t")
-    return t.view(*t.shape[:-1], 4, c)[..., _SWAP_DH_DW, :].transpose(-1, -2).flatten(-2)
+    return _reverse_window_dims(t, (2, 2, c))
 
 
 def unfold_to_swin(t: Tensor) -> Tensor:
@@ -80,7 +87,7 @@ def unfold_to_swin(t: Tensor) -> Tensor:
     The exact inverse of :func:`swin_to_unfold`.
     """
     c = _check_4c(t, "t")
-    return t.view(*t.shape[:-1], c, 4).transpose(-1, -2)[..., _SWAP_DH_DW, :].flatten(-2)
+    return _reverse_window_dims(t, (c, 2, 2))
 
 
 def swin_index(dh: int, dw: int, c: int, channels: int) -> int:

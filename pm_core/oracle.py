@@ -27,18 +27,42 @@ def _layer_norm_by_definition(
     return out
 
 
+def _window_index(h: int, w: int, c: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Source row ``(H', 1, 4C)``, column ``(1, W', 4C)`` and channel ``(4C,)`` of every
+    window entry ``k = (2*dw + dh)*C + c``; rows and columns may fall outside the map."""
+    ho, wo = -(-h // 2), -(-w // 2)
+    k = torch.arange(4 * c, device=device)
+    pos, ch = k // c, k % c
+    dh, dw = pos % 2, pos // 2
+    rows = 2 * torch.arange(ho, device=device)[:, None, None] + dh
+    cols = 2 * torch.arange(wo, device=device)[None, :, None] + dw
+    return rows, cols, ch
+
+
 def gather_windows(x: Tensor) -> Tensor:
     """``(B, H, W, C)`` -> ``(B, ceil(H/2), ceil(W/2), 4C)`` by the swin index formula."""
     _, h, w, c = x.shape
-    ho, wo = -(-h // 2), -(-w // 2)
-    k = torch.arange(4 * c, device=x.device)
-    pos, ch = k // c, k % c
-    dh, dw = pos % 2, pos // 2
-    rows = 2 * torch.arange(ho, device=x.device)[:, None, None] + dh  # (H', 1, 4C)
-    cols = 2 * torch.arange(wo, device=x.device)[None, :, None] + dw  # (1, W', 4C)
+    rows, cols, ch = _window_index(h, w, c, x.device)
     inside = (rows < h) & (cols < w)
     v = x[:, rows.clamp(max=max(h - 1, 0)), cols.clamp(max=max(w - 1, 0)), ch]
     return torch.where(inside, v, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def scatter_windows(v: Tensor, hw: tuple[int, int]) -> Tensor:
+    """``(B, H', W', 4C)`` -> ``(B, H, W, C)``: the adjoint of :func:`gather_windows`.
+
+    Every pixel of the map sits in exactly one window, so nothing is summed; entries
+    that gathered zero padding are dropped. Written as an index assignment into the
+    padded map (no autograd, no data-dependent shapes), so it runs on every device,
+    fake and meta tensors included.
+    """
+    h, w = hw
+    b, ho, wo, n = v.shape
+    c = n // 4
+    rows, cols, ch = _window_index(h, w, c, v.device)
+    out = v.new_zeros(b, 2 * ho, 2 * wo, c)
+    out[:, rows, cols, ch] = v
+    return out[:, :h, :w]
 
 
 def reference_patch_merge(

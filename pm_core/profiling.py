@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.profiler import ProfilerActivity, profile, record_function, schedule
 
 from ._checks import NORMS, Norm
@@ -53,23 +54,38 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def case_inputs(
+    shape: tuple[int, int, int, int], norm: Norm, dtype: torch.dtype, device: torch.device | str
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """``(x, weight, norm_weight, norm_bias)`` for one measured case, the same for the
+    benchmarks and the profiles: x ~ N(0, 1), weight ~ N(0, 1/4C), LN affine at identity."""
+    b, h, w, c = shape
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(b, h, w, c, generator=gen).to(device, dtype)
+    weight = (torch.randn(2 * c, 4 * c, generator=gen) / (4 * c) ** 0.5).to(device, dtype)
+    n = 4 * c if norm == "pre" else 2 * c
+    nw = None if norm == "none" else torch.ones(n, dtype=dtype, device=device)
+    nb = None if norm == "none" else torch.zeros(n, dtype=dtype, device=device)
+    return x, weight, nw, nb
+
+
+def profiler_activities(device: torch.device) -> list[ProfilerActivity]:
+    """What torch.profiler records on ``device``: CPU ops always, CUDA kernels on a GPU."""
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    return activities
+
+
 def profile_one(cfg: ProfileConfig, run_dir: Path, device: torch.device | None = None) -> Path:
     """Profile ``cfg`` into ``run_dir`` (emptied first); returns the trace file written."""
     device = device or _device()
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    b, h, w, c = cfg.shape
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(b, h, w, c, generator=gen).to(device, cfg.dtype)
-    weight = (torch.randn(2 * c, 4 * c, generator=gen) / (4 * c) ** 0.5).to(device, cfg.dtype)
-    n = 4 * c if cfg.norm == "pre" else 2 * c
-    nw = None if cfg.norm == "none" else torch.ones(n, dtype=cfg.dtype, device=device)
-    nb = None if cfg.norm == "none" else torch.zeros(n, dtype=cfg.dtype, device=device)
+    x, weight, nw, nb = case_inputs(cfg.shape, cfg.norm, cfg.dtype, device)
     params = [t.requires_grad_(cfg.backward) for t in (x, weight, nw, nb) if t is not None]
-    activities = [ProfilerActivity.CPU]
-    if device.type == "cuda":
-        activities.append(ProfilerActivity.CUDA)
+    activities = profiler_activities(device)
     label = f"patch_merge/{cfg.impl}/{cfg.norm}"
     with warnings.catch_warnings():
         # torch 2.14 deprecates with_modules (TorchScript only) and warns when the

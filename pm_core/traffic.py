@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import flop_registry
 
 from ._checks import NORMS, Norm, Odd, check_call
 
@@ -96,14 +97,35 @@ def distinct_bytes(t: Tensor) -> int:
     return n * t.element_size()
 
 
+#: GEMM ops by the backend that runs them (its precision flags apply: pm_core.precision).
+GEMM_OPS: dict[str, str] = {
+    "mm": "matmul",
+    "addmm": "matmul",
+    "bmm": "matmul",
+    "baddbmm": "matmul",
+    "mv": "matmul",
+    "addmv": "matmul",
+    "convolution": "conv",
+    "convolution_backward": "conv",
+    "_convolution": "conv",
+}
+
+
 @dataclass(frozen=True)
 class OpTraffic:
-    """One aten op call: its name (overload packet, e.g. ``"convolution"``) and bytes moved."""
+    """One aten op call: its name (overload packet, e.g. ``"convolution"``) and bytes moved.
+
+    ``flops`` counts the multiply-adds (x2) of GEMM and convolution ops, from
+    ``torch.utils.flop_counter``'s formulas; 0 for every other op. ``gemm`` names the
+    backend of a GEMM op (:data:`GEMM_OPS`), else ``None``.
+    """
 
     op: str
     phase: Phase
     read: int
     written: int
+    flops: int = 0
+    gemm: str | None = None
 
     @property
     def total(self) -> int:
@@ -212,7 +234,8 @@ class _Counter(TorchDispatchMode):  # type: ignore[no-untyped-call]
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = func.overloadpacket.__name__
-        if name in _FREE_OPS or _is_view(func):
+        # prim ops (``prim.device`` under fake tensors) are metadata queries, not kernels
+        if func.namespace != "aten" or name in _FREE_OPS or _is_view(func):
             return out
         # out= arguments are write-only: their old contents are not read
         write_only = {
@@ -226,7 +249,12 @@ class _Counter(TorchDispatchMode):  # type: ignore[no-untyped-call]
         out_leaves, _ = tree_flatten(out)
         read = sum(distinct_bytes(t) for t in _unique_tensors(read_leaves))
         written = sum(distinct_bytes(t) for t in _unique_tensors(out_leaves))
-        self.events.append(OpTraffic(name, self.phase, read, written))
+        flops = 0
+        formula = flop_registry.get(func.overloadpacket)
+        if formula is not None:
+            flops = int(formula(*args, **kwargs, out_val=out))
+        gemm = GEMM_OPS.get(name)
+        self.events.append(OpTraffic(name, self.phase, read, written, flops, gemm))
         return out
 
 
@@ -416,6 +444,7 @@ def traffic_table(
 
 __all__ = [
     "COPY_OPS",
+    "GEMM_OPS",
     "OpSummary",
     "OpTraffic",
     "Traffic",

@@ -36,23 +36,43 @@ Merge = Callable[..., Tensor]
 
 @dataclass(frozen=True)
 class Subject:
-    """What is under test: a name for reports, the merge function, and code that rebuilds it."""
+    """What is under test: a name for reports, the merge function, and code that rebuilds it.
+
+    ``impl`` names the registered implementation behind ``merge``, if any: its GEMM
+    precision on the device under test (:func:`pm_core.gemm_precision`) then sets the
+    bound. Planted bugs have none and are judged by the IEEE bound.
+    """
 
     name: str
     merge: Merge
     expr: str
+    impl: str | None = None
 
 
 def merge_for(impl: str) -> Subject:
     """The registered implementation ``impl`` behind :func:`pm_core.patch_merge`."""
-    return Subject(impl, partial(pm_core.patch_merge, impl=impl), f"merge_for({impl!r})")
+    return Subject(impl, partial(pm_core.patch_merge, impl=impl), f"merge_for({impl!r})", impl)
+
+
+#: ``gemm_precision=AUTO``: the subject's own, from :func:`pm_core.gemm_precision`.
+AUTO = "auto"
+
+
+def precision_for(subject: Subject, device: str, dtype: torch.dtype, given: str | None) -> str:
+    """The GEMM precision a check judges ``subject`` by: ``given``, or under ``AUTO`` what
+    :func:`pm_core.gemm_precision` reports for its impl (IEEE for a subject with none)."""
+    if given != AUTO:
+        return "ieee" if given is None else given
+    if subject.impl is None:
+        return "ieee"
+    return pm_core.gemm_precision(subject.impl, device, dtype)
 
 
 def record(**fields: Any) -> None:
     """Append one JSON line to ``$PM_CORE_RECORD`` (no-op when unset).
 
-    Keys: test, impl, norm, dtype, device, kind, shape, max_abs_err, bound_ratio,
-    kappa, passed. Non-finite numbers are written as the largest float so the file
+    Keys: test, impl, norm, dtype, device, gemm_precision, kind, shape, max_abs_err,
+    bound_ratio, kappa, passed. Non-finite numbers are written as the largest float so the file
     stays strict JSON.
     """
     path = os.environ.get("PM_CORE_RECORD")
@@ -106,17 +126,21 @@ def assert_within_bound(
     x: Tensor,
     kappa: float,
     repro: str,
+    precision: str = "ieee",
 ) -> float:
     """``|actual - expected| <= bound`` elementwise, or a failure report naming everything.
 
     Returns the largest ``|actual - expected| / bound`` (at most 1 when it returns).
     """
     __tracebackhide__ = True
-    what = f"{kind} of {subject.name!r} (norm={norm!r}, dtype={case.dtype}, device={device})"
+    what = (
+        f"{kind} of {subject.name!r} (norm={norm!r}, dtype={case.dtype}, device={device}, "
+        f"GEMM precision {precision})"
+    )
     where = f"  x: {describe(x)}; layout {case.layout}, form {case.form}, values {case.values}"
     rec = dict(
-        impl=subject.name, norm=norm, dtype=case.dtype, device=device, kind=kind,
-        shape=list(case.shape), kappa=kappa,
+        impl=subject.name, norm=norm, dtype=case.dtype, device=device,
+        gemm_precision=precision, kind=kind, shape=list(case.shape), kappa=kappa,
     )  # fmt: skip
     if actual is None or tuple(actual.shape) != tuple(expected.shape):
         record(**rec, max_abs_err=math.inf, bound_ratio=math.inf, passed=False)
@@ -174,27 +198,20 @@ def _oracle(inp: Inputs, norm: str) -> Tensor:
     return reference_patch_merge(x, w, nw, nb, hw=inp.hw, norm=norm, eps=EPS)
 
 
-def _accumulate(dtype: torch.dtype, device: str) -> torch.dtype | None:
-    """Where cuBLAS may reduce half GEMMs in half precision, bound with that (see bounds)."""
-    if device != "cuda":
-        return None
-    m = torch.backends.cuda.matmul
-    if (dtype == torch.float16 and m.allow_fp16_reduced_precision_reduction) or (
-        dtype == torch.bfloat16 and m.allow_bf16_reduced_precision_reduction
-    ):
-        return dtype
-    return None
-
-
-def _bounds(inp: Inputs, norm: str, device: str, **kw: Any) -> pm_core.bounds.ErrorBounds:
+def _bounds(
+    inp: Inputs, norm: str, device: str, subject: Subject, precision: str, **kw: Any
+) -> pm_core.bounds.ErrorBounds:
+    """The bound for ``subject`` on ``device``: its GEMM precision, and the accumulation
+    dtype its backend uses there (:func:`pm_core.gemm_accumulation`)."""
     x, w, nw, nb = (_host(t) for t in inp[:4])
     assert x is not None
     assert w is not None
     if kw.get("grad_out") is not None:
         kw["grad_out"] = _host(kw["grad_out"])
+    acc = None if subject.impl is None else pm_core.gemm_accumulation(subject.impl, device, x.dtype)
     return error_bounds(
-        x.detach(), w.detach(), nw, nb, hw=inp.hw, norm=norm, eps=EPS,
-        accumulate=_accumulate(x.dtype, device), **kw,
+        x.detach(), w.detach(), nw, nb, hw=inp.hw, norm=norm, eps=EPS, accumulate=acc,
+        gemm_precision=precision, **kw,
     )  # fmt: skip
 
 
@@ -203,59 +220,81 @@ def _kappa(inp: Inputs) -> float:
     return float(k.max()) if k.numel() else 0.0
 
 
-def check_forward(subject: Subject, case: Case, *, norm: str, device: str = "cpu") -> float:
-    """``subject`` matches the float64 oracle, computed from the same rounded inputs.
+def check_forward(
+    subject: Subject,
+    case: Case,
+    *,
+    norm: str,
+    device: str = "cpu",
+    gemm_precision: str | None = AUTO,
+) -> float:
+    """``subject`` matches the float64 oracle, computed from the same rounded inputs,
+    within the bound for its GEMM precision (``AUTO``: :func:`precision_for`).
 
     Returns the largest error / bound ratio.
     """
     __tracebackhide__ = True
     inp = case.build(norm, device)
+    precision = precision_for(subject, device, inp.x.dtype, gemm_precision)
     y = _call(subject, inp, norm)
     repro = _repro("check_forward", subject, case, norm=norm, device=device)
     if y.dtype != inp.x.dtype:
         _fail(f"{subject.name!r} returned {y.dtype} for {inp.x.dtype} input", repro)
-    eb = _bounds(inp, norm, device)
+    eb = _bounds(inp, norm, device, subject, precision)
     return assert_within_bound(
         y, _oracle(inp, norm), eb.output, kind="forward", subject=subject, norm=norm,
         case=case, device=device, x=inp.x, kappa=_kappa(inp), repro=repro,
+        precision=precision,
     )  # fmt: skip
 
 
 def check_differs(subject: Subject, case: Case, *, norm: str, device: str = "cpu") -> float:
     """The largest ``|subject - oracle| / bound`` of the output (> 1 means it differs)."""
     inp = case.build(norm, device)
+    precision = precision_for(subject, device, inp.x.dtype, AUTO)
     y = _call(subject, inp, norm).detach().to(F64).cpu()
-    eb = _bounds(inp, norm, device)
+    eb = _bounds(inp, norm, device, subject, precision)
     err = (y - _oracle(inp, norm).cpu()).abs()
     return float((err / eb.output.cpu()).max()) if err.numel() else 0.0
 
 
 def check_pair(a: Subject, b: Subject, case: Case, *, norm: str, device: str = "cpu") -> None:
-    """Two implementations agree in the same dtype, within the sum of their oracle bounds."""
+    """Two implementations agree in the same dtype, within the sum of their oracle bounds
+    (each at its own GEMM precision: on a GPU, a TF32 conv against an IEEE matmul)."""
     __tracebackhide__ = True
     inp = case.build(norm, device)
     ya, yb = _call(a, inp, norm), _call(b, inp, norm)
-    eb = _bounds(inp, norm, device)
+    pa, pb = (precision_for(s, device, inp.x.dtype, AUTO) for s in (a, b))
+    bound = _bounds(inp, norm, device, a, pa).output + _bounds(inp, norm, device, b, pb).output
     both = Subject(f"{a.name}~{b.name}", a.merge, a.expr)
     assert_within_bound(
-        ya, yb, 2 * eb.output, kind="pair", subject=both, norm=norm, case=case,
+        ya, yb, bound, kind="pair", subject=both, norm=norm, case=case,
         device=device, x=inp.x, kappa=_kappa(inp),
         repro=_repro("check_pair", a, case, norm=norm, device=device).replace(
             f"{a.expr}, ", f"{a.expr}, {b.expr}, "
         ),
+        precision=pa if pa == pb else f"{pa}~{pb}",
     )  # fmt: skip
 
 
 def check_grads(
-    subject: Subject, case: Case, *, norm: str, device: str = "cpu", weight_param: str = "linear"
+    subject: Subject,
+    case: Case,
+    *,
+    norm: str,
+    device: str = "cpu",
+    weight_param: str = "linear",
+    gemm_precision: str | None = AUTO,
 ) -> None:
-    """Gradients w.r.t. x, the reduction weight and the norm parameters match the oracle's.
+    """Gradients w.r.t. x, the reduction weight and the norm parameters match the oracle's,
+    within the bound for the subject's GEMM precision (``AUTO``: :func:`precision_for`).
 
     ``weight_param="conv"`` differentiates w.r.t. a ``[O, C, 2, 2]`` conv weight and maps
     its gradient back through :func:`pm_core.conv_to_linear` before comparing.
     """
     __tracebackhide__ = True
     inp = case.build(norm, device)
+    precision = precision_for(subject, device, inp.x.dtype, gemm_precision)
     x = inp.x.requires_grad_()
     if weight_param == "conv":
         leaf_w = linear_to_conv(inp.weight).requires_grad_()
@@ -273,7 +312,7 @@ def check_grads(
     g64 = _host(inp.grad_out)
     assert g64 is not None
     reference_patch_merge(*ref, hw=inp.hw, norm=norm, eps=EPS).backward(g64.to(F64))
-    eb = _bounds(inp, norm, device, grad_out=inp.grad_out)
+    eb = _bounds(inp, norm, device, subject, precision, grad_out=inp.grad_out)
     kappa = _kappa(inp)
     repro = _repro(
         "check_grads", subject, case, norm=norm, device=device, weight_param=weight_param
@@ -288,7 +327,7 @@ def check_grads(
         assert bd is not None, f"error_bounds gave no bound for {kind}"
         assert_within_bound(
             g, r.grad, bd, kind=kind, subject=subject, norm=norm, case=case, device=device,
-            x=inp.x, kappa=kappa, repro=repro,
+            x=inp.x, kappa=kappa, repro=repro, precision=precision,
         )  # fmt: skip
 
 

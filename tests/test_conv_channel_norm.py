@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import find, settings
 
+import pm_core
 from tests.assertions import check_differs, merge_for, record
 from tests.strategies import cases, inexact_combos
 
@@ -32,7 +33,8 @@ def test_inexact_impl_differs(impl: str, norm: str, record_property: pytest.Reco
     record_property("counterexample", repr(case))
     record_property("bound_ratio", ratio)
     record(
-        impl=impl, norm=norm, dtype=case.dtype, device="cpu", kind="forward",
+        impl=impl, norm=norm, dtype=case.dtype, device="cpu",
+        gemm_precision=pm_core.gemm_precision(impl, "cpu", case.torch_dtype), kind="forward",
         shape=list(case.shape), max_abs_err=None, bound_ratio=ratio, kappa=None,
         passed=True, expect="differ", counterexample=repr(case),
     )  # fmt: skip

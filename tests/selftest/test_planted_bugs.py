@@ -33,9 +33,13 @@ def _no_record(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def examples_to_catch(
-    check: Callable[[Case], None], *, grad: bool = False, budget: int = BUDGET
+    check: Callable[[Case], None],
+    *,
+    grad: bool = False,
+    budget: int = BUDGET,
+    dtype: torch.dtype = torch.float64,
 ) -> tuple[int, str]:
-    """Run ``check`` on drawn float64 cases until it fails: (examples needed, error type)."""
+    """Run ``check`` on drawn ``dtype`` cases until it fails: (examples needed, error type)."""
     calls = 0
     first: tuple[int, str] | None = None
 
@@ -47,7 +51,7 @@ def examples_to_catch(
         derandomize=settings.default.derandomize,
         suppress_health_check=list(HealthCheck),
     )
-    @given(cases(torch.float64, grad=grad))
+    @given(cases(dtype, grad=grad))
     def search(case: Case) -> None:
         nonlocal calls, first
         calls += 1
