@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ._checks import Norm
 from .impls import IMPLS, REGISTRY
 
 README_START = "<!-- findings:start -->"
@@ -233,6 +234,9 @@ def build_report(out: Path, *, quick: bool = False, update_readme_file: bool = F
         + f"\n- total: {total:.0f} s",
     ]
     (tmp / "report.md").write_text("\n\n".join(body) + "\n")
+    (tmp / "headline.md").write_text(
+        f"## pm-core report\n\nMeasured on {machine_summary()}:\n\n" + "\n".join(r.headline) + "\n"
+    )
     (tmp / "summary.json").write_text(
         json.dumps({"headline": r.headline, "ok": r.ok, "timings": r.timings}, indent=2)
     )
@@ -497,9 +501,134 @@ def section_plots(r: Report) -> None:
     r.data["plots"] = made
 
 
+def _gpu_cell(
+    preds: dict[tuple[str, str, str, str, str], float], gpu: str, dtype: str, mode: str
+) -> str:
+    parts = []
+    for norm in ("pre", "post", "none"):
+        conv = preds.get((gpu, "conv", norm, dtype, mode))
+        sl = preds.get((gpu, "slice", norm, dtype, mode))
+        parts.append("-" if conv is None or sl is None else f"{sl / conv:.2f}")
+    return " / ".join(parts)
+
+
+def section_gpu_model(r: Report) -> None:
+    """The GPU answer as a roofline model from byte and FLOP counts: not a measurement."""
+    from . import gpu_model as gm
+
+    shape = gm.GPU_STAGES[0]
+    preds = gm.predict(shapes=[shape])
+    t = {(p.gpu, p.impl, p.norm, p.dtype, p.mode): p.time_s for p in preds}
+    launches = {(p.impl, p.norm, p.dtype, p.mode): p.launches for p in preds}
+    prec = {(p.impl, p.dtype): p.precision for p in preds}
+    # the same counts with every GEMM at IEEE: what TF32 alone buys the conv form
+    ieee = {
+        (g.name, norm): gm.predict_time(
+            gm.count("conv", norm, torch.float32, shape, False), g, "ieee"
+        )
+        for g in gm.GPUS
+        for norm in ("pre", "post", "none")
+    }
+    specs = [
+        "| GPU | compute capability | bandwidth (GB/s) | FP32 | TF32 | BF16 (dense TFLOP/s) | source |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    specs += [
+        f"| {g.name} | {g.capability} | {g.bandwidth / 1e9:.0f} | {g.fp32 / 1e12:g} | "
+        f"{'-' if g.tf32 is None else f'{g.tf32 / 1e12:g}'} | {g.bf16 / 1e12:g} | "
+        f"{g.source}{'; ' + g.note if g.note else ''} |"
+        for g in gm.GPUS
+    ]
+    speed = [
+        "| GPU | fp32 fwd (defaults: conv TF32, slice IEEE) | fp32 fwd, TF32 off | bf16 fwd "
+        "| fp32 fwd+bwd | bf16 fwd+bwd |",
+        "|---|---|---|---|---|---|",
+    ]
+    favour = [
+        "| GPU | dtype, mode | favoured impl, pre / post / none | its time (us) | fused "
+        "single-pass minimum (us) | kernels (launch overhead, us) |",
+        "|---|---|---|---|---|---|",
+    ]
+    exact = sorted({p.impl for p in preds})
+    for g in gm.GPUS:
+        off = " / ".join(
+            f"{t[g.name, 'slice', n, 'float32', 'fwd'] / ieee[g.name, n]:.2f}"
+            for n in ("pre", "post", "none")
+        )
+        speed.append(
+            f"| {g.name} | {_gpu_cell(t, g.name, 'float32', 'fwd')} | {off} | "
+            f"{_gpu_cell(t, g.name, 'bfloat16', 'fwd')} | "
+            f"{_gpu_cell(t, g.name, 'float32', 'fwd+bwd')} | "
+            f"{_gpu_cell(t, g.name, 'bfloat16', 'fwd+bwd')} |"
+        )
+        for dtype in ("float32", "bfloat16"):
+            for mode in ("fwd", "fwd+bwd"):
+                best = [
+                    min(exact, key=lambda i, n=n: t[g.name, i, n, dtype, mode])  # type: ignore[misc]
+                    for n in ("pre", "post", "none")
+                ]
+                times = [t[g.name, b, n, dtype, mode] for b, n in zip(best, NORMS_, strict=True)]
+                fused = [
+                    gm.fused_minimum(
+                        n, getattr(torch, dtype), shape, mode == "fwd+bwd", g,
+                        prec["conv", dtype],
+                    )
+                    for n in NORMS_
+                ]  # fmt: skip
+                k = [launches[b, n, dtype, mode] for b, n in zip(best, NORMS_, strict=True)]
+                favour.append(
+                    f"| {g.name} | {dtype}, {mode} | {' / '.join(best)} | "
+                    + " / ".join(f"{x * 1e6:.0f}" for x in times)
+                    + " | "
+                    + " / ".join(f"{x * 1e6:.0f}" for x in fused)
+                    + " | "
+                    + " / ".join(f"{n} ({n * gm.LAUNCH_S * 1e6:.1f})" for n in k)
+                    + " |"
+                )
+    h100 = "H100 SXM"
+    r.headline.append(
+        "- **On a GPU (model, not a measurement), shape "
+        f"{shape}:** under PyTorch's defaults cuDNN runs the fp32 conv form in TF32 and "
+        "cuBLAS the slice form in IEEE fp32, so on a GPU they are *not the same fp32 "
+        f"function* (pm_core bounds each at its own precision). H100 conv-over-slice, "
+        f"pre / post / none: fp32 fwd {_gpu_cell(t, h100, 'float32', 'fwd')} with the "
+        "defaults, "
+        + " / ".join(f"{t[h100, 'slice', n, 'float32', 'fwd'] / ieee[h100, n]:.2f}" for n in NORMS_)
+        + f" with TF32 off; bf16 fwd {_gpu_cell(t, h100, 'bfloat16', 'fwd')}."
+    )
+    r.add(
+        "On a GPU (model, not a measurement)",
+        "No GPU ran any of this. Each impl's ops are counted as a GPU would run them "
+        "(`pm_core.gpu_model.count`: the forward on fake CUDA tensors, so the CUDA "
+        "kernels' own layouts and copies; forward+backward on the meta device, since the "
+        "autograd engine cannot run fake CUDA tensors), and each op takes "
+        "`max(bytes / bandwidth, FLOPs / peak)` at the dense datasheet rate of the "
+        "precision its GEMM runs in under PyTorch's default flags "
+        f"(`pm_core.gemm_precision`: {', '.join(sorted(f'{i} {d}: {p}' for (i, d), p in prec.items()))}). "
+        "Kernel launches are counted apart at "
+        f"{gm.LAUNCH_S * 1e6:.1f} us each, the exposed per-kernel launch cost NVIDIA "
+        f"measured with back-to-back launches ({gm.LAUNCH_SOURCE}); eager PyTorch's host "
+        f"dispatch comes on top. Shape {shape}: Swin-T stage 1 at batch 64.",
+        "\n".join(specs),
+        "**Predicted conv-over-slice speedup** (slice time / conv time; pre / post / none). "
+        "'TF32 off' runs the conv's GEMM at the IEEE fp32 rate "
+        '(`torch.backends.cudnn.conv.fp32_precision = "ieee"`): the difference between '
+        "the two columns is the TF32 default, not the layout.",
+        "\n".join(speed),
+        "**Which impl each GPU would favour**, its predicted time, the fused minimum (one "
+        "kernel that reads x and the weights once and writes y once, at the conv's GEMM "
+        "precision) and the number of kernels launched (pre / post / none).",
+        "\n".join(favour),
+    )
+
+
+NORMS_: tuple[Norm, ...] = ("pre", "post", "none")
+
+
 def _extra_steps(r: Report) -> list[tuple[str, Callable[[Callable[[str], None]], None]]]:
     return [
         ("traffic", lambda _t: section_traffic(r)),
+        ("gpu model", lambda _t: section_gpu_model(r)),
         ("benchmarks", lambda t: section_bench(r, t)),
         ("whole models", lambda t: section_models(r, t)),
         ("profiles", lambda t: section_profiles(r, t)),

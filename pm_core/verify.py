@@ -42,6 +42,7 @@ class Row:
     max_ratio: float  # max error / bound over every check (<= 1 passes)
     worst_kappa: float
     failed: int
+    gemm_precision: str = "ieee"  # the GEMM precision(s) the cell was bounded at
 
     @property
     def status(self) -> str:
@@ -103,6 +104,10 @@ def aggregate(records: Sequence[dict[str, object]]) -> list[Row]:
                 max_ratio=max(ratios, default=float("nan")),
                 worst_kappa=max(kappas, default=float("nan")),
                 failed=sum(not r.get("passed", True) for r in rs),
+                gemm_precision="/".join(
+                    sorted({str(r["gemm_precision"]) for r in rs if r.get("gemm_precision")})
+                )
+                or "ieee",
             )
         )
     return rows
@@ -163,11 +168,14 @@ def run_verify(
 
 def format_table(rows: Sequence[Row]) -> str:
     """A Markdown table of the rows."""
-    head = "| impl | norm | dtype | fwd checks | grad checks | max err / bound | worst kappa | status |"
-    out = [head, "|---|---|---|---:|---:|---:|---:|---|"]
+    head = (
+        "| impl | norm | dtype | GEMM precision | fwd checks | grad checks | max err / bound "
+        "| worst kappa | status |"
+    )
+    out = [head, "|---|---|---|---|---:|---:|---:|---:|---|"]
     out += [
-        f"| {r.impl} | {r.norm} | {r.dtype} | {r.forward_checks} | {r.grad_checks} | "
-        f"{r.max_ratio:.3g} | {r.worst_kappa:.3g} | {r.status} |"
+        f"| {r.impl} | {r.norm} | {r.dtype} | {r.gemm_precision} | {r.forward_checks} | "
+        f"{r.grad_checks} | {r.max_ratio:.3g} | {r.worst_kappa:.3g} | {r.status} |"
         for r in rows
     ]
     return "\n".join(out)
