@@ -65,8 +65,10 @@ def test_readme_python_examples_run():
     readme = (ROOT / "README.md").read_text()
     blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
     assert len(blocks) >= 2
+    swapped = []
     for block in blocks:
         namespace: dict[str, object] = {}
         exec(compile(block, "README.md", "exec"), namespace)
         if "n" in namespace:
-            assert namespace["n"] == 3  # the model example swapped all three merges
+            swapped.append(namespace["n"])
+    assert swapped == [3]  # the model example swapped all three merges
