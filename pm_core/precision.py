@@ -132,10 +132,11 @@ def gemm_accumulation(impl: str, device: torch.device | str, dtype: torch.dtype)
     cuBLAS half GEMMs that may reduce in the dtype itself
     (``torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction``,
     ``allow_bf16_reduced_precision_reduction``, both on by default, and
-    ``allow_fp16_accumulation``). cuDNN computes half convolutions in float32, but the
-    conv impls also reduce the output gradient outside cuDNN, so every impl is judged
-    by the cuBLAS flags: an accumulation bound too loose by a dtype's worth, never
-    too tight. Pass it to :func:`pm_core.error_bounds` as ``accumulate``.
+    ``allow_fp16_accumulation``). Those flags are cuBLAS's; ATen's cuDNN descriptors
+    ask for float32 math on half convolutions (read in the source, not measured here),
+    so for the conv impls this may be a dtype too pessimistic. Every impl is judged by
+    the cuBLAS flags all the same: a bound too loose, never too tight, until a GPU run
+    shows otherwise. Pass it to :func:`pm_core.error_bounds` as ``accumulate``.
     """
     get_impl(impl)
     opmath = torch.promote_types(dtype, torch.float32)
