@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pm_core.roofline import Roofline, get_roofline
+from pm_core.lab.roofline import Roofline, get_roofline
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

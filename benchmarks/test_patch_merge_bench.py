@@ -2,9 +2,9 @@
 
 Ids start with the impl name and results are grouped by shape, so
 ``--benchmark-group-by=group`` prints one table per shape with every impl side by side.
-``extra_info`` records the bytes moved (:func:`pm_core.measure_traffic`, counted on the
+``extra_info`` records the bytes moved (:func:`pm_core.lab.traffic.measure_traffic`, counted on the
 benchmark device), achieved GB/s and GFLOP/s, the traffic ratio to
-:func:`pm_core.minimum_traffic`, and the roofline fraction (:mod:`pm_core.roofline`).
+:func:`pm_core.lab.traffic.minimum_traffic`, and the roofline fraction (:mod:`pm_core.lab.roofline`).
 On CUDA each round is timed with CUDA events after an L2 flush.
 """
 
@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 import torch
 
-from pm_core import REGISTRY, gemm_precision, measure_traffic, minimum_traffic, patch_merge
-from pm_core.profiling import case_inputs
-from pm_core.roofline import Roofline, merge_flops, roofline_fraction
+from pm_core import NORMS, REGISTRY, gemm_precision, patch_merge
+from pm_core.lab.profiling import case_inputs
+from pm_core.lab.roofline import Roofline, merge_flops, roofline_fraction
+from pm_core.lab.shapes import SWIN_T_STAGES
+from pm_core.lab.traffic import measure_traffic, minimum_traffic
 
 from .conftest import bench_device
 
@@ -79,7 +81,7 @@ def build_cases(config: pytest.Config) -> list[Case]:
     device = bench_device(config)
     cuda = device.type == "cuda"
     impls = tuple(REGISTRY)
-    norms = ("pre", "post", "none")
+    norms = NORMS
     if config.getoption("--quick"):
         shapes = [Shape("swin_t_224_s1_b2", 2, 56, 56, 96), Shape("odd", 1, 15, 9, 32)]
         return [
@@ -91,9 +93,7 @@ def build_cases(config: pytest.Config) -> list[Case]:
         ]
     dtypes = [torch.float32, torch.bfloat16] + ([torch.float16] if cuda else [])
     if config.getoption("--report"):
-        shapes = [
-            Shape(f"swin_t_224_s{k + 1}", 8, s, s, 96 * 2**k) for k, s in enumerate((56, 28, 14))
-        ]
+        shapes = [Shape(f"swin_t_224_s{k}", *s) for k, s in enumerate(SWIN_T_STAGES, 1)]
         dtypes = [torch.float32, torch.bfloat16]
     else:
         shapes = stage_shapes(64, 32) if cuda else stage_shapes(8, 4)

@@ -6,37 +6,41 @@ pixels into a 4C vector, and projects it to O (= 2C) channels, with a LayerNorm 
 
 * :func:`patch_merge` runs any registered implementation (:data:`IMPLS`) behind one
   signature; :func:`reference_patch_merge` is the independent float64 oracle.
-* :class:`PatchMerging` / :class:`ConvPatchMerging` are the module forms.
-* :mod:`pm_core.layouts` converts weights between the swin, unfold and conv layouts.
+* :class:`PatchMerging` / :class:`ConvPatchMerging` are the module forms;
+  :class:`UnfoldPatchMerging` is mmcv's, with its weights in the unfold layout.
+* :func:`from_module` / :func:`swap_patch_merging` adopt torchvision, timm and HF merges;
+  :func:`convert_state_dict` moves checkpoints between the :data:`LAYOUTS`;
+  :func:`check_merge_layout` catches a checkpoint loaded in the wrong one.
 * :func:`gemm_precision` names the arithmetic an impl's GEMMs run in under the backend
   flags in force (TF32 for cuDNN convs on a GPU by default); :func:`error_bounds` takes it.
+
+**Two packages.** ``pm_core`` is the layer library and needs only torch. Its modules
+import each other in one direction, from the leaves up::
+
+    _checks, layouts  ->  oracle, impls  ->  precision, bounds, functional
+      ->  modules  ->  adopt, checkpoints  ->  unfold_merge  ->  layout_check
+
+``pm_core.lab`` is the measurement and reporting side (traffic, roofline, profiling,
+verification, benchmarks, the report, plots and the ``pm-core`` CLI). It imports the
+library only through the names below, and nothing in the library imports it, so
+``import pm_core`` stays light (``tests/test_architecture.py`` checks both).
 """
 
-from .bounds import error_bounds
-from .convert import (
-    LayoutCheck,
-    LayoutMismatchError,
-    UnfoldPatchMerging,
-    check_merge_layout,
-    convert_state_dict,
-    from_module,
-    swap_patch_merging,
-)
-from .functional import patch_merge
-from .impls import IMPLS, REGISTRY, Impl, get_impl, register
-from .layouts import conv_to_linear, linear_to_conv, swin_to_unfold, unfold_to_swin
-from .modules import ConvPatchMerging, PatchMerging
-from .oracle import reference_patch_merge
-from .precision import gemm_accumulation, gemm_precision
-from .traffic import measure_traffic, minimum_traffic
+from __future__ import annotations
 
 __all__ = [
     "IMPLS",
+    "LAYOUTS",
+    "NORMS",
     "REGISTRY",
     "ConvPatchMerging",
+    "ErrorBounds",
     "Impl",
+    "Layout",
     "LayoutCheck",
     "LayoutMismatchError",
+    "Norm",
+    "Odd",
     "PatchMerging",
     "UnfoldPatchMerging",
     "check_merge_layout",
@@ -47,13 +51,27 @@ __all__ = [
     "gemm_accumulation",
     "gemm_precision",
     "get_impl",
+    "layout_scores",
     "linear_to_conv",
-    "measure_traffic",
-    "minimum_traffic",
+    "merge_prefixes",
     "patch_merge",
+    "recognise",
     "reference_patch_merge",
     "register",
     "swap_patch_merging",
     "swin_to_unfold",
     "unfold_to_swin",
 ]
+
+from ._checks import NORMS, Norm, Odd
+from .adopt import from_module, recognise, swap_patch_merging
+from .bounds import ErrorBounds, error_bounds
+from .checkpoints import convert_state_dict, merge_prefixes
+from .functional import patch_merge
+from .impls import IMPLS, REGISTRY, Impl, get_impl, register
+from .layout_check import LayoutCheck, LayoutMismatchError, check_merge_layout, layout_scores
+from .layouts import LAYOUTS, Layout, conv_to_linear, linear_to_conv, swin_to_unfold, unfold_to_swin
+from .modules import ConvPatchMerging, PatchMerging
+from .oracle import reference_patch_merge
+from .precision import gemm_accumulation, gemm_precision
+from .unfold_merge import UnfoldPatchMerging

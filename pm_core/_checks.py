@@ -144,3 +144,16 @@ def check_call(
             f"odd='error' and H, W = ({h}, {w}) is not even; use odd='pad' to zero-pad"
         )
     return Call(x4, flat, out)
+
+
+__all__ = [
+    "FLOAT_DTYPES",
+    "NORMS",
+    "ODDS",
+    "Call",
+    "Norm",
+    "Odd",
+    "as_bhwc",
+    "check_call",
+    "check_options",
+]

@@ -58,3 +58,6 @@ def patch_merge(
     fn = REGISTRY["slice"].fn if x4.numel() == 0 else spec.fn
     y = fn(x4, reduction_weight, norm_weight, norm_bias, norm, eps)
     return y.flatten(1, 2) if call.flat else y
+
+
+__all__ = ["patch_merge"]

@@ -361,3 +361,5 @@ def conv_channel_norm_impl(
 
 
 IMPLS: tuple[str, ...] = tuple(REGISTRY)
+
+__all__ = ["IMPLS", "REGISTRY", "GemmBackend", "Impl", "ImplFn", "get_impl", "register"]

@@ -14,7 +14,13 @@ Every converter is a pure permutation: no arithmetic, so round trips are bit-exa
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from torch import Tensor
+
+#: The weight layouts a merge's reduction weight (and a pre-norm's 4C vector) come in.
+Layout = Literal["swin", "unfold", "conv"]
+LAYOUTS: tuple[Layout, ...] = get_args(Layout)
 
 
 def _reverse_window_dims(t: Tensor, inner: tuple[int, int, int]) -> Tensor:
@@ -101,6 +107,8 @@ def unfold_index(dh: int, dw: int, c: int) -> int:
 
 
 __all__ = [
+    "LAYOUTS",
+    "Layout",
     "conv_to_linear",
     "conv_view",
     "linear_to_conv",

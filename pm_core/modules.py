@@ -142,3 +142,6 @@ class ConvPatchMerging(_Base):
     def to_linear(self) -> PatchMerging:
         """A :class:`PatchMerging` computing the same function (weights copied, not shared)."""
         return self._copy_as(PatchMerging, conv_to_linear(self.reduction.weight))
+
+
+__all__ = ["ConvPatchMerging", "PatchMerging"]

@@ -93,3 +93,6 @@ def reference_patch_merge(
     if norm == "post":
         y = _layer_norm_by_definition(y, nw, nb, eps)
     return y.flatten(1, 2) if call.flat else y
+
+
+__all__ = ["gather_windows", "reference_patch_merge", "scatter_windows"]

@@ -13,13 +13,12 @@ repro. With ``PM_CORE_RECORD=<path>`` every comparison appends one JSON line the
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import torch
 from torch import Tensor
@@ -28,6 +27,7 @@ from torch.autograd import gradcheck, gradgradcheck
 import pm_core
 from pm_core import conv_to_linear, error_bounds, linear_to_conv, reference_patch_merge
 from pm_core.bounds import window_conditioning
+from pm_core.lab import records
 from tests.strategies import EPS, Case, Inputs
 
 F64 = torch.float64
@@ -68,23 +68,15 @@ def precision_for(subject: Subject, device: str, dtype: torch.dtype, given: str 
     return pm_core.gemm_precision(subject.impl, device, dtype)
 
 
-def record(**fields: Any) -> None:
-    """Append one JSON line to ``$PM_CORE_RECORD`` (no-op when unset).
+def record(*, expect: Literal["agree", "differ"] = "agree", **fields: Any) -> None:
+    """Append one :class:`pm_core.lab.records.CheckRecord` to ``$PM_CORE_RECORD`` (no-op when unset).
 
-    Keys: test, impl, norm, dtype, device, gemm_precision, kind, shape, max_abs_err,
-    bound_ratio, kappa, passed. Non-finite numbers are written as the largest float so the file
-    stays strict JSON.
+    ``fields`` are the record's keys but ``test`` (the current pytest node) and ``expect``.
     """
-    path = os.environ.get("PM_CORE_RECORD")
-    if not path:
+    if not os.environ.get(records.ENV_VAR):
         return
     test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
-    for key in ("max_abs_err", "bound_ratio", "kappa"):
-        v = fields.get(key)
-        if isinstance(v, float) and not math.isfinite(v):
-            fields[key] = 1.7976931348623157e308
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps({"test": test, **fields}) + "\n")
+    records.append(records.CheckRecord(test=test, expect=expect, **fields))
 
 
 def describe(x: Tensor) -> str:

@@ -11,15 +11,16 @@ from hypothesis import strategies as st
 from torch import nn
 
 from pm_core import (
+    LAYOUTS,
     LayoutMismatchError,
     PatchMerging,
     UnfoldPatchMerging,
     check_merge_layout,
     convert_state_dict,
     from_module,
+    merge_prefixes,
     swin_to_unfold,
 )
-from pm_core.convert import LAYOUTS, merge_prefixes
 from tests.strategies import examples
 
 tv = pytest.importorskip("torchvision.models")

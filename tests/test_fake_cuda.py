@@ -40,7 +40,8 @@ from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import pm_core
-from pm_core.profiling import case_inputs, profiler_activities
+from pm_core.lab.profiling import case_inputs, profiler_activities
+from pm_core.lab.traffic import measure_traffic
 from tests.assertions import expected_output_shape
 from tests.strategies import DTYPES, EPS, NORMS, Case, cases, examples
 
@@ -191,7 +192,7 @@ def test_traffic_on_fake_cuda_equals_meta(norm: str) -> None:
         for device in ("cuda", "meta"):
             with FakeTensorMode(allow_non_fake_inputs=device == "meta"):
                 args = case_inputs(shape, norm, torch.float32, device)  # type: ignore[arg-type]
-                t = pm_core.measure_traffic(pm_core.patch_merge, *args, norm=norm, impl=impl)
+                t = measure_traffic(pm_core.patch_merge, *args, norm=norm, impl=impl)
             counts[device] = [(e.op, e.total, e.flops) for e in t.events]
         assert counts["cuda"] == counts["meta"], impl
         gemms = [f for _, _, f in counts["cuda"] if f]

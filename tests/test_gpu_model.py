@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pm_core import gpu_model as gm
+from pm_core.lab import gpu_model as gm
 
 
 def test_prediction_is_the_sum_of_per_op_roofline_times() -> None:

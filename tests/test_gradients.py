@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tests.assertions import check_grads, merge_for
 from tests.strategies import cases, device_params, dtype_params, exact_combos, examples
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [pytest.mark.oracle, pytest.mark.usefixtures("single_thread")]
 
 
 @pytest.mark.parametrize("device", device_params())

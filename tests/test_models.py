@@ -18,9 +18,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import pm_core
-from pm_core import IMPLS, REGISTRY, PatchMerging, from_module, swap_patch_merging
+from pm_core import IMPLS, REGISTRY, PatchMerging, from_module, recognise, swap_patch_merging
 from pm_core.bounds import error_bounds
-from pm_core.convert import recognise
 from tests.strategies import examples, shapes
 
 tv = pytest.importorskip("torchvision.models.swin_transformer")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pm_core import IMPLS
-from pm_core.cli import main
+from pm_core.lab.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

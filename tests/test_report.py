@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from pm_core import report
+from pm_core.lab import report
 
 
-def _no_step(*_args, **_kwargs):
+def _no_step(r: report.Report, tick: report.Tick) -> None:
     return None
 
 
 @pytest.fixture
 def fast_report(monkeypatch):
     """build_report with every measuring step stubbed out (they have their own tests)."""
-    for name in ("section_verify", "section_channel_norm", "section_traffic", "section_bench",
-                 "section_models", "section_profiles", "section_plots"):  # fmt: skip
-        monkeypatch.setattr(report, name, _no_step)
+    stubbed = tuple(
+        s if s.name == "environment" else report.Step(s.name, _no_step) for s in report.STEPS
+    )
+    monkeypatch.setattr(report, "STEPS", stubbed)
 
 
 def test_crash_mid_report_leaves_previous_report_whole(tmp_path, monkeypatch, fast_report):
@@ -25,10 +26,11 @@ def test_crash_mid_report_leaves_previous_report_whole(tmp_path, monkeypatch, fa
     assert report.build_report(out)
     first = (out / "report.md").read_text()
 
-    def boom(*_args, **_kwargs):
+    def boom(r: report.Report, tick: report.Tick) -> None:
         raise RuntimeError("benchmark died")
 
-    monkeypatch.setattr(report, "section_bench", boom)
+    steps = tuple(report.Step(s.name, boom) if s.name == "benchmarks" else s for s in report.STEPS)
+    monkeypatch.setattr(report, "STEPS", steps)
     with pytest.raises(RuntimeError, match="benchmark died"):
         report.build_report(out)
     assert (out / "report.md").read_text() == first

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 
-from pm_core.profiling import profile_configs, run_profiles, summarize_trace
+from pm_core.lab.profiling import profile_configs, run_profiles, summarize_trace
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("torch_tb_profiler")

@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pm_core import IMPLS, measure_traffic, minimum_traffic, patch_merge
+from pm_core import IMPLS, patch_merge
+from pm_core.lab.traffic import COPY_OPS, distinct_bytes, measure_traffic, minimum_traffic
 from pm_core.layouts import conv_view
-from pm_core.traffic import COPY_OPS, distinct_bytes
 
 SHAPE = (2, 8, 6, 4)  # B, H, W, C: small and non-square; bytes scale exactly with size
 

@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
-from pm_core.traffic import GEMM_OPS
+from pm_core.lab.traffic import GEMM_OPS
 
 #: float32 significand bits dropped by each format (23 stored: TF32 keeps 10, bf16 7)
 DROPPED_BITS = {"tf32": 13, "bf16": 16}
@@ -51,7 +51,7 @@ def round_operand(t: Tensor, fmt: str, rounding: str = "rne") -> Tensor:
 class EmulatedGemms(TorchDispatchMode):  # type: ignore[misc]
     """Run float32 GEMMs of the chosen backends on operands rounded to ``fmt``.
 
-    ``backends``: which GEMM ops to emulate, by :data:`pm_core.traffic.GEMM_OPS`'s
+    ``backends``: which GEMM ops to emulate, by :data:`pm_core.lab.traffic.GEMM_OPS`'s
     backend names (``"conv"``, ``"matmul"``); both by default. ``self.calls`` counts
     the ops emulated, so a test can assert the mode was not silently bypassed.
     """

@@ -7,21 +7,20 @@ Exit codes: 0 when everything holds, 1 when an equivalence that should hold does
 from __future__ import annotations
 
 import argparse
-import atexit
-import functools
-import os
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
 
 import torch
 
-from ._checks import NORMS
-from .impls import IMPLS
+from .checkout import benchmark_command, checkout_root
+from .profiling import run_profiles
+from .report import build_report
+from .shapes import SWIN_T_STAGE1
+from .terminal import Progress, without_kineto_chatter
+from .traffic import traffic_table
+from .verify import format_table, run_verify
 
 DTYPES = {
     "float32": torch.float32,
@@ -43,123 +42,48 @@ def _shape(text: str) -> tuple[int, int, int, int]:
     return parts[0], parts[1], parts[2], parts[3]
 
 
-def _progress(total: int | None, desc: str):  # type: ignore[no-untyped-def]
-    """A tqdm bar on stderr (a no-op stand-in when tqdm is missing or output is not a terminal)."""
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is in the report group
-        return _NullBar()
-    # disable=None: no bar when stderr is not a terminal (CI logs, pipes)
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit="step",
-        file=terminal(),
-        leave=False,
-        dynamic_ncols=True,
-        disable=None,
-    )
-
-
-class _NullBar:
-    def update(self, n: int = 1) -> None: ...
-    def set_postfix_str(self, s: str) -> None: ...
-    def close(self) -> None: ...
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import format_table, run_verify
-
     profile = "dev" if args.quick else args.profile
-    bar = _progress(None, f"verify ({profile})")
-
-    def tick(line: str) -> None:
-        bar.update(1)
-        bar.set_postfix_str(line.split("::")[-1][:40])
-
-    result = run_verify(profile, pytest_args=args.pytest_args, progress=tick)
-    bar.close()
+    progress = Progress(f"verify ({profile})")
+    progress.step("property suite")
+    try:
+        result = run_verify(
+            profile,
+            pytest_args=args.pytest_args,
+            progress=lambda line: progress.tick(line) if "::" in line else None,
+        )
+    finally:
+        progress.close()
     print(format_table(result.rows))
     print(f"\n{result.summary}  ({result.seconds:.0f} s, Hypothesis profile {profile!r})")
     if not result.ok:
-        print(result.extra.get("log_tail", ""), file=sys.stderr)
+        print(result.log_tail, file=sys.stderr)
     return 0 if result.ok else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    cmd = [
-        sys.executable, "-m", "pytest", "benchmarks", "--benchmark-only", "--benchmark-enable",
-        "--benchmark-autosave", "--benchmark-storage=profiles/bench", "--benchmark-group-by=group",
-        "-p", "no:cacheprovider",
-    ]  # fmt: skip
-    if args.quick:
-        cmd.append("--quick")
-    return subprocess.call([*cmd, *args.pytest_args])
+    cmd = benchmark_command("benchmarks", subset="--quick" if args.quick else None)
+    return subprocess.call([*cmd, *args.pytest_args], cwd=checkout_root())
 
 
 def cmd_traffic(args: argparse.Namespace) -> int:
-    from .traffic import traffic_table
-
     print(traffic_table(args.shape, dtype=DTYPES[args.dtype], backward=args.backward))
     return 0
 
 
-@functools.cache
-def terminal() -> TextIO:
-    """A stream on the terminal's stderr that survives :func:`without_kineto_chatter`'s redirect."""
-    stream = os.fdopen(os.dup(2), "w", buffering=1)
-    atexit.register(stream.close)
-    return stream
-
-
-def _flush_c_streams() -> None:
-    import ctypes
-
-    with suppress(OSError, AttributeError):  # no libc symbol table: nothing to flush
-        ctypes.CDLL(None).fflush(None)
-
-
-_KINETO_NOISE = ("USDT:", "gpuGetDeviceCount failed", "Memory block of unknown size")
-
-
-@contextmanager
-def without_kineto_chatter() -> Iterator[None]:
-    """Drop the ``USDT: ... profiler_start/stop`` lines libkineto writes to fd 2 on every profile.
-
-    They are unconditional (no log level silences them) and scramble a progress bar;
-    every other stderr line is replayed afterwards.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            _flush_c_streams()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            for line in tmp.read().decode(errors="replace").splitlines():
-                if not any(noise in line for noise in _KINETO_NOISE):
-                    print(line, file=sys.stderr)
-
-
 def cmd_profile(args: argparse.Namespace) -> int:
-    from .profiling import run_profiles
-
-    bar = _progress(None, "profile")
-    with without_kineto_chatter():
-        runs = run_profiles(Path(args.out), quick=args.quick, progress=lambda _name: bar.update(1))
-    bar.close()
+    progress = Progress("profile")
+    progress.step("traces")
+    try:
+        with without_kineto_chatter():
+            runs = run_profiles(Path(args.out), quick=args.quick, progress=progress.tick)
+    finally:
+        progress.close()
     print(f"wrote {len(runs)} TensorBoard runs under {args.out}/; view with: nox -s tensorboard")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_report
-
     ok = build_report(Path(args.out), quick=args.quick, update_readme_file=args.update_readme)
     return 0 if ok else 1
 
@@ -191,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--shape",
         type=_shape,
-        default=(8, 56, 56, 96),
-        help="B,H,W,C (default: Swin-T stage 1, 8,56,56,96)",
+        default=SWIN_T_STAGE1,
+        help=f"B,H,W,C (default: Swin-T stage 1, {','.join(map(str, SWIN_T_STAGE1))})",
     )
     t.add_argument("--dtype", choices=list(DTYPES), default="float32")
     t.add_argument("--backward", action="store_true", help="count forward + backward")
@@ -222,4 +146,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(args.func(args))
 
 
-__all__ = ["IMPLS", "NORMS", "build_parser", "main"]
+__all__ = ["build_parser", "main"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -12,16 +11,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 
-from .impls import IMPLS
+from pm_core import IMPLS, NORMS
+
+from .bench import LayerTiming
+from .records import CheckRecord, oracle_checks
+from .traffic import TrafficRow
 
 _COLORS = dict(zip(IMPLS, plt.get_cmap("tab10").colors, strict=False))  # type: ignore[attr-defined]
 
 
-def time_vs_shape(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+def time_vs_shape(rows: Sequence[LayerTiming], path: Path) -> Path:
     """Median time per shape, one line per impl, one panel per norm (float32 where present)."""
     dtype = "float32" if any(b["dtype"] == "float32" for b in rows) else rows[0]["dtype"]
     modes = list(dict.fromkeys(b["mode"] for b in rows))
-    norms = [n for n in ("pre", "post", "none") if any(b["norm"] == n for b in rows)]
+    norms = [n for n in NORMS if any(b["norm"] == n for b in rows)]
     fig, axes = plt.subplots(
         len(modes), len(norms), figsize=(4.2 * len(norms), 3.6 * len(modes)), squeeze=False
     )
@@ -37,7 +40,7 @@ def time_vs_shape(rows: Sequence[dict[str, Any]], path: Path) -> Path:
                 pts = {tuple(b["shape"]): b["median"] * 1e3 for b in sel if b["impl"] == impl}
                 if not pts:
                     continue
-                exact = next(b.get("exact", True) for b in sel if b["impl"] == impl)
+                exact = next(b["exact"] for b in sel if b["impl"] == impl)
                 ax.plot(
                     [labels[shapes.index(s)] for s in shapes if s in pts],
                     [pts[s] for s in shapes if s in pts],
@@ -60,9 +63,9 @@ def time_vs_shape(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def bytes_per_op(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+def bytes_per_op(rows: Sequence[TrafficRow], path: Path) -> Path:
     """Stacked bars: MB each aten op reads + writes, per impl, one panel per norm."""
-    norms = [n for n in ("pre", "post", "none") if any(r["norm"] == n for r in rows)]
+    norms = [n for n in NORMS if any(r["norm"] == n for r in rows)]
     ops = list(dict.fromkeys(r["op"] for r in rows if r["total"]))
     cmap = plt.get_cmap("tab20")
     op_color = {op: cmap(k % 20) for k, op in enumerate(ops)}
@@ -77,9 +80,10 @@ def bytes_per_op(rows: Sequence[dict[str, Any]], path: Path) -> Path:
                 mb = r["total"] / 1e6
                 ax.barh(y, mb, left=left, color=op_color[r["op"]], edgecolor="white", linewidth=0.5)
                 left += mb
-            if sel and sel[0].get("minimum"):
+            minimum = sel[0]["minimum"] if sel else None
+            if minimum:
                 ax.plot(
-                    [sel[0]["minimum"] / 1e6] * 2,
+                    [minimum / 1e6] * 2,
                     [y - 0.45, y + 0.45],
                     color="black",
                     linewidth=1.5,
@@ -98,18 +102,17 @@ def bytes_per_op(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def error_vs_conditioning(records: Sequence[dict[str, Any]], path: Path) -> Path:
+def error_vs_conditioning(records: Sequence[CheckRecord], path: Path) -> Path:
     """Scatter of every checked example: window conditioning against error / bound."""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     markers = {"float64": "o", "float32": "s", "bfloat16": "^", "float16": "v"}
     for impl in IMPLS:
         for dtype, marker in markers.items():
             pts = [
-                (float(r["kappa"]), float(r["bound_ratio"]))
-                for r in records
-                if r.get("impl") == impl and r.get("dtype") == dtype and r.get("kind") != "pair"
-                and r.get("kappa") is not None and r.get("bound_ratio") is not None
-                and float(r["bound_ratio"]) > 0
+                (r["kappa"], r["bound_ratio"])
+                for r in oracle_checks(records)
+                if r["impl"] == impl and r["dtype"] == dtype
+                and r["kappa"] is not None and r["bound_ratio"] > 0
             ]  # fmt: skip
             if pts:
                 xs, ys = zip(*pts, strict=True)
@@ -135,3 +138,6 @@ def error_vs_conditioning(records: Sequence[dict[str, Any]], path: Path) -> Path
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+__all__ = ["bytes_per_op", "error_vs_conditioning", "time_vs_shape"]

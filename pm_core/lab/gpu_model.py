@@ -4,7 +4,7 @@ datasheet GPUs, from the deterministic byte and FLOP counts of every op.
 On a GPU the GEMM of this layer is cheap next to the bytes it moves (an H200 does ~200
 bf16 FLOP in the time it moves one byte, and a merge has ~4C/3 FLOP per byte of x and
 y), so "slice+cat, permute+contiguous or conv?" becomes a question of bytes. The counts
-come from :func:`pm_core.measure_traffic`: the forward is counted on fake CUDA tensors
+come from :func:`pm_core.lab.traffic.measure_traffic`: the forward is counted on fake CUDA tensors
 (the CUDA kernels' own output layouts, so the copies a GPU would make), the backward on
 the meta device (the autograd engine cannot run fake CUDA tensors; ``tests/test_fake_cuda.py``).
 
@@ -24,10 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import NORMS, Norm
-from .functional import patch_merge
-from .impls import REGISTRY
-from .precision import gemm_precision
+from pm_core import NORMS, REGISTRY, Norm, gemm_precision, patch_merge
+
 from .profiling import case_inputs
 from .traffic import Traffic, measure_traffic, minimum_traffic
 

@@ -26,13 +26,10 @@ import torch
 from torch import Tensor
 from torch.profiler import ProfilerActivity, profile, record_function, schedule
 
-from ._checks import NORMS, Norm
-from .functional import patch_merge
-from .impls import REGISTRY
+from pm_core import NORMS, REGISTRY, Norm, patch_merge
 
-#: Swin-T stage 1 at batch 8: the shape the issue's targets are stated on.
-DEFAULT_SHAPE = (8, 56, 56, 96)
-QUICK_SHAPE = (2, 28, 28, 96)
+from .shapes import QUICK_SHAPE, SWIN_T_STAGE1
+
 WAIT, WARMUP, ACTIVE = 1, 1, 2
 
 
@@ -134,7 +131,7 @@ def profile_configs(
     if dtypes is None:
         dtypes = (torch.float32,) if quick else (torch.float32, torch.bfloat16)
     if shapes is None:
-        shapes = (QUICK_SHAPE,) if quick else (DEFAULT_SHAPE,)
+        shapes = (QUICK_SHAPE,) if quick else (SWIN_T_STAGE1,)
     return [
         ProfileConfig(i, n, dt, tuple(s))  # type: ignore[arg-type]
         for s in shapes
@@ -325,14 +322,15 @@ def format_summary(s: TraceSummary, *, top: int = 10) -> str:
 
 
 __all__ = [
-    "DEFAULT_SHAPE",
     "OpAlloc",
     "OpTime",
     "ProfileConfig",
     "TraceSummary",
+    "case_inputs",
     "format_summary",
     "profile_configs",
     "profile_one",
+    "profiler_activities",
     "run_profiles",
     "summarize_trace",
 ]

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import torch
 from torch import Tensor
@@ -38,7 +38,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 
-from ._checks import NORMS, Norm, Odd, check_call
+from pm_core import NORMS, REGISTRY, Norm, Odd, patch_merge
+
+from .shapes import SWIN_T_STAGE1
 
 Phase = Literal["forward", "backward"]
 
@@ -305,8 +307,6 @@ def measure_traffic(
         with counter:
             out.backward(g)  # type: ignore[no-untyped-call]
     minimum = None
-    from .functional import patch_merge  # late: functional imports nothing from here
-
     if fn is patch_merge:
         kw = {k: v for k, v in kwargs.items() if k in ("hw", "norm", "odd")}
         minimum = minimum_traffic(*args, backward=backward, **kw)
@@ -335,11 +335,19 @@ def minimum_traffic(
 
     Args: as :func:`pm_core.patch_merge`; ``backward=True`` gives forward + backward.
     """
-    call = check_call(x, reduction_weight, norm_weight, norm_bias, hw, norm, 1e-5, odd)
-    b, h, w, c = call.x.shape
-    itemsize = call.x.element_size()
-    x_bytes = b * h * w * c * itemsize
-    y_bytes = b * -(-h // 2) * -(-w // 2) * call.out_features * itemsize
+
+    # patch_merge on meta copies validates the call exactly as a real one would (a bad
+    # argument raises its error) and gives the output's shape, at no cost
+    def meta(t: Tensor | None) -> Tensor | None:
+        return torch.empty_like(t, device="meta") if isinstance(t, Tensor) else t
+
+    y = patch_merge(
+        meta(x), meta(reduction_weight), meta(norm_weight), meta(norm_bias),  # type: ignore[arg-type]
+        hw=hw, norm=norm, odd=odd,
+    )  # fmt: skip
+    itemsize = x.element_size()
+    x_bytes = x.numel() * itemsize
+    y_bytes = y.numel() * itemsize
     params = [reduction_weight] + [p for p in (norm_weight, norm_bias) if p is not None]
     p_bytes = sum(p.numel() * p.element_size() for p in params)
     fwd = x_bytes + p_bytes + y_bytes
@@ -350,25 +358,38 @@ def minimum_traffic(
     return fwd + bwd
 
 
+class TrafficRow(TypedDict):
+    """One op of one impl x norm x phase (:func:`traffic_rows`); bytes throughout."""
+
+    impl: str
+    norm: Norm
+    phase: Phase
+    op: str
+    calls: int
+    read: int
+    written: int
+    total: int
+    impl_total: int  # the whole call's bytes
+    minimum: int | None  # the analytic minimum of the whole call
+    ratio: float | None  # impl_total / minimum
+
+
 def traffic_rows(
-    shape: tuple[int, int, int, int] = (8, 56, 56, 96),
+    shape: tuple[int, int, int, int] = SWIN_T_STAGE1,
     *,
     dtype: torch.dtype = torch.float32,
     backward: bool = False,
     impls: Sequence[str] | None = None,
     norms: Sequence[Norm] | None = None,
     device: torch.device | str = "cpu",
-) -> list[dict[str, Any]]:
+) -> list[TrafficRow]:
     """Traffic of every impl x norm on one shape, one row per (impl, norm, phase, op).
 
     Rows: ``{impl, norm, phase, op, calls, read, written, total, impl_total, minimum,
     ratio}`` (bytes), counted on ``device``.
     """
-    from .functional import patch_merge
-    from .impls import REGISTRY
-
     b, h, w, c = shape
-    rows: list[dict[str, Any]] = []
+    rows: list[TrafficRow] = []
     x = torch.zeros(b, h, w, c, dtype=dtype, device=device)
     weight = torch.zeros(2 * c, 4 * c, dtype=dtype, device=device)
     for norm in norms or NORMS:
@@ -399,7 +420,7 @@ def traffic_rows(
 
 
 def traffic_table(
-    shape: tuple[int, int, int, int] = (8, 56, 56, 96),
+    shape: tuple[int, int, int, int] = SWIN_T_STAGE1,
     *,
     dtype: torch.dtype = torch.float32,
     backward: bool = False,
@@ -411,7 +432,7 @@ def traffic_table(
     Backward ops are marked ``*``; ``ratio`` is total / :func:`minimum_traffic`.
     """
     rows = traffic_rows(shape, dtype=dtype, backward=backward, impls=impls, norms=norms)
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str], list[TrafficRow]] = {}
     for r in rows:
         groups.setdefault((r["norm"], r["impl"]), []).append(r)
     phase = "forward+backward" if backward else "forward"

@@ -1,0 +1,312 @@
+"""Adopt library patch-merging modules: recognise them, rebuild them as pm_core modules, swap them in.
+
+Design requirements:
+
+* **No third-party imports.** torchvision, timm and HF transformers modules are recognised
+  by their class's module path and name, so ``import pm_core`` needs only torch.
+* **Recognised by class, confirmed by behaviour.** :func:`from_module` reads the
+  structure (``dim``, ``out_dim``, norm placement, ``eps``) from the module's attributes,
+  then runs the source and the replacement on a small odd, non-square float64 probe and
+  refuses to return a module that computes something else. The odd-size policy is
+  detected the same way: a source that rejects odd sizes gets ``odd="error"``.
+* **Drop-in.** The replacement is a :class:`pm_core.PatchMerging` that *reuses* the
+  source's ``.norm`` and ``.reduction`` submodules: the state_dict keys, shapes, and the
+  Parameter objects (so optimizers and tied references) stay the same. Its
+  ``forward(x, hw=None)`` already is each library's calling convention: torchvision and
+  timm call ``merge(x)`` with ``x: (B, H, W, C)``; HF transformers calls
+  ``merge(x, input_dimensions)`` with ``x: (B, H*W, C)``, which arrives as ``hw``.
+
+Checkpoints are :mod:`pm_core.checkpoints`; telling a wrong-layout load is
+:mod:`pm_core.layout_check`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch._subclasses.fake_tensor import is_fake
+
+from ._checks import Norm, Odd
+from .impls import get_impl
+from .modules import PatchMerging
+
+Convention = Literal["bhwc", "hf"]
+
+
+@dataclass(frozen=True)
+class Known:
+    """A recognised library class: where it comes from and what it computes."""
+
+    library: str
+    convention: Convention  # "bhwc": merge(x (B, H, W, C)); "hf": merge(x (B, L, C), (H, W))
+    norm: Norm  # where its LayerNorm sits
+
+
+#: ``(class module, class qualname) -> Known``. Every entry gathers the 2x2 window in the
+#: swin order (0,0), (1,0), (0,1), (1,1) and zero-pads odd sizes (read from the sources of
+#: torchvision 0.29, timm 1.0 and transformers 5.x; the probe in :func:`from_module`
+#: re-checks both on every call).
+KNOWN: dict[tuple[str, str], Known] = {
+    ("torchvision.models.swin_transformer", "PatchMerging"): Known("torchvision", "bhwc", "pre"),
+    ("torchvision.models.swin_transformer", "PatchMergingV2"): Known("torchvision", "bhwc", "post"),
+    ("timm.models.swin_transformer", "PatchMerging"): Known("timm", "bhwc", "pre"),
+    ("timm.models.swin_transformer_v2", "PatchMerging"): Known("timm", "bhwc", "post"),
+    # v2_cr: despite its docstring ("[B, C, H, W]"), the stage hands it (B, H, W, C), and
+    # unlike timm's swinv2 its norm is LN(4C) *before* the reduction, with out = 2C fixed.
+    ("timm.models.swin_transformer_v2_cr", "PatchMerging"): Known("timm", "bhwc", "pre"),
+    ("transformers.models.swin.modeling_swin", "SwinPatchMerging"): Known(
+        "transformers", "hf", "pre"
+    ),
+    ("transformers.models.swinv2.modeling_swinv2", "Swinv2PatchMerging"): Known(
+        "transformers", "hf", "post"
+    ),
+    # HF's copies of the same code
+    ("transformers.models.donut.modeling_donut_swin", "DonutSwinPatchMerging"): Known(
+        "transformers", "hf", "pre"
+    ),
+    ("transformers.models.maskformer.modeling_maskformer_swin", "MaskFormerSwinPatchMerging"): (
+        Known("transformers", "hf", "pre")
+    ),
+    ("transformers.models.clap.modeling_clap", "ClapAudioPatchMerging"): Known(
+        "transformers", "hf", "pre"
+    ),
+    ("transformers.models.swin2sr.modeling_swin2sr", "Swin2SRPatchMerging"): Known(
+        "transformers", "hf", "post"
+    ),
+}
+
+
+def recognise(m: object) -> Known | None:
+    """The :data:`KNOWN` entry for ``m``'s class, or ``None``. Never imports the library."""
+    t = type(m)
+    return KNOWN.get((t.__module__, t.__qualname__))
+
+
+def _is_plain_layer_norm(norm: nn.Module) -> bool:
+    """``F.layer_norm`` over the last dim: ``nn.LayerNorm`` itself or timm's thin subclass."""
+    t = type(norm)
+    if t is nn.LayerNorm:
+        return True
+    return t.__module__.startswith("timm.layers") and t.__name__ == "LayerNorm"
+
+
+def _structure(m: nn.Module, known: Known) -> tuple[int, int, Norm, float]:
+    """``(dim, out_dim, norm, eps)`` read from a recognised module; raises if it is unusual."""
+    name = type(m).__qualname__
+    red = getattr(m, "reduction", None)
+    if (
+        not isinstance(red, nn.Linear)
+        or getattr(red, "bias", None) is not None
+        or red.in_features % 4
+    ):
+        raise ValueError(
+            f"{name}.reduction must be a bias-free nn.Linear(4*dim, out_dim), got {red!r}"
+        )
+    dim, out_dim = red.in_features // 4, red.out_features
+    norm_mod = getattr(m, "norm", None)
+    if isinstance(norm_mod, nn.Identity):
+        return dim, out_dim, "none", 1e-5
+    if not isinstance(norm_mod, nn.LayerNorm) or not _is_plain_layer_norm(norm_mod):
+        raise ValueError(
+            f"{name}.norm is {type(norm_mod).__name__}; pm_core can only fold nn.LayerNorm "
+            "(or nn.Identity) into the merge"
+        )
+    want = 4 * dim if known.norm == "pre" else out_dim
+    if tuple(norm_mod.normalized_shape) != (want,):
+        raise ValueError(
+            f"{name}.norm normalises {tuple(norm_mod.normalized_shape)} but a {known.norm!r}-norm "
+            f"merge with dim={dim}, out_dim={out_dim} normalises ({want},)"
+        )
+    return dim, out_dim, known.norm, float(norm_mod.eps)
+
+
+def _probe_input(m: nn.Module, dim: int, h: int, w: int) -> Tensor:
+    g = torch.Generator().manual_seed(0)
+    # a large common offset per window, so a placement error in the pre-norm shows as well
+    x = torch.randn(2, h, w, dim, generator=g, dtype=torch.float64) + 3.0
+    p = next(m.parameters())
+    return x.to(p.device)
+
+
+def call_as_library(m: nn.Module, convention: Convention, x: Tensor) -> Tensor:
+    """Call ``m`` the way its library does, on ``x: (B, H, W, C)``; return ``(B, H', W', O)``."""
+    b, h, w, c = x.shape
+    if convention == "bhwc":
+        y: Tensor = m(x)
+        return y
+    y = m(x.reshape(b, h * w, c), (h, w))
+    return y.view(b, -(-h // 2), -(-w // 2), -1)
+
+
+def _matches(src: nn.Module, dst: nn.Module, convention: Convention, x: Tensor) -> bool:
+    y_src = call_as_library(src, convention, x)
+    y_dst = call_as_library(dst, "bhwc", x)
+    if y_src.shape != y_dst.shape:
+        return False
+    # float64, K = 4C <= a few thousand: both round at <= K * 2**-53 * sum|w||v| ~ 1e-12
+    # relative; a permuted layout or a misplaced norm differs at O(|y|).
+    scale = float(y_src.abs().max()) if y_src.numel() else 0.0
+    return bool(torch.allclose(y_dst, y_src, rtol=1e-9, atol=1e-9 * scale))
+
+
+_ODD_PROBES = ((5, 4), (4, 3), (5, 3))  # H odd, W odd, both: a pad with H and W swapped shows
+_EVEN_PROBE = (4, 6)
+
+
+def _detect_odd_and_verify(src: nn.Module, dst: PatchMerging, known: Known, dim: int) -> Odd | None:
+    """Run float64 copies of ``src`` and ``dst`` on small non-square probes.
+
+    Returns the odd-size policy (``None`` where the parameters are on the meta device and
+    nothing can run). Raises if ``dst`` does not reproduce ``src`` on every probe, or if
+    ``src`` accepts some odd sizes and rejects others.
+    """
+    if any(p.device.type == "meta" or is_fake(p) for p in src.parameters()):
+        return None  # no values to run: meta or fake tensors (shape-only tracing)
+    s64 = copy.deepcopy(src).double()
+    d64 = copy.deepcopy(dst).double()
+    name = type(src).__qualname__
+    failures: list[str] = []
+    with torch.no_grad():
+        for h, w in _ODD_PROBES:
+            try:
+                call_as_library(s64, known.convention, _probe_input(s64, dim, h, w))
+            except (AssertionError, RuntimeError, ValueError) as e:  # noqa: PERF203
+                failures.append(f"({h}, {w}): {e}")
+        if failures and len(failures) < len(_ODD_PROBES):
+            raise ValueError(
+                f"{name} accepts some odd sizes and fails on others ({'; '.join(failures)}); "
+                "that is no odd-size policy pm_core knows"
+            )
+        policy: Odd = "error" if failures else "pad"
+        d64.odd = policy
+        for h, w in (_EVEN_PROBE,) if failures else (*_ODD_PROBES, _EVEN_PROBE):
+            x = _probe_input(s64, dim, h, w)
+            try:
+                same = _matches(s64, d64, known.convention, x)
+            except (AssertionError, RuntimeError, ValueError) as e:
+                raise ValueError(f"{name} fails on a float64 {tuple(x.shape)} probe: {e}") from e
+            if not same:
+                raise ValueError(
+                    f"{name} does not compute a swin-layout patch merge with a "
+                    f"{dst.norm_mode!r} norm and odd={policy!r} on a {tuple(x.shape)} probe: "
+                    "its forward differs from what its attributes describe (a changed "
+                    "library version?); refusing to convert it"
+                )
+    return policy
+
+
+def from_module(m: nn.Module, *, impl: str = "conv", verify: bool = True) -> PatchMerging:
+    """A :class:`pm_core.PatchMerging` computing what library merge ``m`` computes.
+
+    Recognised: torchvision ``PatchMerging`` / ``PatchMergingV2``; timm's
+    ``swin_transformer``, ``swin_transformer_v2`` and ``swin_transformer_v2_cr``
+    ``PatchMerging`` (any ``out_dim``); HF transformers ``SwinPatchMerging``,
+    ``Swinv2PatchMerging`` and their copies (Donut, MaskFormer, CLAP, Swin2SR). See
+    :data:`KNOWN`. A :class:`pm_core.PatchMerging` is re-targeted to ``impl``.
+
+    The norm placement (``"pre"`` LN(4C) / ``"post"`` LN(out_dim) / ``"none"``), ``eps``,
+    ``dim`` and ``out_dim`` come from ``m``'s submodules. With ``verify=True`` (default)
+    float64 copies of ``m`` and the result are run on small probes, odd in H, in W and in
+    both: a source that rejects odd sizes gets ``odd="error"`` (checked on an even probe
+    instead), and a result that does not reproduce ``m`` on every probe raises (this
+    catches, e.g., a pad with H and W swapped, or a different channel order). Parameters on the meta device skip the
+    probe and keep ``odd="pad"``, the policy of every recognised library.
+
+    The result *shares* ``m.norm`` and ``m.reduction`` (same Parameter objects, same
+    state_dict keys); ``copy.deepcopy`` first for an independent module. Its
+    ``forward(x, hw=None)`` takes ``(B, H, W, C)`` as torchvision/timm pass it, or
+    ``(B, H*W, C)`` with ``hw = (H, W)`` positional, as HF passes ``input_dimensions``.
+
+    >>> import torch
+    >>> from torchvision.models.swin_transformer import PatchMerging as TV
+    >>> src = TV(8).eval()
+    >>> pm = from_module(src, impl="conv")
+    >>> x = torch.randn(1, 5, 6, 8)
+    >>> torch.allclose(pm(x), src(x), atol=1e-5)
+    True
+    """
+    if not isinstance(m, nn.Module):
+        raise TypeError(f"from_module needs an nn.Module, got {type(m).__name__}")
+    if isinstance(m, PatchMerging):
+        same = PatchMerging(
+            m.dim, out_dim=m.out_dim, norm=m.norm_mode, impl=impl, odd=m.odd, device="meta"
+        )
+        same.norm, same.reduction = m.norm, m.reduction
+        return same.train(m.training)
+    known = recognise(m)
+    if known is None:
+        t = type(m)
+        raise ValueError(
+            f"from_module does not recognise {t.__module__}.{t.__qualname__}; it knows "
+            + ", ".join(f"{mod}.{cls}" for mod, cls in KNOWN)
+        )
+    dim, out_dim, norm, eps = _structure(m, known)
+    out = PatchMerging(dim, out_dim=out_dim, norm=norm, impl=impl, eps=eps, device="meta")
+    # reuse the source's submodules: same Parameters, same keys, no copy
+    out.norm = m.get_submodule("norm")
+    red = m.get_submodule("reduction")
+    assert isinstance(red, nn.Linear)  # checked by _structure
+    out.reduction = red
+    # register in the source's order, so state_dict() lists the keys in the same order
+    out._modules = {k: out._modules[k] for k in m._modules if k in out._modules}
+    if verify:
+        policy = _detect_odd_and_verify(m, out, known, dim)
+        if policy is not None:
+            out.odd = policy
+    out.train(m.training)
+    return out
+
+
+def swap_patch_merging(model: nn.Module, impl: str = "conv", *, verify: bool = True) -> int:
+    """Replace every recognised patch-merging module inside ``model``, in place.
+
+    Each replacement is :func:`from_module` of the original, so parameters are shared and
+    ``model.state_dict()`` keeps its keys; the model's own forward is unchanged. Modules
+    already converted (:class:`pm_core.PatchMerging`) and unrecognised ones are left
+    alone: compare the returned count with what you expect. A module registered under
+    several names is converted once and replaced everywhere.
+
+    Returns:
+        The number of distinct modules replaced.
+
+    >>> from torchvision.models import swin_t
+    >>> swap_patch_merging(swin_t().eval())
+    3
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"swap_patch_merging needs an nn.Module, got {type(model).__name__}")
+    if recognise(model) is not None:
+        raise ValueError(
+            f"model is itself a {type(model).__qualname__}; it cannot be replaced in place, "
+            "use pm_core.from_module(model)"
+        )
+    get_impl(impl)  # reject an unknown impl before touching the model
+    # _modules, not named_children(): that skips a second name for the same module
+    targets = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent._modules.items()
+        if child is not None and recognise(child) is not None
+    ]
+    new: dict[int, PatchMerging] = {}
+    for _, _, child in targets:
+        if id(child) not in new:
+            new[id(child)] = from_module(child, impl=impl, verify=verify)
+    for parent, name, child in targets:
+        setattr(parent, name, new[id(child)])
+    return len(new)
+
+
+__all__ = [
+    "KNOWN",
+    "Convention",
+    "Known",
+    "call_as_library",
+    "from_module",
+    "recognise",
+    "swap_patch_merging",
+]

@@ -1,0 +1,86 @@
+"""The mmcv-ordered merge module: what a Swin checkpoint is loaded into in the OpenMMLab world."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._checks import as_bhwc, check_options
+from .adopt import from_module
+from .checkpoints import convert_state_dict
+from .modules import PatchMerging
+
+
+class UnfoldPatchMerging(nn.Module):
+    """An mmcv-style merge: ``nn.Unfold(2, stride=2)``, LN(4C), Linear, weights in unfold order.
+
+    ``.norm`` is ``LayerNorm(4*dim)`` (``norm="pre"``) or ``Identity`` (``"none"``);
+    ``.reduction`` is ``nn.Linear(4*dim, out_dim, bias=False)``. Both are in the unfold
+    layout (column ``4*c + 2*dh + dw``), as in mmseg/mmdet checkpoints. Keys and shapes are
+    those of a Swin merge, so a swin-layout state dict loads *strictly and silently* and
+    computes the wrong function (mmseg #2350); convert it with
+    ``convert_state_dict(sd, "swin", "unfold")``, and see :func:`check_merge_layout`.
+
+    ``forward(x, hw=None)``: ``x`` is ``(B, H, W, C)``, or ``(B, H*W, C)`` with
+    ``hw=(H, W)``; odd sizes are zero-padded at the bottom/right (mmcv's ``"corner"``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        out_dim: int | None = None,
+        norm: Literal["pre", "none"] = "pre",
+        eps: float = 1e-5,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        super().__init__()
+        check_options(norm, "pad", eps)
+        if norm not in ("pre", "none"):
+            raise ValueError(f"UnfoldPatchMerging has mmcv's norm='pre' or 'none'; got {norm!r}")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        self.dim = dim
+        self.out_dim = 2 * dim if out_dim is None else out_dim
+        self.norm: nn.Module = (
+            nn.LayerNorm(4 * dim, eps=eps, device=device, dtype=dtype)
+            if norm == "pre"
+            else nn.Identity()
+        )
+        self.reduction = nn.Linear(4 * dim, self.out_dim, bias=False, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor, hw: tuple[int, int] | None = None) -> Tensor:
+        x4, flat = as_bhwc(x, hw)
+        b, h, w, c = x4.shape
+        if c != self.dim:
+            raise ValueError(f"x has C={c} channels but this merge has dim={self.dim}")
+        nchw = F.pad(x4, (0, 0, 0, w % 2, 0, h % 2)).permute(0, 3, 1, 2)
+        v = F.unfold(nchw, kernel_size=2, stride=2).transpose(1, 2)  # (B, L', 4C)
+        y: Tensor = self.reduction(self.norm(v))
+        return y if flat else y.view(b, -(-h // 2), -(-w // 2), -1)
+
+    @classmethod
+    def from_swin(cls, m: nn.Module) -> UnfoldPatchMerging:
+        """The unfold-layout twin of a swin-layout pre-norm merge (any :func:`from_module` source)."""
+        pm = m if isinstance(m, PatchMerging) else from_module(m, impl="slice", verify=False)
+        if pm.norm_mode == "post":
+            raise ValueError("a post-norm (Swin v2) merge has no mmcv unfold counterpart")
+        w = pm.reduction.weight
+        ln = pm.norm if isinstance(pm.norm, nn.LayerNorm) else None
+        out = cls(
+            pm.dim,
+            out_dim=pm.out_dim,
+            norm="pre" if pm.norm_mode == "pre" else "none",
+            eps=1e-5 if ln is None else ln.eps,
+            device=w.device,
+            dtype=w.dtype,
+        )
+        out.load_state_dict(convert_state_dict(pm.state_dict(), "swin", "unfold"))
+        return out
+
+
+__all__ = ["UnfoldPatchMerging"]

@@ -1,0 +1,182 @@
+"""The architecture the package docstrings describe, checked from the import statements.
+
+* ``pm_core`` (the layer library) never imports ``pm_core.lab``; ``import pm_core`` loads
+  no lab module and none of the lab's heavy dependencies.
+* The lab imports the library only through ``pm_core``'s public names.
+* Neither package has an import circle, counting imports inside functions too.
+* Nothing imports the CLI.
+* Tests and benchmarks import only public names: a module's ``__all__``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import pm_core
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "pm_core"
+#: ``python -m`` entry points: scripts the import system runs, never imports.
+ENTRY_POINTS = {"pm_core.__main__", "pm_core.lab.__main__"}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(name: str, path: Path) -> Iterator[tuple[str, tuple[str, ...], int]]:
+    """``(imported module, names taken from it, line)`` for every import in the file,
+    at any depth (function-level imports count: they hid the old cli <-> report circle)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, (), node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                target = node.module or ""
+            names = tuple(a.name for a in node.names)
+            # `from . import plots` imports the module pm_core.lab.plots
+            if node.module is None:
+                for n in names:
+                    yield f"{target}.{n}", (), node.lineno
+            else:
+                yield target, names, node.lineno
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, path in mods.items():
+        for target, _, _ in _imports(m, path):
+            if target in mods and target != m:
+                graph[m].add(target)
+    return graph
+
+
+def _loaded_by(statement: str) -> set[str]:
+    code = f"import json, sys; {statement}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    return set(json.loads(out))
+
+
+def test_import_pm_core_loads_no_lab_and_no_heavy_dependency():
+    """A fresh ``import pm_core`` loads the library and what ``import torch`` loads: no lab
+    module, no matplotlib, tensorboard, pytest or Hypothesis. (tqdm is loaded by torch
+    itself, through ``torch.hub``, where it is installed; the difference leaves it out.)"""
+    added = _loaded_by("import pm_core") - _loaded_by("import torch")
+    assert sorted(m for m in added if m.startswith("pm_core.lab")) == []
+    heavy = ("matplotlib", "tqdm", "tensorboard", "torch_tb_profiler", "pytest", "hypothesis")
+    assert sorted(m for m in added if m.split(".")[0] in heavy) == []
+    assert {m.split(".")[0] for m in added} <= {"pm_core"}, sorted(added)
+
+
+def test_library_never_imports_the_lab():
+    """No module of the layer library imports pm_core.lab (the -m entry point aside)."""
+    bad = [
+        f"{m}:{line} imports {target}"
+        for m, path in _modules().items()
+        if not m.startswith("pm_core.lab") and m not in ENTRY_POINTS
+        for target, _, line in _imports(m, path)
+        if target.startswith("pm_core.lab")
+    ]
+    assert bad == []
+
+
+def test_lab_uses_only_the_library_public_names():
+    """The lab imports the library as ``from pm_core import <name in pm_core.__all__>``."""
+    public = set(pm_core.__all__)
+    bad = []
+    for m, path in _modules().items():
+        if not m.startswith("pm_core.lab"):
+            continue
+        for target, names, line in _imports(m, path):
+            if target == "pm_core":
+                bad += [f"{m}:{line} pm_core.{n} is not public" for n in names if n not in public]
+            elif target.startswith("pm_core.") and not target.startswith("pm_core.lab"):
+                bad.append(f"{m}:{line} imports library module {target}")
+    assert bad == []
+
+
+def test_no_import_circle():
+    """The import graph of pm_core and pm_core.lab is acyclic (a circle is printed in full)."""
+    graph = _graph()
+    # a package's __init__ importing its own modules is the package, not a circle
+    for pkg in ("pm_core", "pm_core.lab"):
+        graph[pkg] = {t for t in graph[pkg] if not t.startswith(pkg + ".")}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for t in sorted(graph[m]):
+            if state.get(t) == 1:
+                pytest.fail("import circle: " + " -> ".join([*stack[stack.index(t) :], t]))
+            if t not in state:
+                visit(t)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+
+
+def test_nothing_imports_the_cli():
+    """The CLI is the top of the lab: only the ``python -m`` entry points import it."""
+    users = [m for m, deps in _graph().items() if "pm_core.lab.cli" in deps]
+    assert sorted(users) == sorted(ENTRY_POINTS)
+
+
+def _test_files() -> list[Path]:
+    return sorted([*(ROOT / "tests").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")])
+
+
+@pytest.mark.parametrize("path", _test_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_tests_use_public_names(path: Path):
+    """Tests and benchmarks import from pm_core modules only the names in their ``__all__``,
+    and never from an underscore module."""
+    bad = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("pm_core"):
+            continue
+        mod = node.module or ""
+        if any(part.startswith("_") for part in mod.split(".")):
+            bad.append(f"line {node.lineno}: {mod} is private")
+            continue
+        public = set(getattr(importlib.import_module(mod), "__all__", ()))
+        for alias in node.names:
+            sub = f"{mod}.{alias.name}"
+            if alias.name not in public and importlib.util.find_spec(sub) is None:
+                bad.append(f"line {node.lineno}: {sub} is not in {mod}.__all__")
+    assert bad == []
+
+
+def test_public_names_resolve():
+    """Every name in ``pm_core.__all__`` exists, and the public types are importable."""
+    missing = [n for n in pm_core.__all__ if not hasattr(pm_core, n)]
+    assert missing == []
+    from pm_core import LAYOUTS, NORMS, Layout, Norm, Odd  # noqa: F401
+
+    assert set(NORMS) == {"pre", "post", "none"}
+    assert set(LAYOUTS) == {"swin", "unfold", "conv"}
