@@ -22,7 +22,7 @@ import each other in one direction, from the leaves up::
 
 ``pm_core.lab`` is the measurement and reporting side (traffic, roofline, profiling,
 verification, benchmarks, the report, plots and the ``pm-core`` CLI). It imports the
-library only through the names below, and nothing in the library imports it, so
+library only through the names in ``pm_core.__all__``, and nothing in the library imports it, so
 ``import pm_core`` stays light (``tests/test_architecture.py`` checks both).
 """
 

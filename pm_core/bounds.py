@@ -1,6 +1,6 @@
 """Rounding-error bounds for patch merging: the one tolerance the suite and the report use.
 
-:func:`error_bounds` returns, for one call of :func:`pm_core.patch_merge`, an elementwise
+:func:`~pm_core.error_bounds` returns, for one call of :func:`pm_core.patch_merge`, an elementwise
 bound on ``|impl - oracle|`` for the output and for every gradient. A comparison passes
 when ``|impl - oracle| <= bound`` everywhere; ``max(|impl - oracle| / bound)`` is the
 "error / bound" ratio the report prints. Nothing here is tuned: every term comes from
@@ -43,7 +43,7 @@ With window mean ``mu``, ``sigma = sqrt(var + eps)``, ``xhat = (x - mu) / sigma`
 the computed mean is off by at most ``gamma(n) u mean|x|``; centring rounds each
 ``x_k - mu`` by ``u |x_k - mu|``; dividing by ``sigma`` amplifies the mean's error by
 ``1/sigma``, so ``|d xhat_k| <= gamma(n) u (mean|x| / sigma) + u |xhat_k|``. Since
-``mean|x| <= |mu| + sigma``, the amplification is the window's conditioning
+``mean|x| <= |mu| + sigma``, the amplification is the window's conditioning::
 
     kappa = |mu| / sigma + 1            (1 for a centred window; eps caps 1/sigma)
 
@@ -91,7 +91,7 @@ of two 11- or 8-bit significands fits float32's 24) and accumulates in float32. 
     |fl(sum w~ x~) - sum w x| <= (2 u_in + u_in^2) sum |w| |x|          (rounding)
                                 + gamma(L) u (1 + u_in)^2 sum |w| |x|   (summation)
 
-so every GEMM reduction coefficient ``gamma(L)`` above becomes
+so every GEMM reduction coefficient ``gamma(L)`` above becomes::
 
     gamma_in(L) = gamma(L) (1 + u_in)^2 + (2 u_in + u_in^2) / u
 

@@ -7,8 +7,8 @@ Every implementation has one signature (:class:`ImplFn`)::
     y: (B, H/2, W/2, O)                   norm params: (4C,) for "pre", (O,) for "post"
 
 Input forms, validation and odd-size padding live in :func:`pm_core.patch_merge`, so an
-implementation only computes. Adding one is one :func:`register` call; the tests and
-benchmarks enumerate :data:`REGISTRY`.
+implementation only computes. Adding one is one :func:`~pm_core.register` call; the tests and
+benchmarks enumerate :data:`~pm_core.REGISTRY`.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ inherits from its backend's ``fp32_precision``, then from
 ``fp32_precision`` getters return that resolved value, which is what the kernels read;
 the legacy getters raise once the two APIs were mixed, so nothing here reads them.
 
-:func:`gemm_precision` needs no GPU: it reads flags (and, for a CUDA device that is
+:func:`~pm_core.gemm_precision` needs no GPU: it reads flags (and, for a CUDA device that is
 present, its compute capability; for the CPU, its instruction set).
 """
 
