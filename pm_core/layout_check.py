@@ -184,11 +184,11 @@ def _check_against(
         if torch.allclose(y_mod, y_ref, rtol=1e-9, atol=1e-9 * scale):
             return LayoutCheck("ok", "reference", expected, math.nan, math.nan, "matches")
         # what the module computes when handed the reference's weights in the other layout
-        mis = copy.deepcopy(mod64)
+        misloaded = copy.deepcopy(mod64)
         try:
-            mis.load_state_dict(convert_state_dict(ref64.state_dict(), "swin", other))
-            y_mis = call_as_library(mis, conv, x)
-            wrong = bool(torch.allclose(y_mod, y_mis, rtol=1e-9, atol=1e-9 * scale))
+            misloaded.load_state_dict(convert_state_dict(ref64.state_dict(), "swin", other))
+            y_misloaded = call_as_library(misloaded, conv, x)
+            wrong = bool(torch.allclose(y_mod, y_misloaded, rtol=1e-9, atol=1e-9 * scale))
         except RuntimeError:  # the other layout does not even load (e.g. a conv weight)
             wrong = False
     what = (

@@ -142,7 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # verify and bench hand unknown options to pytest (`pm-core bench -k conv`)
+    if extra:
+        if not hasattr(args, "pytest_args"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.pytest_args = [*args.pytest_args, *extra]
     return int(args.func(args))
 
 
