@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
@@ -43,7 +44,8 @@ def _timm(name: str) -> Callable[[], nn.Module]:
 def _hf(model: str, config: str) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
         tr = pytest.importorskip("transformers")
-        return getattr(tr, model)(getattr(tr, config)())
+        built: nn.Module = getattr(tr, model)(getattr(tr, config)())
+        return built
 
     return build
 
@@ -72,7 +74,9 @@ _BUILT: dict[str, nn.Module] = {}
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("impl", ["original", "conv"])
-def test_model_forward(benchmark, request, case, impl, dtype):
+def test_model_forward(
+    benchmark: Any, request: pytest.FixtureRequest, case: ModelCase, impl: str, dtype: str
+) -> None:
     """Forward time of one whole model, batch 8 at its native resolution (1 with --quick)."""
     quick = request.config.getoption("--quick", default=False)
     if case.name not in _BUILT:

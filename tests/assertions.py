@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, overload
 
 import torch
 from torch import Tensor
 from torch.autograd import gradcheck, gradgradcheck
 
 import pm_core
-from pm_core import conv_to_linear, error_bounds, linear_to_conv, reference_patch_merge
+from pm_core import Norm, conv_to_linear, error_bounds, linear_to_conv, reference_patch_merge
 from pm_core.bounds import window_conditioning
 from pm_core.lab import records
 from tests.strategies import EPS, Case, Inputs
@@ -68,15 +69,35 @@ def precision_for(subject: Subject, device: str, dtype: torch.dtype, given: str 
     return pm_core.gemm_precision(subject.impl, device, dtype)
 
 
-def record(*, expect: Literal["agree", "differ"] = "agree", **fields: Any) -> None:
+def record(
+    *,
+    impl: str,
+    norm: str,
+    dtype: str,
+    device: str,
+    gemm_precision: str,
+    kind: records.Kind,
+    shape: list[int],
+    kappa: float | None,
+    max_abs_err: float | None,
+    bound_ratio: float,
+    passed: bool,
+    expect: Literal["agree", "differ"] = "agree",
+) -> None:
     """Append one :class:`pm_core.lab.records.CheckRecord` to ``$PM_CORE_RECORD`` (no-op when unset).
 
-    ``fields`` are the record's keys but ``test`` (the current pytest node) and ``expect``.
+    The arguments are the record's keys but ``test``, the current pytest node.
     """
     if not os.environ.get(records.ENV_VAR):
         return
     test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
-    records.append(records.CheckRecord(test=test, expect=expect, **fields))
+    records.append(
+        records.CheckRecord(
+            test=test, expect=expect, impl=impl, norm=norm, dtype=dtype, device=device,
+            gemm_precision=gemm_precision, kind=kind, shape=shape, kappa=kappa,
+            max_abs_err=max_abs_err, bound_ratio=bound_ratio, passed=passed,
+        )
+    )  # fmt: skip
 
 
 def describe(x: Tensor) -> str:
@@ -90,10 +111,31 @@ def _idx(flat: int, shape: torch.Size) -> tuple[int, ...]:
     return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), shape)) if shape else ()
 
 
+def add_note_to_message(exc: BaseException, note: str) -> None:
+    """:func:`add_note`'s fallback for Python < 3.11: ``note`` becomes the last line of the
+    message (``exc.args[0]``), so ``str(exc)`` and pytest's report show it."""
+    if len(exc.args) == 1 and isinstance(exc.args[0], str):
+        exc.args = (f"{exc.args[0]}\n{note}",)
+    elif exc.args:
+        exc.args = (*exc.args, note)
+    else:
+        exc.args = (note,)
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)`` where it exists (Python >= 3.11), else
+    :func:`add_note_to_message`: on 3.10 a failing check must still report, not die of an
+    AttributeError."""
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:
+        add_note_to_message(exc, note)
+
+
 def _fail(message: str, repro: str) -> NoReturn:
     __tracebackhide__ = True
     exc = AssertionError(message)
-    exc.add_note(f"repro: {repro}")
+    add_note(exc, f"repro: {repro}")
     raise exc
 
 
@@ -110,7 +152,7 @@ def assert_within_bound(
     expected: Tensor,
     bound: Tensor,
     *,
-    kind: str,
+    kind: records.Kind,
     subject: Subject,
     norm: str,
     case: Case,
@@ -130,12 +172,16 @@ def assert_within_bound(
         f"GEMM precision {precision})"
     )
     where = f"  x: {describe(x)}; layout {case.layout}, form {case.form}, values {case.values}"
-    rec = dict(
-        impl=subject.name, norm=norm, dtype=case.dtype, device=device,
-        gemm_precision=precision, kind=kind, shape=list(case.shape), kappa=kappa,
-    )  # fmt: skip
+
+    def rec(max_abs_err: float, bound_ratio: float, passed: bool) -> None:
+        record(
+            impl=subject.name, norm=norm, dtype=case.dtype, device=device,
+            gemm_precision=precision, kind=kind, shape=list(case.shape), kappa=kappa,
+            max_abs_err=max_abs_err, bound_ratio=bound_ratio, passed=passed,
+        )  # fmt: skip
+
     if actual is None or tuple(actual.shape) != tuple(expected.shape):
-        record(**rec, max_abs_err=math.inf, bound_ratio=math.inf, passed=False)
+        rec(max_abs_err=math.inf, bound_ratio=math.inf, passed=False)
         got = None if actual is None else tuple(actual.shape)
         _fail(f"{what}: got shape {got}, the oracle's is {tuple(expected.shape)}\n{where}", repro)
     a = actual.detach().to(F64).cpu()
@@ -145,7 +191,7 @@ def assert_within_bound(
     inf = torch.full_like(err, math.inf)
     ratio = torch.where(bd > 0, err / bd, torch.where(err > 0, inf, torch.zeros_like(err)))
     if err.numel() == 0:
-        record(**rec, max_abs_err=0.0, bound_ratio=0.0, passed=True)
+        rec(max_abs_err=0.0, bound_ratio=0.0, passed=True)
         return 0.0
     r_at = int(ratio.flatten().argmax())
     worst = float(ratio.flatten()[r_at])
@@ -153,7 +199,7 @@ def assert_within_bound(
     rel = err / e.abs()
     rel_at = int(rel.nan_to_num(nan=0.0).flatten().argmax())
     passed = worst <= 1.0
-    record(**rec, max_abs_err=float(err.flatten()[e_at]), bound_ratio=worst, passed=passed)
+    rec(max_abs_err=float(err.flatten()[e_at]), bound_ratio=worst, passed=passed)
     if passed:
         return worst
     shape = err.shape
@@ -166,10 +212,9 @@ def assert_within_bound(
         f"{float(e[at]):.6g}, bound {float(bd[at]):.3e}; worst window |mean|/std = {kappa:.3g}",
         repro,
     )
-    return worst
 
 
-def _call(subject: Subject, inp: Inputs, norm: str, **over: Any) -> Tensor:
+def _call(subject: Subject, inp: Inputs, norm: Norm, **over: Any) -> Tensor:
     args = {
         "x": inp.x, "weight": inp.weight, "nw": inp.norm_weight, "nb": inp.norm_bias, **over,
     }  # fmt: skip
@@ -178,12 +223,16 @@ def _call(subject: Subject, inp: Inputs, norm: str, **over: Any) -> Tensor:
     )
 
 
+@overload
+def _host(t: Tensor) -> Tensor: ...
+@overload
+def _host(t: None) -> None: ...
 def _host(t: Tensor | None) -> Tensor | None:
     """MPS has no float64: the oracle and the bounds run on the CPU copy there."""
     return t.cpu() if t is not None and t.device.type == "mps" else t
 
 
-def _oracle(inp: Inputs, norm: str) -> Tensor:
+def _oracle(inp: Inputs, norm: Norm) -> Tensor:
     x, w, nw, nb = (_host(t) for t in inp[:4])
     assert x is not None
     assert w is not None
@@ -191,7 +240,7 @@ def _oracle(inp: Inputs, norm: str) -> Tensor:
 
 
 def _bounds(
-    inp: Inputs, norm: str, device: str, subject: Subject, precision: str, **kw: Any
+    inp: Inputs, norm: Norm, device: str, subject: Subject, precision: str, **kw: Any
 ) -> pm_core.bounds.ErrorBounds:
     """The bound for ``subject`` on ``device``: its GEMM precision, and the accumulation
     dtype its backend uses there (:func:`pm_core.gemm_accumulation`)."""
@@ -216,7 +265,7 @@ def check_forward(
     subject: Subject,
     case: Case,
     *,
-    norm: str,
+    norm: Norm,
     device: str = "cpu",
     gemm_precision: str | None = AUTO,
 ) -> float:
@@ -240,7 +289,7 @@ def check_forward(
     )  # fmt: skip
 
 
-def check_differs(subject: Subject, case: Case, *, norm: str, device: str = "cpu") -> float:
+def check_differs(subject: Subject, case: Case, *, norm: Norm, device: str = "cpu") -> float:
     """The largest ``|subject - oracle| / bound`` of the output (> 1 means it differs)."""
     inp = case.build(norm, device)
     precision = precision_for(subject, device, inp.x.dtype, AUTO)
@@ -250,7 +299,7 @@ def check_differs(subject: Subject, case: Case, *, norm: str, device: str = "cpu
     return float((err / eb.output.cpu()).max()) if err.numel() else 0.0
 
 
-def check_pair(a: Subject, b: Subject, case: Case, *, norm: str, device: str = "cpu") -> None:
+def check_pair(a: Subject, b: Subject, case: Case, *, norm: Norm, device: str = "cpu") -> None:
     """Two implementations agree in the same dtype, within the sum of their oracle bounds
     (each at its own GEMM precision: on a GPU, a TF32 conv against an IEEE matmul)."""
     __tracebackhide__ = True
@@ -273,7 +322,7 @@ def check_grads(
     subject: Subject,
     case: Case,
     *,
-    norm: str,
+    norm: Norm,
     device: str = "cpu",
     weight_param: str = "linear",
     gemm_precision: str | None = AUTO,
@@ -295,22 +344,25 @@ def check_grads(
         leaf_w = weight = inp.weight.requires_grad_()
     nw = None if inp.norm_weight is None else inp.norm_weight.requires_grad_()
     nb = None if inp.norm_bias is None else inp.norm_bias.requires_grad_()
-    subject.merge(x, weight, nw, nb, hw=inp.hw, norm=norm, eps=EPS).backward(inp.grad_out)
+    y = subject.merge(x, weight, nw, nb, hw=inp.hw, norm=norm, eps=EPS)
+    torch.autograd.backward(y, inp.grad_out)
     gw = leaf_w.grad
     if weight_param == "conv" and gw is not None:
         gw = conv_to_linear(gw)
 
     ref = [None if t is None else _host(t.detach()).to(F64).requires_grad_() for t in inp[:4]]
-    g64 = _host(inp.grad_out)
-    assert g64 is not None
-    reference_patch_merge(*ref, hw=inp.hw, norm=norm, eps=EPS).backward(g64.to(F64))
+    rx, rw, rnw, rnb = ref
+    assert rx is not None
+    assert rw is not None
+    y64 = reference_patch_merge(rx, rw, rnw, rnb, hw=inp.hw, norm=norm, eps=EPS)
+    torch.autograd.backward(y64, _host(inp.grad_out).to(F64))
     eb = _bounds(inp, norm, device, subject, precision, grad_out=inp.grad_out)
     kappa = _kappa(inp)
     repro = _repro(
         "check_grads", subject, case, norm=norm, device=device, weight_param=weight_param
     )
     got = [x.grad, gw, None if nw is None else nw.grad, None if nb is None else nb.grad]
-    kinds = ["grad_x", "grad_weight", "grad_norm_weight", "grad_norm_bias"]
+    kinds: list[records.Kind] = ["grad_x", "grad_weight", "grad_norm_weight", "grad_norm_bias"]
     bounds = [eb.x, eb.reduction_weight, eb.norm_weight, eb.norm_bias]
     for g, r, bd, kind in zip(got, ref, bounds, kinds, strict=True):
         if r is None:
@@ -323,7 +375,7 @@ def check_grads(
         )  # fmt: skip
 
 
-def check_gradcheck(subject: Subject, case: Case, *, norm: str, device: str = "cpu") -> None:
+def check_gradcheck(subject: Subject, case: Case, *, norm: Norm, device: str = "cpu") -> None:
     """``torch.autograd.gradcheck`` and ``gradgradcheck`` pass in float64."""
     __tracebackhide__ = True
     inp = case.build(norm, device)
@@ -357,7 +409,7 @@ def expected_output_shape(case: Case) -> tuple[int, ...]:
     return (b, hs * ws, 2 * c) if case.form == "blc" else (b, hs, ws, 2 * c)
 
 
-def check_output_meta(subject: Subject, case: Case, *, norm: str, device: str = "cpu") -> None:
+def check_output_meta(subject: Subject, case: Case, *, norm: Norm, device: str = "cpu") -> None:
     """Output shape, dtype, device and layout follow the input, on every device incl. meta."""
     __tracebackhide__ = True
     inp = case.build(norm, device)

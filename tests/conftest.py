@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -34,6 +35,12 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+# Under pytest-xdist every worker would start torch with one intra-op thread per core,
+# oversubscribing the machine by the worker count; give each its share of the cores.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, torch.get_num_threads() // _WORKERS))
+
 # The hypothesis pytest plugin loads --hypothesis-profile in pytest_configure, which runs
 # after this conftest is imported, so this only sets the default.
 settings.load_profile("dev")

@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 import pm_core
+from pm_core import Norm
 
 #: Largest ``B*H*W*C`` a strategy draws; override with ``PM_CORE_MAX_NUMEL``.
 MAX_NUMEL = int(os.environ.get("PM_CORE_MAX_NUMEL", "1024"))
@@ -42,7 +43,7 @@ GRADCHECK_MAX_C = 3
 EPS = 1e-5
 
 DTYPES: tuple[torch.dtype, ...] = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
-NORMS = ("pre", "post", "none")
+NORMS: tuple[Norm, ...] = ("pre", "post", "none")
 LAYOUTS = (
     "contiguous",
     "channels_first",
@@ -58,6 +59,15 @@ VALUE_KINDS = ("normal", "offset", "near_constant", "wide")
 #: log10 of the largest magnitude drawn per dtype: outputs of an unnormalised projection
 #: of 4C such values stay far from float16's 65504.
 MAX_DECADE = {torch.float64: 8, torch.float32: 6, torch.bfloat16: 4, torch.float16: 2}
+
+
+def as_norm(name: str) -> Norm:
+    """``name``, a norm mode held as a plain ``str`` (a record's, a prediction's), as a
+    :data:`pm_core.Norm`."""
+    for norm in NORMS:
+        if norm == name:
+            return norm
+    raise ValueError(f"not a norm mode: {name!r}")
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -87,13 +97,21 @@ def device_params(*, meta: bool = False) -> list[Any]:
     return params
 
 
+def active_settings() -> settings:
+    """The active profile's settings (``tests/conftest.py`` loads one before any test
+    module is imported, so there always is one)."""
+    current = settings.default
+    assert current is not None, "no Hypothesis settings profile is loaded"
+    return current
+
+
 def examples(fraction: float) -> settings:
     """Settings with ``fraction`` of the active profile's ``max_examples`` (at least 1).
 
     Test modules are imported after ``--hypothesis-profile`` is loaded, so this scales
     with dev/ci/thorough alike.
     """
-    return settings(max_examples=max(1, round(settings.default.max_examples * fraction)))
+    return settings(max_examples=max(1, round(active_settings().max_examples * fraction)))
 
 
 def exact_combos() -> list[Any]:
@@ -163,7 +181,7 @@ class Case:
         assert isinstance(dt, torch.dtype)
         return dt
 
-    def build(self, norm: str, device: str = "cpu") -> Inputs:
+    def build(self, norm: Norm, device: str = "cpu") -> Inputs:
         return build(self, norm, device)
 
 
@@ -230,7 +248,7 @@ def _arrange(vals: Tensor, layout: str) -> Tensor:
     return view
 
 
-def build(case: Case, norm: str, device: str = "cpu") -> Inputs:
+def build(case: Case, norm: Norm, device: str = "cpu") -> Inputs:
     """The tensors of ``case`` for ``norm``, on ``device``; deterministic in ``case``."""
     b, h, w, c = case.shape
     dt = case.torch_dtype

@@ -79,7 +79,7 @@ def _loaded_by(statement: str) -> set[str]:
     return set(json.loads(out))
 
 
-def test_import_pm_core_loads_no_lab_and_no_heavy_dependency():
+def test_import_pm_core_loads_no_lab_and_no_heavy_dependency() -> None:
     """A fresh ``import pm_core`` loads the library and what ``import torch`` loads: no lab
     module, no matplotlib, tensorboard, pytest or Hypothesis. (tqdm is loaded by torch
     itself, through ``torch.hub``, where it is installed; the difference leaves it out.)"""
@@ -90,7 +90,7 @@ def test_import_pm_core_loads_no_lab_and_no_heavy_dependency():
     assert {m.split(".")[0] for m in added} <= {"pm_core"}, sorted(added)
 
 
-def test_library_never_imports_the_lab():
+def test_library_never_imports_the_lab() -> None:
     """No module of the layer library imports pm_core.lab (the -m entry point aside)."""
     bad = [
         f"{m}:{line} imports {target}"
@@ -102,10 +102,10 @@ def test_library_never_imports_the_lab():
     assert bad == []
 
 
-def test_lab_uses_only_the_library_public_names():
+def test_lab_uses_only_the_library_public_names() -> None:
     """The lab imports the library as ``from pm_core import <name in pm_core.__all__>``."""
     public = set(pm_core.__all__)
-    bad = []
+    bad: list[str] = []
     for m, path in _modules().items():
         if not m.startswith("pm_core.lab"):
             continue
@@ -117,7 +117,7 @@ def test_lab_uses_only_the_library_public_names():
     assert bad == []
 
 
-def test_no_import_circle():
+def test_no_import_circle() -> None:
     """The import graph of pm_core and pm_core.lab is acyclic (a circle is printed in full)."""
     graph = _graph()
     # a package's __init__ importing its own modules is the package, not a circle
@@ -142,7 +142,7 @@ def test_no_import_circle():
             visit(m)
 
 
-def test_nothing_imports_the_cli():
+def test_nothing_imports_the_cli() -> None:
     """The CLI is the top of the lab: only the ``python -m`` entry points import it."""
     users = [m for m, deps in _graph().items() if "pm_core.lab.cli" in deps]
     assert sorted(users) == sorted(ENTRY_POINTS)
@@ -153,10 +153,10 @@ def _test_files() -> list[Path]:
 
 
 @pytest.mark.parametrize("path", _test_files(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_tests_use_public_names(path: Path):
+def test_tests_use_public_names(path: Path) -> None:
     """Tests and benchmarks import from pm_core modules only the names in their ``__all__``,
     and never from an underscore module."""
-    bad = []
+    bad: list[str] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("pm_core"):
             continue
@@ -172,7 +172,7 @@ def test_tests_use_public_names(path: Path):
     assert bad == []
 
 
-def test_public_names_resolve():
+def test_public_names_resolve() -> None:
     """Every name in ``pm_core.__all__`` exists, and the public types are importable."""
     missing = [n for n in pm_core.__all__ if not hasattr(pm_core, n)]
     assert missing == []

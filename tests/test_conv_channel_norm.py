@@ -6,24 +6,29 @@ C channels of each pixel is not the LayerNorm over the 4C window that Swin appli
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from hypothesis import find, settings
 
 import pm_core
+from pm_core import Norm
 from tests.assertions import check_differs, merge_for, record
-from tests.strategies import cases, inexact_combos
+from tests.strategies import active_settings, cases, inexact_combos
 
 pytestmark = [pytest.mark.oracle, pytest.mark.usefixtures("single_thread")]
 
 
 @pytest.mark.parametrize(("impl", "norm"), inexact_combos())
-def test_inexact_impl_differs(impl: str, norm: str, record_property: pytest.RecordProperty) -> None:
+def test_inexact_impl_differs(
+    impl: str, norm: Norm, record_property: Callable[[str, object], None]
+) -> None:
     """Hypothesis finds an input on which ``impl`` is outside the oracle's error bound,
     and shrinks it to a minimal counterexample (attached to the junit report as the
     ``counterexample`` property, with the error/bound ratio on it)."""
     subject = merge_for(impl)
-    budget = settings(database=None, max_examples=max(50, settings.default.max_examples))
+    budget = settings(database=None, max_examples=max(50, active_settings().max_examples))
     case = find(
         cases(torch.float64, layout="contiguous", max_numel=64),
         lambda c: check_differs(subject, c, norm=norm) > 1,

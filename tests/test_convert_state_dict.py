@@ -12,6 +12,7 @@ from torch import nn
 
 from pm_core import (
     LAYOUTS,
+    Layout,
     LayoutMismatchError,
     PatchMerging,
     UnfoldPatchMerging,
@@ -46,7 +47,7 @@ def _merge_sd(c: int, o: int, norm: str, seed: int) -> dict[str, torch.Tensor]:
     path=st.permutations(LAYOUTS),
     seed=st.integers(0, 2**16),
 )
-def test_round_trip_is_exact(c, extra, norm, path, seed):
+def test_round_trip_is_exact(c: int, extra: int, norm: str, path: list[Layout], seed: int) -> None:
     """swin -> a -> b -> swin (any order of the three layouts) gives back every bit."""
     assume(norm == "none" or 2 * c + extra != 4 * c)  # O == 4C is ambiguous: raises, tested below
     sd = _merge_sd(c, 2 * c + extra, norm, seed)
@@ -59,7 +60,7 @@ def test_round_trip_is_exact(c, extra, norm, path, seed):
         assert torch.equal(cur[k], sd[k]), k
 
 
-def test_unfold_matches_mmseg_and_post_norm_is_kept():
+def test_unfold_matches_mmseg_and_post_norm_is_kept() -> None:
     """The reduction weight and 4C pre-norm follow mmseg's formula; a post norm is kept."""
     sd = _merge_sd(5, 10, "pre", 0)
     out = convert_state_dict(sd, "swin", "unfold")
@@ -77,13 +78,13 @@ def test_unfold_matches_mmseg_and_post_norm_is_kept():
     assert conv["layers.0.blocks.0.attn.qkv.weight"] is post["layers.0.blocks.0.attn.qkv.weight"]
 
 
-def test_ambiguous_norm_and_bad_layout_raise():
+def test_ambiguous_norm_and_bad_layout_raise() -> None:
     """O == 4C makes pre and post norms indistinguishable: raise; unknown layouts are named."""
     sd = _merge_sd(2, 8, "pre", 0)
     with pytest.raises(ValueError, match="look the same"):
         convert_state_dict(sd, "swin", "unfold")
     with pytest.raises(ValueError, match="dst must be one of"):
-        convert_state_dict(sd, "swin", "mmseg")
+        convert_state_dict(sd, "swin", "mmseg")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="state dict"):
         convert_state_dict([1, 2], "swin", "unfold")  # type: ignore[arg-type]
 
@@ -92,7 +93,7 @@ def test_ambiguous_norm_and_bad_layout_raise():
     ("name", "expected"),
     [("swin_t", ["features.2.", "features.4.", "features.6."]), ("swin_v2_t", None)],
 )
-def test_merge_prefixes_of_real_models(name, expected):
+def test_merge_prefixes_of_real_models(name: str, expected: list[str] | None) -> None:
     """torchvision's swin_t / swin_v2_t key names: exactly the three merges are found."""
     sd = getattr(tv, name)().state_dict()
     found = merge_prefixes(sd)
@@ -112,7 +113,7 @@ def _swin_merge(c: int, seed: int) -> PatchMerging:
     return m
 
 
-def test_converted_checkpoint_in_unfold_module_reproduces_swin():
+def test_converted_checkpoint_in_unfold_module_reproduces_swin() -> None:
     """convert_state_dict(swin -> unfold) loaded into an Unfold-ordered merge gives the
     Swin merge's outputs (float64: both round at ~1e-15; a layout error is O(1))."""
     tvm = tv.swin_transformer.PatchMerging(12)
@@ -128,7 +129,7 @@ def test_converted_checkpoint_in_unfold_module_reproduces_swin():
     assert (bad(x) - tvm(x)).abs().max() > 0.1
 
 
-def test_check_flags_unconverted_load_against_reference():
+def test_check_flags_unconverted_load_against_reference() -> None:
     """With the source merge as reference, an unconverted load is named; a converted one passes."""
     src = tv.swin_transformer.PatchMerging(12)
     src.load_state_dict(_swin_merge(12, 1).state_dict())
@@ -163,7 +164,7 @@ def _channel_structured(c: int, o: int, seed: int) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("c", [24, 96])
-def test_check_statistics_flag_unconverted_load(c):
+def test_check_statistics_flag_unconverted_load(c: int) -> None:
     """Without a reference, channel-structured swin weights in an Unfold merge are flagged,
     their converted form passes, and the same holds the other way round."""
     sd = _channel_structured(c, 2 * c, 0)
@@ -183,10 +184,11 @@ def test_check_statistics_flag_unconverted_load(c):
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_check_statistics_undetermined_on_fresh_weights(seed):
+def test_check_statistics_undetermined_on_fresh_weights(seed: int) -> None:
     """Fresh i.i.d. weights carry no layout: the check says so instead of guessing."""
     torch.manual_seed(seed)
     m = UnfoldPatchMerging(96)
+    assert isinstance(m.norm, nn.LayerNorm)
     nn.init.normal_(m.norm.weight)
     assert check_merge_layout(m).verdict == "undetermined"
     assert (
@@ -196,7 +198,7 @@ def test_check_statistics_undetermined_on_fresh_weights(seed):
     assert check_merge_layout(UnfoldPatchMerging(4)).verdict == "undetermined"
 
 
-def test_unfold_module_from_swin_and_errors():
+def test_unfold_module_from_swin_and_errors() -> None:
     """UnfoldPatchMerging.from_swin reproduces the source; bad arguments are named."""
     src = _swin_merge(6, 3).double()
     unf = UnfoldPatchMerging.from_swin(src)

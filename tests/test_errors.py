@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
+from torch import Tensor
 
 import pm_core
-from pm_core import IMPLS, patch_merge, reference_patch_merge
+from pm_core import IMPLS, Norm, patch_merge, reference_patch_merge
 
-ENTRY_POINTS = {"patch_merge": patch_merge, "reference": reference_patch_merge}
+#: both entry points, called with arguments (some deliberately bad) as ``merge(x, w, ...)``
+Merge = Callable[..., Tensor]
+ENTRY_POINTS: dict[str, Merge] = {"patch_merge": patch_merge, "reference": reference_patch_merge}
 
 
-def _args(c: int = 4, o: int | None = None, norm: str = "pre", dtype=torch.float32):
+def _args(
+    c: int = 4, o: int | None = None, norm: Norm = "pre", dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
     o = 2 * c if o is None else o
     n = 4 * c if norm == "pre" else o
     w = torch.randn(o, 4 * c, dtype=dtype)
@@ -26,11 +33,13 @@ def _args(c: int = 4, o: int | None = None, norm: str = "pre", dtype=torch.float
 
 
 @pytest.fixture(params=list(ENTRY_POINTS), ids=list(ENTRY_POINTS))
-def merge(request):
+def merge(request: pytest.FixtureRequest) -> Merge:
     return ENTRY_POINTS[request.param]
 
 
-BAD_CALLS = [
+BAD_CALLS: list[
+    tuple[str, Callable[[], object], dict[str, int], dict[str, Any], type[Exception], str]
+] = [
     # (id, x, weight-args kwargs, call kwargs, exception, message fragment)
     ("L != H*W", lambda: torch.randn(2, 10, 4), {}, {"hw": (3, 4)}, ValueError, "L=10"),
     ("(B,L,C) without hw", lambda: torch.randn(2, 12, 4), {}, {}, ValueError, "pass hw"),
@@ -116,7 +125,14 @@ BAD_CALLS = [
     [case[1:] for case in BAD_CALLS],
     ids=[case[0] for case in BAD_CALLS],
 )
-def test_bad_call_raises_naming_the_problem(merge, make_x, wkw, kw, exc, fragment):
+def test_bad_call_raises_naming_the_problem(
+    merge: Merge,
+    make_x: Callable[[], object],
+    wkw: dict[str, int],
+    kw: dict[str, Any],
+    exc: type[Exception],
+    fragment: str,
+) -> None:
     """Each malformed call raises the documented exception type, and the message names the problem."""
     c = wkw.get("c", 4)
     w, nw, nb = _args(c=c) if c else (torch.randn(8, 0), None, None)
@@ -127,7 +143,7 @@ def test_bad_call_raises_naming_the_problem(merge, make_x, wkw, kw, exc, fragmen
 
 @pytest.mark.parametrize("norm", ["pre", "post"])
 @pytest.mark.parametrize("which", ["norm_weight", "norm_bias"])
-def test_wrong_norm_param_size(merge, norm, which):
+def test_wrong_norm_param_size(merge: Merge, norm: Norm, which: str) -> None:
     """A norm vector of the other mode's size (4C vs O) is rejected, naming the parameter and size."""
     w, nw, nb = _args(norm=norm)
     wrong = torch.randn(16 if norm == "post" else 8)  # the other mode's size, C=4, O=8
@@ -138,40 +154,44 @@ def test_wrong_norm_param_size(merge, norm, which):
     assert f"({expected},)" in str(info.value)
 
 
-def test_norm_params_with_norm_none(merge):
+def test_norm_params_with_norm_none(merge: Merge) -> None:
     """norm='none' with norm parameters is ambiguous, so it raises instead of ignoring them."""
     w, nw, nb = _args()
     with pytest.raises(ValueError, match="norm='none'"):
         merge(torch.randn(1, 4, 4, 4), w, nw, nb, norm="none")
 
 
-def test_weight_not_2d(merge):
+def test_weight_not_2d(merge: Merge) -> None:
     """A conv-shaped weight passed as the reduction weight is rejected, pointing at the [O, 4C] layout."""
     with pytest.raises(ValueError, match=r"\[O, 4C\]"):
         merge(torch.randn(1, 4, 4, 4), torch.randn(8, 4, 2, 2), norm="none")
 
 
 @pytest.mark.parametrize("which", ["reduction_weight", "norm_weight", "norm_bias"])
-def test_mixed_dtypes_outside_autocast(merge, which):
+def test_mixed_dtypes_outside_autocast(merge: Merge, which: str) -> None:
     """Parameters of another dtype than x raise a TypeError naming the parameter (outside autocast)."""
     w, nw, nb = _args()
     params = {"reduction_weight": w, "norm_weight": nw, "norm_bias": nb}
-    params[which] = params[which].double()
+    p = params[which]
+    assert p is not None
+    params[which] = p.double()
     with pytest.raises(TypeError, match=which):
         merge(torch.randn(1, 4, 4, 4), *params.values())
 
 
 @pytest.mark.parametrize("which", ["reduction_weight", "norm_weight", "norm_bias"])
-def test_mixed_devices(merge, which):
+def test_mixed_devices(merge: Merge, which: str) -> None:
     """Parameters on another device than x raise a ValueError naming the parameter and both devices."""
     w, nw, nb = _args()
     params = {"reduction_weight": w, "norm_weight": nw, "norm_bias": nb}
-    params[which] = params[which].to("meta")
+    p = params[which]
+    assert p is not None
+    params[which] = p.to("meta")
     with pytest.raises(ValueError, match=f"{which} is on meta but x is on cpu"):
         merge(torch.randn(1, 4, 4, 4), *params.values())
 
 
-def test_unknown_impl():
+def test_unknown_impl() -> None:
     """An unknown impl name is rejected with the list of registered ones."""
     w, nw, nb = _args()
     with pytest.raises(ValueError, match="unknown impl 'slices'") as info:
@@ -181,7 +201,7 @@ def test_unknown_impl():
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("norm", ["pre", "post", "none"])
-def test_autocast_follows_linear_and_conv_policy(impl, norm):
+def test_autocast_follows_linear_and_conv_policy(impl: str, norm: Norm) -> None:
     """Under CPU autocast, fp32 x and weights run like nn.LayerNorm + nn.Linear: a bfloat16 result."""
     w, nw, nb = _args(c=8, norm=norm)
     x = torch.randn(2, 6, 5, 8, requires_grad=True)
@@ -189,7 +209,7 @@ def test_autocast_follows_linear_and_conv_policy(impl, norm):
         y = patch_merge(x, w, nw, nb, norm=norm, impl=impl)
         mixed = patch_merge(x.bfloat16(), w, nw, nb, norm=norm, impl=impl)  # bf16 x, fp32 weights
     assert y.dtype == mixed.dtype == torch.bfloat16
-    y.float().square().sum().backward()  # mixed-precision training runs backward too
+    torch.autograd.backward(y.float().square().sum())  # mixed-precision training runs backward too
     assert x.grad is not None
     assert torch.isfinite(x.grad).all()
     ref = reference_patch_merge(x.detach(), w, nw, nb, norm=norm)
@@ -202,7 +222,7 @@ def test_autocast_follows_linear_and_conv_policy(impl, norm):
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("shape", [(0, 4, 4, 3), (2, 0, 4, 3), (2, 3, 0, 3), (0, 0, 0, 3)])
-def test_empty_input_gives_empty_output(impl, shape):
+def test_empty_input_gives_empty_output(impl: str, shape: tuple[int, int, int, int]) -> None:
     """B, H or W of zero gives an empty output of shape (B, ceil(H/2), ceil(W/2), O), like the oracle."""
     w, nw, nb = _args(c=3)
     x = torch.randn(shape, requires_grad=True)
@@ -210,7 +230,7 @@ def test_empty_input_gives_empty_output(impl, shape):
     b, h, wd, _ = shape
     assert y.shape == (b, -(-h // 2), -(-wd // 2), 6)
     assert y.shape == reference_patch_merge(x, w, nw, nb).shape
-    y.sum().backward()
+    torch.autograd.backward(y.sum())
     assert x.grad is not None
     assert x.grad.shape == x.shape
 
@@ -218,7 +238,7 @@ def test_empty_input_gives_empty_output(impl, shape):
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("norm", ["pre", "post", "none"])
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_non_finite_stays_in_its_window(impl, norm, bad):
+def test_non_finite_stays_in_its_window(impl: str, norm: Norm, bad: float) -> None:
     """A NaN/inf pixel makes its own output window non-finite and leaves every other window exact."""
     torch.manual_seed(0)
     w, nw, nb = _args(c=4, norm=norm, dtype=torch.float64)

@@ -40,6 +40,7 @@ from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import pm_core
+from pm_core import Layout, Norm
 from pm_core.lab.profiling import case_inputs, profiler_activities
 from pm_core.lab.traffic import measure_traffic
 from tests.assertions import expected_output_shape
@@ -72,16 +73,16 @@ def fake() -> Iterator[FakeTensorMode]:
         yield mode
 
 
-def _call(case: Case, norm: str, impl: str, device: str) -> torch.Tensor:
+def _call(case: Case, norm: Norm, impl: str, device: str) -> torch.Tensor:
     inp = case.build(norm, device)
-    return pm_core.patch_merge(*inp[:4], hw=inp.hw, norm=norm, eps=EPS, impl=impl)  # type: ignore[arg-type]
+    return pm_core.patch_merge(*inp[:4], hw=inp.hw, norm=norm, eps=EPS, impl=impl)
 
 
 @pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("impl", pm_core.IMPLS)
 @examples(0.3)
 @given(data=st.data())
-def test_patch_merge_on_fake_cuda(impl: str, norm: str, data: st.DataObject) -> None:
+def test_patch_merge_on_fake_cuda(impl: str, norm: Norm, data: st.DataObject) -> None:
     """Every impl, norm, dtype, odd size, input form and layout runs on fake CUDA and
     returns the right shape, dtype and device, dense (no gaps, no overlap); the matmul
     impls' outputs are contiguous for a contiguous input. The conv impls' need not be:
@@ -100,12 +101,12 @@ def test_patch_merge_on_fake_cuda(impl: str, norm: str, data: st.DataObject) -> 
 
 
 @pytest.mark.parametrize("norm", NORMS)
-def test_modules_on_fake_cuda(fake: FakeTensorMode, norm: str) -> None:
+def test_modules_on_fake_cuda(fake: FakeTensorMode, norm: Norm) -> None:
     """Both module forms are built on, run on, and convert between each other on CUDA."""
     x = torch.randn(2, 7, 6, 8, device="cuda")
     for m in (
-        pm_core.PatchMerging(8, norm=norm, impl="conv", device="cuda"),  # type: ignore[arg-type]
-        pm_core.ConvPatchMerging(8, norm=norm, device="cuda"),  # type: ignore[arg-type]
+        pm_core.PatchMerging(8, norm=norm, impl="conv", device="cuda"),
+        pm_core.ConvPatchMerging(8, norm=norm, device="cuda"),
     ):
         other = m.to_conv() if isinstance(m, pm_core.PatchMerging) else m.to_linear()
         for mod in (m, other):
@@ -121,14 +122,14 @@ def test_fake_cuda_backward_is_still_unsupported(fake: FakeTensorMode) -> None:
     w = torch.randn(16, 32, device="cuda", requires_grad=True)
     y = pm_core.patch_merge(x, w, norm="none", impl="conv")
     with pytest.raises(RuntimeError, match="hasPrimaryContext"):
-        y.sum().backward()
+        torch.autograd.backward(y.sum())
 
 
 @pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("impl", pm_core.IMPLS)
 @examples(0.2)
 @given(data=st.data())
-def test_backward_on_meta(impl: str, norm: str, data: st.DataObject) -> None:
+def test_backward_on_meta(impl: str, norm: Norm, data: st.DataObject) -> None:
     """Backward on the meta device (fake CUDA cannot run it): every gradient has its
     input's shape, dtype and device, and follows autograd's layout contract: a dense
     input gets a gradient with its own strides, any other a contiguous one."""
@@ -136,8 +137,8 @@ def test_backward_on_meta(impl: str, norm: str, data: st.DataObject) -> None:
     case = data.draw(cases(dtype, grad=True), label="case")
     inp = case.build(norm, "meta")
     leaves = [t.requires_grad_() for t in inp[:4] if t is not None]
-    y = pm_core.patch_merge(*inp[:4], hw=inp.hw, norm=norm, eps=EPS, impl=impl)  # type: ignore[arg-type]
-    y.backward(inp.grad_out)
+    y = pm_core.patch_merge(*inp[:4], hw=inp.hw, norm=norm, eps=EPS, impl=impl)
+    torch.autograd.backward(y, inp.grad_out)
     for t in leaves:
         g = t.grad
         assert g is not None
@@ -169,20 +170,20 @@ def _swap_and_run(model: torch.nn.Module) -> None:
 
 
 @pytest.mark.parametrize(("src", "dst"), [("swin", "unfold"), ("swin", "conv"), ("conv", "swin")])
-def test_convert_state_dict_on_fake_cuda(fake: FakeTensorMode, src: str, dst: str) -> None:
+def test_convert_state_dict_on_fake_cuda(fake: FakeTensorMode, src: Layout, dst: Layout) -> None:
     """Checkpoint conversion keeps every tensor on CUDA with the target layout's shape."""
     m = pm_core.PatchMerging(8, device="cuda") if src != "conv" else None
     sd = (
         m.state_dict() if m is not None else pm_core.ConvPatchMerging(8, device="cuda").state_dict()
     )
-    out = pm_core.convert_state_dict(sd, src, dst)  # type: ignore[arg-type]
+    out = pm_core.convert_state_dict(sd, src, dst)
     want = (16, 8, 2, 2) if dst == "conv" else (16, 32)
     assert tuple(out["reduction.weight"].shape) == want
     assert all(t.device == CUDA for t in out.values())
 
 
 @pytest.mark.parametrize("norm", NORMS)
-def test_traffic_on_fake_cuda_equals_meta(norm: str) -> None:
+def test_traffic_on_fake_cuda_equals_meta(norm: Norm) -> None:
     """Forward byte counts on fake CUDA (the CUDA kernels' output layouts) equal those on
     meta for every impl: the GPU model's counts, taken on meta so backward counts too,
     are the CUDA ones for the forward. Every GEMM op carries its FLOPs."""
@@ -191,7 +192,7 @@ def test_traffic_on_fake_cuda_equals_meta(norm: str) -> None:
         counts = {}
         for device in ("cuda", "meta"):
             with FakeTensorMode(allow_non_fake_inputs=device == "meta"):
-                args = case_inputs(shape, norm, torch.float32, device)  # type: ignore[arg-type]
+                args = case_inputs(shape, norm, torch.float32, device)
                 t = measure_traffic(pm_core.patch_merge, *args, norm=norm, impl=impl)
             counts[device] = [(e.op, e.total, e.flops) for e in t.events]
         assert counts["cuda"] == counts["meta"], impl

@@ -7,6 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pm_core import Norm
 from tests.assertions import check_forward, merge_for
 from tests.strategies import cases, device_params, dtype_params, exact_combos
 
@@ -18,7 +19,7 @@ pytestmark = [pytest.mark.oracle, pytest.mark.usefixtures("single_thread")]
 @pytest.mark.parametrize(("impl", "norm"), exact_combos())
 @given(data=st.data())
 def test_forward_matches_oracle(
-    impl: str, norm: str, dtype: torch.dtype, device: str, data: st.DataObject
+    impl: str, norm: Norm, dtype: torch.dtype, device: str, data: st.DataObject
 ) -> None:
     """For every norm mode it claims exactness for, ``impl`` equals the float64 oracle
     (fed the same rounded inputs) to within ``pm_core.error_bounds``, on every shape,

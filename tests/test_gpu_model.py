@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from pm_core.lab import gpu_model as gm
+from tests.strategies import as_norm
 
 
 def test_prediction_is_the_sum_of_per_op_roofline_times() -> None:
@@ -19,14 +20,13 @@ def test_prediction_is_the_sum_of_per_op_roofline_times() -> None:
     for p in preds:
         if p.gpu != h100.name:
             continue
-        t = gm.count(p.impl, p.norm, torch.float32, shape, p.mode == "fwd+bwd")  # type: ignore[arg-type]
+        norm = as_norm(p.norm)
+        t = gm.count(p.impl, norm, torch.float32, shape, p.mode == "fwd+bwd")
         want = sum(
             max(e.total / h100.bandwidth, e.flops / h100.peak(p.precision)) for e in t.events
         )
         assert abs(p.time_s - want) <= 1e-12 * want
-        fused = gm.fused_minimum(
-            p.norm, torch.float32, shape, p.mode == "fwd+bwd", h100, p.precision
-        )  # type: ignore[arg-type]
+        fused = gm.fused_minimum(norm, torch.float32, shape, p.mode == "fwd+bwd", h100, p.precision)
         assert p.time_s >= fused * (1 - 1e-9)
         assert p.launches == len(t.events) >= 1
 

@@ -7,6 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pm_core import Norm
 from tests.assertions import check_gradcheck, merge_for
 from tests.strategies import (
     GRADCHECK_MAX_C,
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 @pytest.mark.parametrize(("impl", "norm"), exact_combos())
 @examples(0.2)
 @given(data=st.data())
-def test_gradcheck(impl: str, norm: str, device: str, data: st.DataObject) -> None:
+def test_gradcheck(impl: str, norm: Norm, device: str, data: st.DataObject) -> None:
     """``impl``'s analytic first and second derivatives w.r.t. every input agree with
     finite differences (torch.autograd.gradcheck / gradgradcheck, float64). Magnitudes
     stay within 1e2: a finite difference of step 1e-6 means nothing on 1e8."""

@@ -7,6 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pm_core import Norm
 from tests.assertions import check_grads, merge_for
 from tests.strategies import cases, device_params, dtype_params, exact_combos, examples
 
@@ -19,7 +20,7 @@ pytestmark = [pytest.mark.oracle, pytest.mark.usefixtures("single_thread")]
 @examples(0.5)
 @given(data=st.data())
 def test_gradients_match_oracle(
-    impl: str, norm: str, dtype: torch.dtype, device: str, data: st.DataObject
+    impl: str, norm: Norm, dtype: torch.dtype, device: str, data: st.DataObject
 ) -> None:
     """Backpropagating the same upstream gradient through ``impl`` and through the
     float64 oracle gives the same dL/dx, dL/dW, dL/dgamma and dL/dbeta, each within its
@@ -33,7 +34,7 @@ def test_gradients_match_oracle(
 @examples(0.25)
 @given(data=st.data())
 def test_conv_parameterised_weight_gradient(
-    impl: str, norm: str, device: str, data: st.DataObject
+    impl: str, norm: Norm, device: str, data: st.DataObject
 ) -> None:
     """With the weight held as a ``[O, C, 2, 2]`` conv kernel (``ConvPatchMerging``'s
     parameter), its gradient mapped back through ``conv_to_linear`` equals the

@@ -7,6 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pm_core import Norm
 from tests.assertions import check_pair, merge_for
 from tests.strategies import cases, device_params, dtype_params, examples, pair_combos
 
@@ -19,7 +20,7 @@ pytestmark = [pytest.mark.oracle, pytest.mark.usefixtures("single_thread")]
 @examples(0.5)
 @given(data=st.data())
 def test_pair_agrees(
-    a: str, b: str, norm: str, dtype: torch.dtype, device: str, data: st.DataObject
+    a: str, b: str, norm: Norm, dtype: torch.dtype, device: str, data: st.DataObject
 ) -> None:
     """Two impls that both claim exactness for ``norm`` give outputs within the sum of
     their bounds against the oracle (2x ``pm_core.error_bounds``) of each other, in

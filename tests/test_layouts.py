@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from hypothesis import given
@@ -20,7 +22,7 @@ def _distinct(o: int, c: int) -> torch.Tensor:
 
 
 @given(o=outs, c=channels)
-def test_conv_layout_matches_index_formula(o, c):
+def test_conv_layout_matches_index_formula(o: int, c: int) -> None:
     """linear_to_conv(w)[o, c, dh, dw] == w[o, (2*dw + dh)*C + c] for every entry."""
     w = _distinct(o, c)
     wc = linear_to_conv(w)
@@ -33,7 +35,7 @@ def test_conv_layout_matches_index_formula(o, c):
 
 
 @given(o=outs, c=channels)
-def test_unfold_layout_matches_index_formula(o, c):
+def test_unfold_layout_matches_index_formula(o: int, c: int) -> None:
     """swin_to_unfold(w)[:, 4*c + 2*dh + dw] == w[:, (2*dw + dh)*C + c]."""
     w = _distinct(o, c)
     wu = swin_to_unfold(w)
@@ -44,7 +46,7 @@ def test_unfold_layout_matches_index_formula(o, c):
 
 
 @given(o=outs, c=channels)
-def test_swin_to_unfold_matches_mmseg_converter(o, c):
+def test_swin_to_unfold_matches_mmseg_converter(o: int, c: int) -> None:
     """Our permutation equals mmseg swin2mmseg's reshape(O, 4, C)[:, [0, 2, 1, 3]].transpose(1, 2)."""
     w = _distinct(o, c)
     mmseg = w.reshape(o, 4, c)[:, [0, 2, 1, 3], :].transpose(1, 2).reshape(o, 4 * c)
@@ -56,7 +58,7 @@ def test_swin_to_unfold_matches_mmseg_converter(o, c):
 
 
 @given(o=outs, c=channels, dtype=st.sampled_from([torch.float16, torch.bfloat16, torch.float32]))
-def test_round_trips_are_bit_exact(o, c, dtype):
+def test_round_trips_are_bit_exact(o: int, c: int, dtype: torch.dtype) -> None:
     """Every converter pair is a pure permutation, so round trips reproduce the bits."""
     w = torch.randn(o, 4 * c).to(dtype)
     assert torch.equal(conv_to_linear(linear_to_conv(w)), w)
@@ -68,7 +70,7 @@ def test_round_trips_are_bit_exact(o, c, dtype):
 
 
 @given(o=outs, c=st.integers(2, 24))
-def test_converters_are_not_identities(o, c):
+def test_converters_are_not_identities(o: int, c: int) -> None:
     """For C >= 2 the swin and unfold orders differ: an unconverted load would go unnoticed by shape alone."""
     w = _distinct(o, c)
     assert not torch.equal(swin_to_unfold(w), w)
@@ -85,7 +87,9 @@ def test_converters_are_not_identities(o, c):
         (unfold_to_swin, torch.randn(0), "4\\*C"),
     ],
 )
-def test_converters_reject_bad_shapes(fn, arg, fragment):
+def test_converters_reject_bad_shapes(
+    fn: Callable[[torch.Tensor], torch.Tensor], arg: torch.Tensor, fragment: str
+) -> None:
     """A tensor that is not a [O, 4C] weight / [4C] vector / [O, C, 2, 2] kernel is named as such."""
     with pytest.raises(ValueError, match=fragment):
         fn(arg)

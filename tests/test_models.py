@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import types
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -18,7 +19,15 @@ from hypothesis import strategies as st
 from torch import nn
 
 import pm_core
-from pm_core import IMPLS, REGISTRY, PatchMerging, from_module, recognise, swap_patch_merging
+from pm_core import (
+    IMPLS,
+    REGISTRY,
+    Norm,
+    PatchMerging,
+    from_module,
+    recognise,
+    swap_patch_merging,
+)
 from pm_core.bounds import error_bounds
 from tests.strategies import examples, shapes
 
@@ -39,14 +48,20 @@ from transformers.models.swinv2 import modeling_swinv2 as hf_swinv2  # noqa: E40
 pytestmark = pytest.mark.models
 
 # name -> (factory(dim, out_dim), calling convention, norm placement, takes out_dim)
-LIBRARY_MERGES: dict[str, tuple[Callable[[int, int | None], nn.Module], str, str, bool]] = {
+LIBRARY_MERGES: dict[str, tuple[Callable[[int, int | None], nn.Module], str, Norm, bool]] = {
     "torchvision-PatchMerging": (lambda d, o: tv.PatchMerging(d), "bhwc", "pre", False),
     "torchvision-PatchMergingV2": (lambda d, o: tv.PatchMergingV2(d), "bhwc", "post", False),
     "timm-swin": (lambda d, o: timm_v1.PatchMerging(d, out_dim=o), "bhwc", "pre", True),
     "timm-swinv2": (lambda d, o: timm_v2.PatchMerging(d, out_dim=o), "bhwc", "post", True),
     "timm-swinv2_cr": (lambda d, o: timm_cr.PatchMerging(d), "bhwc", "pre", False),
     "hf-Swin": (lambda d, o: hf_swin.SwinPatchMerging(d), "hf", "pre", False),
-    "hf-Swinv2": (lambda d, o: hf_swinv2.Swinv2PatchMerging((0, 0), d), "hf", "post", False),
+    # HF annotates input_resolution as tuple[int]; it is (H, W), and unused by the merge
+    "hf-Swinv2": (
+        lambda d, o: hf_swinv2.Swinv2PatchMerging((0, 0), d),  # type: ignore[arg-type]
+        "hf",
+        "post",
+        False,
+    ),
     "hf-DonutSwin": (lambda d, o: hf_donut.DonutSwinPatchMerging(d), "hf", "pre", False),
     "hf-MaskFormerSwin": (
         lambda d, o: hf_maskformer.MaskFormerSwinPatchMerging(d),
@@ -55,7 +70,12 @@ LIBRARY_MERGES: dict[str, tuple[Callable[[int, int | None], nn.Module], str, str
         False,
     ),
     "hf-ClapAudio": (lambda d, o: hf_clap.ClapAudioPatchMerging(d), "hf", "pre", False),
-    "hf-Swin2SR": (lambda d, o: hf_swin2sr.Swin2SRPatchMerging((0, 0), d), "hf", "post", False),
+    "hf-Swin2SR": (
+        lambda d, o: hf_swin2sr.Swin2SRPatchMerging((0, 0), d),  # type: ignore[arg-type]
+        "hf",
+        "post",
+        False,
+    ),
 }
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16]
@@ -76,13 +96,21 @@ def _call(m: nn.Module, convention: str, x: torch.Tensor) -> torch.Tensor:
     """Call a merge as its library does, on ``x: (B, H, W, C)``; return ``(B, H', W', O)``."""
     b, h, w, c = x.shape
     if convention == "bhwc":
-        return m(x)
-    return m(x.reshape(b, h * w, c), (h, w)).view(b, -(-h // 2), -(-w // 2), -1)
+        y: torch.Tensor = m(x)
+        return y
+    flat: torch.Tensor = m(x.reshape(b, h * w, c), (h, w))
+    return flat.view(b, -(-h // 2), -(-w // 2), -1)
 
 
 def _params(pm: PatchMerging) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     ln = pm.norm if isinstance(pm.norm, nn.LayerNorm) else None
     return pm.reduction.weight, None if ln is None else ln.weight, None if ln is None else ln.bias
+
+
+def _eps(pm: PatchMerging) -> float:
+    """The LayerNorm epsilon of a merge built from a library's (which always has one)."""
+    assert isinstance(pm.norm, nn.LayerNorm), pm.norm
+    return pm.norm.eps
 
 
 @pytest.mark.parametrize("lib", LIBRARY_MERGES)
@@ -94,7 +122,14 @@ def _params(pm: PatchMerging) -> tuple[torch.Tensor, torch.Tensor | None, torch.
     out_extra=st.sampled_from([None, 1, 2]),
     seed=st.integers(0, 2**16),
 )
-def test_from_module_matches_library(lib, shape, dtype, impl_draw, out_extra, seed):
+def test_from_module_matches_library(
+    lib: str,
+    shape: tuple[int, int, int, int],
+    dtype: torch.dtype,
+    impl_draw: st.DataObject,
+    out_extra: int | None,
+    seed: int,
+) -> None:
     """from_module(m) computes what the library's own merge m computes, on any (B, H, W, C).
 
     Shapes (tests.strategies.shapes) reach odd, non-square and size-1 maps; the impl is
@@ -119,8 +154,8 @@ def test_from_module_matches_library(lib, shape, dtype, impl_draw, out_extra, se
         y_lib = _call(src, convention, x)
         y_pm = _call(pm, convention, x)
         wt, nw, nb = _params(pm)
-        ref = pm_core.reference_patch_merge(x, wt, nw, nb, norm=norm, eps=pm.norm.eps)
-        bound = error_bounds(x, wt, nw, nb, norm=norm, eps=pm.norm.eps).output
+        ref = pm_core.reference_patch_merge(x, wt, nw, nb, norm=norm, eps=_eps(pm))
+        bound = error_bounds(x, wt, nw, nb, norm=norm, eps=_eps(pm)).output
     for who, y in (("library", y_lib), ("pm_core", y_pm)):
         err = (y.double() - ref).abs()
         worst = (err / bound).max().item() if err.numel() else 0.0
@@ -130,7 +165,7 @@ def test_from_module_matches_library(lib, shape, dtype, impl_draw, out_extra, se
 
 
 @pytest.mark.parametrize("lib", LIBRARY_MERGES)
-def test_from_module_shares_parameters_and_keys(lib):
+def test_from_module_shares_parameters_and_keys(lib: str) -> None:
     """The replacement reuses the source's Parameters and state_dict keys (no copy)."""
     src = LIBRARY_MERGES[lib][0](6, None)
     pm = from_module(src)
@@ -149,7 +184,7 @@ class _Renamed(nn.Module):
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
 
 
-def test_from_module_rejects_unknown_module():
+def test_from_module_rejects_unknown_module() -> None:
     """An unrecognised module raises ValueError naming its class; duck typing is not enough."""
     with pytest.raises(ValueError, match=r"does not recognise .*_Renamed"):
         from_module(_Renamed(4))
@@ -157,11 +192,12 @@ def test_from_module_rejects_unknown_module():
         from_module("PatchMerging")  # type: ignore[arg-type]
 
 
-def test_from_module_rejects_changed_forward(monkeypatch):
+def test_from_module_rejects_changed_forward(monkeypatch: pytest.MonkeyPatch) -> None:
     """A recognised class whose forward no longer computes the known function is refused."""
     src = tv.PatchMerging(4)
 
-    def swapped_hw_pad(self, x):  # timm's old bug: H and W swapped in the odd-size pad
+    # timm's old bug: H and W swapped in the odd-size pad
+    def swapped_hw_pad(self: Any, x: torch.Tensor) -> Any:
         x = nn.functional.pad(x, (0, 0, 0, x.shape[-3] % 2, 0, x.shape[-2] % 2))
         return self.reduction(self.norm(tv._patch_merging_pad(x)))
 
@@ -171,18 +207,18 @@ def test_from_module_rejects_changed_forward(monkeypatch):
         from_module(src)
 
 
-def test_from_module_rejects_unfoldable_norm():
+def test_from_module_rejects_unfoldable_norm() -> None:
     """A norm other than LayerNorm/Identity cannot be folded: the error names it."""
     src = tv.PatchMerging(4, norm_layer=lambda n: nn.BatchNorm1d(n))
     with pytest.raises(ValueError, match="BatchNorm1d"):
         from_module(src)
 
 
-def test_from_module_detects_odd_error_policy(monkeypatch):
+def test_from_module_detects_odd_error_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     """A source that rejects odd sizes (Microsoft Swin's assert) gets odd='error'."""
     src = _randomise(tv.PatchMerging(4), 0)
 
-    def strict(self, x):
+    def strict(self: Any, x: torch.Tensor) -> Any:
         assert x.shape[1] % 2 == 0, "x size is not even"
         assert x.shape[2] % 2 == 0, "x size is not even"
         return tv.PatchMerging.forward(self, x)
@@ -192,7 +228,7 @@ def test_from_module_detects_odd_error_policy(monkeypatch):
     assert from_module(tv.PatchMerging(4)).odd == "pad"
 
 
-def test_from_module_identity_norm_and_meta():
+def test_from_module_identity_norm_and_meta() -> None:
     """norm_layer=nn.Identity maps to norm='none'; meta parameters skip the probe."""
     assert from_module(tv.PatchMerging(4, norm_layer=lambda n: nn.Identity())).norm_mode == "none"
     meta = from_module(timm_v1.PatchMerging(4, device="meta"))
@@ -209,12 +245,15 @@ def _tv_small(v2: bool) -> nn.Module:
     extra = (
         {"block": tv.SwinTransformerBlockV2, "downsample_layer": tv.PatchMergingV2} if v2 else {}
     )
-    return tv.SwinTransformer(
+    model: nn.Module = tv.SwinTransformer(
         [4, 4], 16, [1, 1, 1, 1], [1, 1, 2, 2], [4, 4], num_classes=10, **extra
     )
+    return model
 
 
-def _hf(cls, cfg, **kw):
+def _hf(
+    cls: Callable[[Any], nn.Module], cfg: Callable[..., Any], **kw: Any
+) -> Callable[[], nn.Module]:
     return lambda: cls(cfg(**kw))
 
 
@@ -257,8 +296,12 @@ def _out(y: object) -> torch.Tensor:
     return y if isinstance(y, torch.Tensor) else y.last_hidden_state  # type: ignore[attr-defined]
 
 
+#: (model id, original, swapped copy, merges swapped, input)
+ModelPair = tuple[str, nn.Module, nn.Module, int, torch.Tensor]
+
+
 @pytest.fixture(scope="module", params=list(MODELS))
-def model_pair(request):
+def model_pair(request: pytest.FixtureRequest) -> ModelPair:
     """(original, swapped copy, input) for one model, eval mode, random weights."""
     torch.manual_seed(0)
     factory, (h, w) = MODELS[request.param]
@@ -269,7 +312,7 @@ def model_pair(request):
     return request.param, original, swapped, n, x
 
 
-def test_swap_replaces_every_merge(model_pair):
+def test_swap_replaces_every_merge(model_pair: ModelPair) -> None:
     """Every library merge in the model is replaced (3 in each Swin), and only those."""
     name, original, swapped, n, _ = model_pair
     assert n == 3, name
@@ -280,7 +323,7 @@ def test_swap_replaces_every_merge(model_pair):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_swapped_model_matches_original(model_pair, dtype):
+def test_swapped_model_matches_original(model_pair: ModelPair, dtype: torch.dtype) -> None:
     """The swapped model computes what the original computes, within the dtype's error.
 
     Two checks, on the model's real activations:
@@ -298,7 +341,7 @@ def test_swapped_model_matches_original(model_pair, dtype):
     with torch.no_grad():
         o = copy.deepcopy(original).to(dtype)
         s = copy.deepcopy(swapped).to(dtype)
-        seen: list[tuple[PatchMerging, tuple, torch.Tensor]] = []
+        seen: list[tuple[PatchMerging, tuple[Any, ...], torch.Tensor]] = []
         hooks = [
             m.register_forward_hook(lambda m, a, y: seen.append((m, a, y)))
             for m in s.modules()
@@ -313,11 +356,9 @@ def test_swapped_model_matches_original(model_pair, dtype):
             wt, nw, nb = _params(m)
             hw = args[1] if len(args) > 1 else None
             ref = pm_core.reference_patch_merge(
-                args[0], wt, nw, nb, hw=hw, norm=m.norm_mode, eps=m.norm.eps
+                args[0], wt, nw, nb, hw=hw, norm=m.norm_mode, eps=_eps(m)
             )
-            bound = error_bounds(
-                args[0], wt, nw, nb, hw=hw, norm=m.norm_mode, eps=m.norm.eps
-            ).output
+            bound = error_bounds(args[0], wt, nw, nb, hw=hw, norm=m.norm_mode, eps=_eps(m)).output
             worst = ((y.double() - ref).abs() / bound).max().item()
             assert worst <= 1, f"{name} {dtype} merge dim={m.dim}: error/bound={worst:.3g}"
         ref = _out(copy.deepcopy(o).double()(xd.double()))
@@ -329,7 +370,7 @@ def test_swapped_model_matches_original(model_pair, dtype):
     )
 
 
-def test_swapped_model_gradients_match():
+def test_swapped_model_gradients_match() -> None:
     """Gradients through a swapped model equal the original's (float64, small torchvision)."""
     torch.manual_seed(0)
     original = _tv_small(False).double().eval()
@@ -347,7 +388,7 @@ def test_swapped_model_gradients_match():
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-9, atol=1e-9, msg=k)
 
 
-def test_swap_rejects_bad_input():
+def test_swap_rejects_bad_input() -> None:
     """swap_patch_merging names what is wrong: not a module, a bare merge, an unknown impl."""
     with pytest.raises(TypeError, match=r"needs an nn\.Module"):
         swap_patch_merging(object())  # type: ignore[arg-type]
@@ -359,7 +400,7 @@ def test_swap_rejects_bad_input():
     assert isinstance(model[0], tv.PatchMerging)  # untouched
 
 
-def test_swap_shared_module_is_replaced_once():
+def test_swap_shared_module_is_replaced_once() -> None:
     """A merge registered under two names is converted once and replaced in both places."""
     merge = tv.PatchMerging(4)
     model = nn.Sequential(merge, nn.Identity())

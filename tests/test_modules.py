@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
 
-from pm_core import IMPLS, ConvPatchMerging, PatchMerging, reference_patch_merge
+from pm_core import IMPLS, ConvPatchMerging, Norm, PatchMerging, reference_patch_merge
 
 
 @pytest.mark.parametrize(("norm", "keys"), [
@@ -14,13 +16,13 @@ from pm_core import IMPLS, ConvPatchMerging, PatchMerging, reference_patch_merge
     ("post", {"norm.weight": (16,), "norm.bias": (16,), "reduction.weight": (16, 32)}),
     ("none", {"reduction.weight": (16, 32)}),
 ])  # fmt: skip
-def test_state_dict_has_swin_keys_and_shapes(norm, keys):
+def test_state_dict_has_swin_keys_and_shapes(norm: Norm, keys: dict[str, tuple[int, ...]]) -> None:
     """Keys and shapes are those of torchvision/timm/HF PatchMerging (v1 pre-norm, v2 post-norm)."""
     sd = PatchMerging(8, norm=norm).state_dict()
     assert {k: tuple(v.shape) for k, v in sd.items()} == keys
 
 
-def test_loads_torchvision_weights_unchanged():
+def test_loads_torchvision_weights_unchanged() -> None:
     """A torchvision PatchMerging state_dict loads strictly and gives the same outputs."""
     tv = pytest.importorskip("torchvision.models.swin_transformer")
     src = tv.PatchMerging(8).eval()
@@ -34,7 +36,7 @@ def test_loads_torchvision_weights_unchanged():
 
 @pytest.mark.parametrize("norm", ["pre", "post", "none"])
 @pytest.mark.parametrize("impl", IMPLS)
-def test_to_conv_and_back_is_lossless(norm, impl):
+def test_to_conv_and_back_is_lossless(norm: Norm, impl: str) -> None:
     """PatchMerging -> ConvPatchMerging -> PatchMerging reproduces every parameter bit for bit."""
     m = PatchMerging(6, norm=norm, impl=impl)
     if isinstance(m.norm, nn.LayerNorm):
@@ -52,21 +54,23 @@ def test_to_conv_and_back_is_lossless(norm, impl):
     torch.testing.assert_close(conv64(x), m64(x), rtol=1e-12, atol=1e-12)
 
 
-def test_flat_input_with_hw_matches_4d():
+def test_flat_input_with_hw_matches_4d() -> None:
     """forward(x, hw) on (B, L, C) equals forward on (B, H, W, C), flattened."""
     m = PatchMerging(4, norm="pre").double()
     x = torch.randn(2, 5, 7, 4, dtype=torch.float64)
     flat = m(x.flatten(1, 2), hw=(5, 7))
     assert flat.shape == (2, 3 * 4, 8)
     torch.testing.assert_close(flat, m(x).flatten(1, 2), rtol=0, atol=0)
+    assert isinstance(m.norm, nn.LayerNorm)
     ref = reference_patch_merge(x, m.reduction.weight, m.norm.weight, m.norm.bias)
     torch.testing.assert_close(m(x), ref, rtol=1e-12, atol=1e-12)
 
 
-def test_out_dim_and_eps_are_honoured():
+def test_out_dim_and_eps_are_honoured() -> None:
     """out_dim sets O (timm allows out_dim != 2*dim), and the LayerNorm's eps reaches the merge."""
     m = PatchMerging(4, out_dim=6, norm="post", eps=0.5).double()
     assert m.reduction.weight.shape == (6, 16)
+    assert isinstance(m.norm, nn.LayerNorm)
     assert m.norm.eps == 0.5
     x = torch.randn(1, 4, 4, 4, dtype=torch.float64)
     ref = reference_patch_merge(
@@ -85,7 +89,12 @@ def test_out_dim_and_eps_are_honoured():
     ],
 )
 @pytest.mark.parametrize("cls", [PatchMerging, ConvPatchMerging])
-def test_constructor_rejects_bad_options(cls, kwargs, exc, fragment):
+def test_constructor_rejects_bad_options(
+    cls: type[PatchMerging | ConvPatchMerging],
+    kwargs: dict[str, Any],
+    exc: type[Exception],
+    fragment: str,
+) -> None:
     """Bad constructor options fail at construction, not at the first forward."""
     with pytest.raises(exc, match=fragment):
         cls(**kwargs)

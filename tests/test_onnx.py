@@ -7,12 +7,12 @@ That is the deployment reason for the conv form: TensorRT cannot parse the Unfol
 from __future__ import annotations
 
 import collections
-import io
 
 import pytest
 import torch
+from torch import nn
 
-from pm_core import PatchMerging
+from pm_core import Norm, PatchMerging
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -21,11 +21,13 @@ pytestmark = pytest.mark.models
 
 
 def _export(m: torch.nn.Module, x: torch.Tensor) -> bytes:
-    buf = io.BytesIO()
-    torch.onnx.export(
-        m, (x,), buf, dynamo=True, verbose=False, input_names=["x"], output_names=["y"]
+    """The serialized ONNX model (what exporting to a BytesIO, now deprecated, wrote)."""
+    program = torch.onnx.export(
+        m, (x,), dynamo=True, verbose=False, input_names=["x"], output_names=["y"]
     )
-    return buf.getvalue()
+    assert program is not None
+    data: bytes = program.model_proto.SerializeToString()
+    return data
 
 
 def _ops(model_bytes: bytes) -> collections.Counter[str]:
@@ -38,7 +40,7 @@ def _run(model_bytes: bytes, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("norm", ["none", "post", "pre"])
-def test_onnx_conv_vs_slice(norm):
+def test_onnx_conv_vs_slice(norm: Norm) -> None:
     """The conv export holds one Conv and no Slice/Concat; the slice export the reverse;
     onnxruntime runs both to the same outputs (float32: each within a few ulps of the
     exact result; 1e-4 relative to the output scale leaves 100x headroom over the K=384
@@ -46,6 +48,7 @@ def test_onnx_conv_vs_slice(norm):
     torch.manual_seed(0)
     conv = PatchMerging(96, norm=norm, impl="conv").eval()
     if norm != "none":
+        assert isinstance(conv.norm, nn.LayerNorm)
         torch.nn.init.normal_(conv.norm.weight)
         torch.nn.init.normal_(conv.norm.bias)
     slc = PatchMerging(96, norm=norm, impl="slice").eval()

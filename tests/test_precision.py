@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
 
 import pm_core
+from pm_core import Norm
 from pm_core.precision import FP32_MODES
 from tests.strategies import EPS
 
 CUDA = torch.device("cuda")
+# torch replaces these two modules by objects whose classes carry the per-op settings
+# (.conv, .matmul); mypy sees only the modules, which lack them.
+CUDNN: Any = torch.backends.cudnn
+MKLDNN: Any = torch.backends.mkldnn
 CONV_IMPLS = [n for n, s in pm_core.REGISTRY.items() if s.gemm == "conv"]
 MATMUL_IMPLS = [n for n, s in pm_core.REGISTRY.items() if s.gemm == "matmul"]
 needs_no_gpu = pytest.mark.skipif(
@@ -29,18 +35,18 @@ def flags() -> Iterator[None]:
     b = torch.backends
     matmul_precision = torch.get_float32_matmul_precision()
     saved = {
-        "cudnn.conv": b.cudnn.conv.fp32_precision,
+        "cudnn.conv": CUDNN.conv.fp32_precision,
         "cuda.matmul": b.cuda.matmul.fp32_precision,
-        "mkldnn.conv": b.mkldnn.conv.fp32_precision,
-        "mkldnn.matmul": b.mkldnn.matmul.fp32_precision,
+        "mkldnn.conv": MKLDNN.conv.fp32_precision,
+        "mkldnn.matmul": MKLDNN.matmul.fp32_precision,
     }
     cudnn_enabled = b.cudnn.enabled
     yield
     torch.set_float32_matmul_precision(matmul_precision)
-    b.cudnn.conv.fp32_precision = saved["cudnn.conv"]
+    CUDNN.conv.fp32_precision = saved["cudnn.conv"]
     b.cuda.matmul.fp32_precision = saved["cuda.matmul"]
-    b.mkldnn.conv.fp32_precision = saved["mkldnn.conv"]
-    b.mkldnn.matmul.fp32_precision = saved["mkldnn.matmul"]
+    MKLDNN.conv.fp32_precision = saved["mkldnn.conv"]
+    MKLDNN.matmul.fp32_precision = saved["mkldnn.matmul"]
     b.cudnn.enabled = cudnn_enabled
 
 
@@ -62,7 +68,7 @@ def test_defaults_without_a_gpu(flags: None) -> None:
 def _set(setting: str) -> None:
     b = torch.backends
     if setting == "conv-ieee":
-        b.cudnn.conv.fp32_precision = "ieee"
+        CUDNN.conv.fp32_precision = "ieee"
     elif setting == "legacy-allow_tf32-off":
         b.cudnn.allow_tf32 = False
     elif setting == "matmul-tf32":
@@ -125,7 +131,7 @@ def test_bad_arguments_are_named() -> None:
 
 
 @pytest.mark.parametrize("norm", ["pre", "post", "none"])
-def test_reduced_precision_bounds_contain_the_ieee_bound(norm: str) -> None:
+def test_reduced_precision_bounds_contain_the_ieee_bound(norm: Norm) -> None:
     """Rounding the GEMM operands only adds error: every bound under ``"tf32"`` is at least
     the IEEE one, and ``"bf16"`` at least the TF32 one, for outputs and all gradients, and
     strictly larger wherever a GEMM is involved (everything but ``post``'s dL/dbeta, a
@@ -158,8 +164,8 @@ def test_cpu_bf16_flag_matches_what_runs(flags: None) -> None:
     x = torch.randn(8, 28, 28, 32, generator=g)  # oneDNN paths need GEMMs over 16^3
     w = torch.randn(64, 128, generator=g) / 128**0.5
     before = {i: pm_core.patch_merge(x, w, norm="none", impl=i) for i in pm_core.IMPLS}
-    torch.backends.mkldnn.conv.fp32_precision = "bf16"
-    torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+    MKLDNN.conv.fp32_precision = "bf16"
+    MKLDNN.matmul.fp32_precision = "bf16"
     ref = pm_core.reference_patch_merge(x, w, norm="none")
     for impl in pm_core.IMPLS:
         mode = pm_core.gemm_precision(impl, "cpu", torch.float32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +15,14 @@ from pm_core.lab.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_runs_the_readme_test_command() -> None:
     """.ci/run's last command is, verbatim, the README's test command."""
     lines = [ln.strip() for ln in (ROOT / ".ci/run").read_text().splitlines()]
     last = [ln for ln in lines if ln and not ln.startswith(("#", "set ", "cd "))][-1]
     assert last in (ROOT / "README.md").read_text()
 
 
-def test_readme_lists_every_impl():
+def test_readme_lists_every_impl() -> None:
     """Adding an impl to the registry without documenting it fails here."""
     readme = (ROOT / "README.md").read_text()
     missing = [name for name in IMPLS if f"| `{name}` |" not in readme]
@@ -39,7 +40,7 @@ def test_readme_lists_every_impl():
         ["report", "--quick", "--nope"],
     ],
 )
-def test_cli_usage_errors_exit_2(argv, capsys):
+def test_cli_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """Bad arguments exit with code 2 and say what is wrong on stderr."""
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -49,7 +50,7 @@ def test_cli_usage_errors_exit_2(argv, capsys):
     assert "error:" in err
 
 
-def test_cli_traffic_prints_a_table():
+def test_cli_traffic_prints_a_table() -> None:
     """`python -m pm_core traffic` runs end to end and prints the conv path at ratio 1.00 for norm none."""
     out = subprocess.run(
         [sys.executable, "-m", "pm_core", "traffic", "--shape", "1,8,6,4"],
@@ -60,15 +61,37 @@ def test_cli_traffic_prints_a_table():
 
 
 @pytest.mark.models
-def test_readme_python_examples_run():
+def test_readme_python_examples_run() -> None:
     """Every ```python block in the README runs as written (so the documented API cannot drift)."""
     readme = (ROOT / "README.md").read_text()
     blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
     assert len(blocks) >= 2
-    swapped = []
+    swapped: list[object] = []
     for block in blocks:
         namespace: dict[str, object] = {}
         exec(compile(block, "README.md", "exec"), namespace)
         if "n" in namespace:
             swapped.append(namespace["n"])
     assert swapped == [3]  # the model example swapped all three merges
+
+
+def test_precommit_revs_match_the_lint_pins() -> None:
+    """`nox -s lint` runs the pre-commit hooks' tools at the revs .pre-commit-config.yaml pins
+    (pyproject's lint group ``tool==version``), so the two cannot drift apart."""
+    # regexes, not tomllib/yaml: tomllib is 3.11+ and PyYAML is not a test dependency
+    group = re.search(r"^lint = \[(.*?)\]", (ROOT / "pyproject.toml").read_text(), re.M)
+    assert group is not None, "pyproject.toml has no one-line lint group"
+    pins = dict(re.findall(r'"([a-z-]+)==([0-9.]+)"', group[1]))
+    config = (ROOT / ".pre-commit-config.yaml").read_text()
+    revs = {
+        url.rsplit("/", 1)[1]: rev.lstrip("v")
+        for url, rev in re.findall(r"- repo: (\S+)\s+rev: (\S+)", config)
+    }
+    hook_repo = {
+        "ruff": "ruff-pre-commit",
+        "check-jsonschema": "check-jsonschema",
+        "zizmor": "zizmor-pre-commit",
+        "codespell": "codespell",
+    }
+    assert set(pins) == set(hook_repo)
+    assert {tool: revs.get(repo) for tool, repo in hook_repo.items()} == pins

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pm_core.lab import report
+from pm_core.lab.bench import LayerTiming
 
 
 def _no_step(r: report.Report, tick: report.Tick) -> None:
@@ -12,7 +15,7 @@ def _no_step(r: report.Report, tick: report.Tick) -> None:
 
 
 @pytest.fixture
-def fast_report(monkeypatch):
+def fast_report(monkeypatch: pytest.MonkeyPatch) -> None:
     """build_report with every measuring step stubbed out (they have their own tests)."""
     stubbed = tuple(
         s if s.name == "environment" else report.Step(s.name, _no_step) for s in report.STEPS
@@ -20,7 +23,9 @@ def fast_report(monkeypatch):
     monkeypatch.setattr(report, "STEPS", stubbed)
 
 
-def test_crash_mid_report_leaves_previous_report_whole(tmp_path, monkeypatch, fast_report):
+def test_crash_mid_report_leaves_previous_report_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast_report: None
+) -> None:
     """A step that raises leaves the last complete report in place, byte for byte."""
     out = tmp_path / "report"
     assert report.build_report(out)
@@ -37,7 +42,7 @@ def test_crash_mid_report_leaves_previous_report_whole(tmp_path, monkeypatch, fa
     assert not (tmp_path / "report.old").exists()
 
 
-def test_rebuild_replaces_everything(tmp_path, fast_report):
+def test_rebuild_replaces_everything(tmp_path: Path, fast_report: None) -> None:
     """A rebuild starts empty: a stale file from an earlier run does not survive."""
     out = tmp_path / "report"
     report.build_report(out)
@@ -47,7 +52,7 @@ def test_rebuild_replaces_everything(tmp_path, fast_report):
     assert (out / "report.md").is_file()
 
 
-def test_update_readme_touches_only_the_findings_block(tmp_path):
+def test_update_readme_touches_only_the_findings_block(tmp_path: Path) -> None:
     """Only the text between the findings markers changes; no markers, no change."""
     readme = tmp_path / "README.md"
     readme.write_text(f"# t\n\nbefore\n{report.README_START}\nold\n{report.README_END}\nafter\n")
@@ -62,14 +67,22 @@ def test_update_readme_touches_only_the_findings_block(tmp_path):
     assert plain.read_text() == "# no markers\n"
 
 
-def test_speed_table_marks_inexact_cells_and_speedups():
+def _timing(impl: str, median: float, *, exact: bool, roofline_fraction: float) -> LayerTiming:
+    """A pre-norm float32 forward row at shape (1, 2, 2, 1); its byte counts, device and
+    GEMM precision do not reach the speed table."""
+    return LayerTiming(
+        impl=impl, norm="pre", dtype="float32", mode="fwd", shape=[1, 2, 2, 1], exact=exact,
+        bytes=0, min_bytes=0, device="cpu", gemm_precision="ieee", median=median,
+        roofline_fraction=roofline_fraction,
+    )  # fmt: skip
+
+
+def test_speed_table_marks_inexact_cells_and_speedups() -> None:
     """Speedups are against slice in the same column; an impl not exact for a norm is italic."""
     rows = [
-        {"impl": "slice", "norm": "pre", "dtype": "float32", "mode": "fwd", "shape": [1, 2, 2, 1],
-         "median": 2e-3, "exact": True, "roofline_fraction": 0.5},
-        {"impl": "conv_channel_norm", "norm": "pre", "dtype": "float32", "mode": "fwd",
-         "shape": [1, 2, 2, 1], "median": 1e-3, "exact": False, "roofline_fraction": 1.0},
-    ]  # fmt: skip
+        _timing("slice", 2e-3, exact=True, roofline_fraction=0.5),
+        _timing("conv_channel_norm", 1e-3, exact=False, roofline_fraction=1.0),
+    ]
     (table,) = report._speed_tables(rows)
     assert "| 1,2,2,1 | slice | 2.00 (1.00x, 50%) |" in table
     assert "*1.00 (2.00x, 100%)*" in table

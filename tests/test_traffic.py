@@ -11,14 +11,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pm_core import IMPLS, patch_merge
+from pm_core import IMPLS, Norm, patch_merge
 from pm_core.lab.traffic import COPY_OPS, distinct_bytes, measure_traffic, minimum_traffic
 from pm_core.layouts import conv_view
 
 SHAPE = (2, 8, 6, 4)  # B, H, W, C: small and non-square; bytes scale exactly with size
+#: ``(x, weight, norm_weight, norm_bias)``
+Args = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]
 
 
-def _args(norm: str, device: str = "meta", dtype: torch.dtype = torch.float32) -> tuple:
+def _args(norm: Norm, device: str = "meta", dtype: torch.dtype = torch.float32) -> Args:
     b, h, w, c = SHAPE
     x = torch.empty(b, h, w, c, device=device, dtype=dtype)
     weight = torch.empty(2 * c, 4 * c, device=device, dtype=dtype)
@@ -51,7 +53,7 @@ def test_expanded_input_counts_distinct_elements() -> None:
 
 
 @pytest.mark.parametrize("norm", ["none", "post"])
-def test_channels_last_conv_reads_x_once_without_copy(norm: str) -> None:
+def test_channels_last_conv_reads_x_once_without_copy(norm: Norm) -> None:
     """The conv path on the channels-last view copies nothing; for norm="none" it moves
     exactly the minimum, and for "post" the only extra is the LayerNorm's own pass."""
     args = _args(norm)
@@ -72,7 +74,7 @@ def test_channels_last_conv_reads_x_once_without_copy(norm: str) -> None:
 
 @pytest.mark.parametrize("impl", ["slice", "reshape"])
 @pytest.mark.parametrize("norm", ["pre", "post", "none"])
-def test_slice_and_reshape_pay_one_full_copy_of_x(impl: str, norm: str) -> None:
+def test_slice_and_reshape_pay_one_full_copy_of_x(impl: str, norm: Norm) -> None:
     """slice (cat) and reshape (clone) each write exactly one x-sized copy in forward."""
     args = _args(norm)
     t = measure_traffic(patch_merge, *args, norm=norm, impl=impl)
@@ -101,7 +103,7 @@ def test_contiguous_nchw_conv_pays_one_copy_of_x() -> None:
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("norm", ["pre", "post", "none"])
-def test_every_impl_is_at_least_the_minimum(impl: str, norm: str) -> None:
+def test_every_impl_is_at_least_the_minimum(impl: str, norm: Norm) -> None:
     """No impl moves less than the analytic minimum, forward or forward+backward."""
     args = _args(norm)
     for backward in (False, True):
@@ -116,6 +118,8 @@ def test_every_impl_is_at_least_the_minimum(impl: str, norm: str) -> None:
 def test_backward_minimum_counts_grad_reads_and_writes() -> None:
     """fwd+bwd minimum = forward + (read grad_y, x, params; write grad_x, grad params)."""
     x, w, nw, nb = _args("pre")
+    assert nw is not None
+    assert nb is not None
     fwd = minimum_traffic(x, w, nw, nb, norm="pre")
     both = minimum_traffic(x, w, nw, nb, norm="pre", backward=True)
     params = distinct_bytes(w) + distinct_bytes(nw) + distinct_bytes(nb)
@@ -123,7 +127,7 @@ def test_backward_minimum_counts_grad_reads_and_writes() -> None:
     assert both - fwd == y + 2 * distinct_bytes(x) + 2 * params
 
 
-def _cpu_args(norm: str) -> tuple:
+def _cpu_args(norm: Norm) -> tuple[torch.Tensor | None, ...]:
     gen = torch.Generator().manual_seed(0)
     return tuple(None if t is None else torch.randn(t.shape, generator=gen) for t in _args(norm))
 

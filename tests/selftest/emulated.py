@@ -48,7 +48,8 @@ def round_operand(t: Tensor, fmt: str, rounding: str = "rne") -> Tensor:
     return torch.where(torch.isfinite(t), out, t)
 
 
-class EmulatedGemms(TorchDispatchMode):  # type: ignore[misc]
+# torch leaves TorchDispatchMode's __init_subclass__ and __init__ unannotated
+class EmulatedGemms(TorchDispatchMode):  # type: ignore[no-untyped-call]
     """Run float32 GEMMs of the chosen backends on operands rounded to ``fmt``.
 
     ``backends``: which GEMM ops to emulate, by :data:`pm_core.lab.traffic.GEMM_OPS`'s
@@ -59,7 +60,7 @@ class EmulatedGemms(TorchDispatchMode):  # type: ignore[misc]
     def __init__(
         self, fmt: str, rounding: str = "rne", backends: Sequence[str] = ("conv", "matmul")
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         if fmt not in DROPPED_BITS:
             raise ValueError(f"fmt must be one of {tuple(DROPPED_BITS)}, got {fmt!r}")
         self.fmt, self.rounding, self.backends = fmt, rounding, tuple(backends)

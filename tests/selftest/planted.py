@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pm_core import Norm
 from pm_core.impls import ImplFn
 from tests.assertions import Merge, Subject
 
@@ -32,7 +33,7 @@ def _ln(v: Tensor, nw: Tensor | None, nb: Tensor | None, eps: float) -> Tensor:
 
 
 def _reduce(
-    v: Tensor, w: Tensor, nw: Tensor | None, nb: Tensor | None, norm: str, eps: float
+    v: Tensor, w: Tensor, nw: Tensor | None, nb: Tensor | None, norm: Norm, eps: float
 ) -> Tensor:
     if norm == "pre":
         v = _ln(v, nw, nb, eps)
@@ -129,7 +130,7 @@ def front_door(fn: ImplFn, *, swap_pad: bool = False) -> Merge:
         nb: Tensor | None = None,
         *,
         hw: tuple[int, int] | None = None,
-        norm: str = "pre",
+        norm: Norm = "pre",
         eps: float = 1e-5,
     ) -> Tensor:
         x4 = x if hw is None else x.view(x.shape[0], *hw, x.shape[-1])

@@ -21,10 +21,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pm_core import Norm
 from tests.assertions import check_forward, check_grads, merge_for
 from tests.selftest.emulated import EmulatedGemms, round_operand
 from tests.selftest.test_planted_bugs import examples_to_catch
-from tests.strategies import cases, exact_combos, examples
+from tests.strategies import Case, cases, exact_combos, examples
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -61,12 +62,12 @@ def test_ieee_bound_rejects_emulated(impl: str, kind: str, fmt: str, rounding: s
     """Under the IEEE float32 bound, the emulated reduced-precision GEMM is caught."""
     subject = merge_for(impl)
 
-    def check(case: object) -> None:
+    def check(case: Case) -> None:
         with EmulatedGemms(fmt, rounding):
             if kind == "forward":
-                check_forward(subject, case, norm="none", gemm_precision="ieee")  # type: ignore[arg-type]
+                check_forward(subject, case, norm="none", gemm_precision="ieee")
             else:
-                check_grads(subject, case, norm="none", gemm_precision="ieee")  # type: ignore[arg-type]
+                check_grads(subject, case, norm="none", gemm_precision="ieee")
 
     found = examples_to_catch(check, grad=kind == "grads", dtype=torch.float32, budget=50)
     assert found[1] == "AssertionError", found
@@ -77,7 +78,7 @@ def test_ieee_bound_rejects_emulated(impl: str, kind: str, fmt: str, rounding: s
 @examples(0.3)
 @given(data=st.data())
 def test_matching_bound_accepts_emulated(
-    impl: str, norm: str, fmt: str, data: st.DataObject
+    impl: str, norm: Norm, fmt: str, data: st.DataObject
 ) -> None:
     """With ``gemm_precision`` set to the emulated format, outputs and all gradients of
     every exact impl stay within ``pm_core.error_bounds``, for either rounding."""

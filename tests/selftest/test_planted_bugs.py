@@ -16,9 +16,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
 
+from pm_core import Norm
 from tests.assertions import Subject, check_forward, check_grads
 from tests.selftest.planted import ORDER_NAMES, correct, front_door, planted
-from tests.strategies import Case, cases
+from tests.strategies import Case, active_settings, cases
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -33,7 +34,7 @@ def _no_record(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def examples_to_catch(
-    check: Callable[[Case], None],
+    check: Callable[[Case], object],
     *,
     grad: bool = False,
     budget: int = BUDGET,
@@ -48,7 +49,7 @@ def examples_to_catch(
         database=None,
         deadline=None,
         phases=[Phase.generate],
-        derandomize=settings.default.derandomize,
+        derandomize=active_settings().derandomize,
         suppress_health_check=list(HealthCheck),
     )
     @given(cases(dtype, grad=grad))
@@ -89,7 +90,7 @@ FORWARD_BUGS = [
 
 
 @pytest.mark.parametrize(("bug", "norm"), FORWARD_BUGS)
-def test_forward_check_catches(bug: str, norm: str) -> None:
+def test_forward_check_catches(bug: str, norm: Norm) -> None:
     """The forward property (``check_forward``) rejects the planted bug."""
     subject = planted(bug)
     found = examples_to_catch(lambda case: check_forward(subject, case, norm=norm))
@@ -98,7 +99,7 @@ def test_forward_check_catches(bug: str, norm: str) -> None:
 
 
 @pytest.mark.parametrize("norm", ["pre", "none"])
-def test_gradient_check_catches(norm: str) -> None:
+def test_gradient_check_catches(norm: Norm) -> None:
     """The gradient property (``check_grads``) rejects a backward that is off by a
     relative 1e-3 at a single element, though its forward is exact."""
     subject = planted("wrong_gradient")
