@@ -1,14 +1,28 @@
-"""nox sessions: `nox -s tests` is what CI runs; `nox -s report` is the main job."""
+#!/usr/bin/env -S uv run --script
+# /// script
+# dependencies = ["nox[uv]>=2025.2.9"]
+# ///
+"""nox sessions: `nox -s tests` is what CI runs; `nox -s report` is the main job.
+
+Each session builds its own virtualenv from the dependency groups in pyproject.toml,
+with uv when it is installed (`pip install "nox[uv]"`: much faster on a fresh machine),
+else with virtualenv and pip.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import nox
 
-nox.needs_version = ">=2024.4.15"
-nox.options.default_venv_backend = "virtualenv"
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "uv|virtualenv"
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
+#: The Python versions CI runs the tests on: the oldest requires-python admits, and the
+#: newest torch 2.14.1 ships wheels for.
+PYTHONS = ["3.10", "3.14"]
 
 
 def _install(session: nox.Session, *groups: str) -> None:
@@ -19,11 +33,23 @@ def _install(session: nox.Session, *groups: str) -> None:
     session.install("--no-deps", "-e", ".")
 
 
-@nox.session
+def _workers() -> str:
+    """pytest-xdist workers: one per core, at most two (the property tests each pin one
+    intra-op thread, so two workers keep both cores busy without oversubscribing)."""
+    return str(min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
+
+
+@nox.session(default=True)
 def tests(session: nox.Session) -> None:
     """The test suite under the derandomised `ci` Hypothesis profile (what CI runs)."""
     _install(session, "test", "models", "profile", "report")
-    session.run("pytest", "--hypothesis-profile=ci", *session.posargs)
+    session.run("pytest", "--hypothesis-profile=ci", "-n", _workers(), *session.posargs)
+
+
+@nox.session(python=PYTHONS, default=False)
+def tests_matrix(session: nox.Session) -> None:
+    """The test suite on the oldest and newest supported Python (the CPU workflow's matrix)."""
+    tests(session)
 
 
 @nox.session(default=False)
@@ -37,46 +63,57 @@ def tests_gpu(session: nox.Session) -> None:
 def thorough(session: nox.Session) -> None:
     """The property suite under the `thorough` profile (10x ci's examples), for nightly runs."""
     _install(session, "test", "models", "profile", "report")
-    session.run("pytest", "--hypothesis-profile=thorough", *session.posargs)
+    session.run("pytest", "--hypothesis-profile=thorough", "-n", _workers(), *session.posargs)
 
 
-@nox.session
+@nox.session(default=True)
 def lint(session: nox.Session) -> None:
-    """ruff check + format check, and the GitHub workflows through check-jsonschema and zizmor."""
+    """ruff check and format, check-jsonschema, zizmor and codespell: the pre-commit hooks'
+    tools at the same pinned versions, run directly (pre-commit fetches hooks from GitHub)."""
     _install(session, "lint")
     session.run("ruff", "check", ".", *session.posargs)
     session.run("ruff", "format", "--check", ".")
-    workflows = sorted(
-        str(p) for p in __import__("pathlib").Path(".github/workflows").glob("*.yml")
+    workflows = sorted(str(p) for p in Path(".github/workflows").glob("*.yml"))
+    session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
+    session.run(
+        "check-jsonschema", "--builtin-schema", "vendor.dependabot", ".github/dependabot.yml"
     )
-    if workflows:
-        session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
-        session.run("zizmor", "--offline", *workflows)
+    session.run("zizmor", "--offline", *workflows)
+    session.run(
+        "codespell", "pm_core", "tests", "benchmarks", "docs", "README.md", "noxfile.py",
+        "--skip", "docs/_build",
+    )  # fmt: skip
 
 
-@nox.session
+@nox.session(default=True)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on pm_core."""
+    """mypy --strict on pm_core, tests, benchmarks and this file (python_version 3.10)."""
     _install(session, "typecheck")
     session.run("mypy", *session.posargs)
+
+
+@nox.session(default=False)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into docs/_build/html, with warnings as errors."""
+    _install(session, "docs")
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html",
+        *session.posargs,
+    )  # fmt: skip
 
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """The pytest-benchmark matrix (`-- --quick` for a smoke run); JSON under profiles/bench/."""
     _install(session, "test", "models")
-    session.run(
-        "pytest", "benchmarks", "--benchmark-only", "--benchmark-enable",
-        "--benchmark-autosave", "--benchmark-storage=profiles/bench",
-        "--benchmark-group-by=group", "-p", "no:cacheprovider", *session.posargs,
-    )  # fmt: skip
+    session.run("pm-core", "bench", *session.posargs)
 
 
 @nox.session(default=False)
 def profile(session: nox.Session) -> None:
     """torch.profiler traces, one TensorBoard run per impl x norm x dtype x shape, under profiles/."""
     _install(session, "test", "profile")
-    session.run("python", "-m", "pm_core", "profile", *session.posargs)
+    session.run("pm-core", "profile", *session.posargs)
 
 
 @nox.session(default=False)
@@ -90,4 +127,8 @@ def tensorboard(session: nox.Session) -> None:
 def report(session: nox.Session) -> None:
     """The main job: verify, measure and profile, then write profiles/report/report.md."""
     _install(session, "test", "models", "profile", "report")
-    session.run("python", "-m", "pm_core", "report", *session.posargs)
+    session.run("pm-core", "report", *session.posargs)
+
+
+if __name__ == "__main__":
+    nox.main()

@@ -38,6 +38,12 @@ def check_options(norm: object, odd: object, eps: object) -> None:
         raise ValueError(f"eps must be finite and >= 0, got {eps!r}")
 
 
+def check_dim(dim: object) -> None:
+    """``dim`` (a module's input channels) is a positive int; ``True`` is not."""
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive int, got {dim!r}")
+
+
 def _autocasting(device: torch.device) -> bool:
     try:
         return torch.is_autocast_enabled(device.type)

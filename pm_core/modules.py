@@ -8,7 +8,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor, nn
 
-from ._checks import Norm, Odd, check_options
+from ._checks import Norm, Odd, check_dim, check_options
 from .functional import patch_merge
 from .impls import get_impl
 from .layouts import conv_to_linear, linear_to_conv
@@ -33,8 +33,7 @@ class _Base(nn.Module):
         super().__init__()
         check_options(norm, odd, eps)
         get_impl(impl)
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        check_dim(dim)
         self.dim = dim
         self.out_dim = 2 * dim if out_dim is None else out_dim
         self.norm_mode: Norm = norm

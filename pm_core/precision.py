@@ -31,7 +31,7 @@ present, its compute capability; for the CPU, its instruction set).
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import torch
 
@@ -59,7 +59,9 @@ def _cuda_has_tf32(device: torch.device) -> bool:
     """TF32 tensor cores exist from compute capability 8.0; without a GPU, assume they do."""
     if not torch.cuda.is_available():
         return True
-    index = device.index if device.index is not None else torch.cuda.current_device()
+    index: int | None = device.index  # None for a bare 'cuda'
+    if index is None:
+        index = torch.cuda.current_device()
     return torch.cuda.get_device_capability(index)[0] >= 8
 
 
@@ -88,7 +90,8 @@ def _cuda_mode(backend: str, device: torch.device) -> Fp32Mode:
 
 def _cpu_mode(backend: str) -> Fp32Mode:
     mk = torch.backends.mkldnn
-    if not (mk.enabled and mk.is_available()):  # type: ignore[no-untyped-call]
+    enabled = cast(bool, mk.enabled)  # a module property; its stub says ContextProp
+    if not (enabled and mk.is_available()):  # type: ignore[no-untyped-call]
         return "ieee"
     flag = _flag(mk, "conv" if backend == "conv" else "matmul")
     if flag == "bf16" and (_cpu_capability("avx512_bf16") or _cpu_capability("amx_bf16")):

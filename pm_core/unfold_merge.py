@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import as_bhwc, check_options
+from ._checks import as_bhwc, check_dim, check_options
 from .adopt import from_module
 from .checkpoints import convert_state_dict
 from .modules import PatchMerging
@@ -42,8 +42,7 @@ class UnfoldPatchMerging(nn.Module):
         check_options(norm, "pad", eps)
         if norm not in ("pre", "none"):
             raise ValueError(f"UnfoldPatchMerging has mmcv's norm='pre' or 'none'; got {norm!r}")
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        check_dim(dim)
         self.dim = dim
         self.out_dim = 2 * dim if out_dim is None else out_dim
         self.norm: nn.Module = (

@@ -19,7 +19,7 @@ from pathlib import Path
 from pm_core import NORMS, REGISTRY
 
 from . import records
-from .checkout import checkout_root, pytest_command, stream
+from .checkout import checkout_root, pytest_command, stream, workers
 from .records import CheckRecord
 
 #: The pytest marker of the modules whose checks make the table.
@@ -109,7 +109,7 @@ def run_verify(
         path = Path(tmp) / "records.jsonl"
         cmd = pytest_command(
             str(checkout_root() / "tests"), "-m", MARKER, f"--hypothesis-profile={profile}",
-            "-v", "--no-header", "-o", "console_output_style=classic", *pytest_args,
+            "-n", str(workers()), "-v", "--no-header", "-o", "console_output_style=classic", *pytest_args,
         )  # fmt: skip
         start = time.perf_counter()
         done = stream(cmd, on_line=progress, env={**os.environ, records.ENV_VAR: str(path)})
