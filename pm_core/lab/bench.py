@@ -50,7 +50,7 @@ class ModelTiming(TypedDict):
 def _run(
     module: str, json_path: Path, quick: bool, tick: Callable[[str], None]
 ) -> list[dict[str, Any]]:
-    subset = "--quick" if quick else "--report" if module == LAYER_BENCH else None
+    subset = "--quick" if quick else "--report"
     done = stream(
         benchmark_command(module, subset=subset, json_path=json_path, verbose=True),
         on_line=lambda line: tick(line) if "::" in line else None,

@@ -2,9 +2,9 @@
 
 The evidence is the test suite itself: every oracle comparison in ``tests/assertions.py``
 appends a :class:`~pm_core.lab.records.CheckRecord` to ``$PM_CORE_RECORD``. This module
-runs the tests marked ``oracle`` (the equivalence properties; ``pyproject.toml`` declares
-the marker) in the checkout :mod:`pm_core.lab.checkout` finds, with that variable set, and
-aggregates the records per impl x norm x dtype.
+runs the equivalence properties (``tests/properties/`` of the checkout
+:mod:`pm_core.lab.checkout` finds) with that variable set, and aggregates the records per
+impl x norm x dtype.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from . import records
 from .checkout import checkout_root, pytest_command, stream, workers
 from .records import CheckRecord
 
-#: The pytest marker of the modules whose checks make the table.
-MARKER = "oracle"
+#: The folder of the property modules whose checks make the table, in the checkout.
+PROPERTIES = "tests/properties"
 
 
 @dataclass(frozen=True)
@@ -101,14 +101,14 @@ def run_verify(
     pytest_args: Sequence[str] = (),
     progress: Callable[[str], None] | None = None,
 ) -> Verification:
-    """Run the ``oracle``-marked tests under a Hypothesis ``profile`` and return the table.
+    """Run the property modules under a Hypothesis ``profile`` and return the table.
 
     ``progress`` is called with each pytest output line (for a progress display).
     """
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "records.jsonl"
         cmd = pytest_command(
-            str(checkout_root() / "tests"), "-m", MARKER, f"--hypothesis-profile={profile}",
+            str(checkout_root() / PROPERTIES), f"--hypothesis-profile={profile}",
             "-n", str(workers()), "-v", "--no-header", "-o", "console_output_style=classic", *pytest_args,
         )  # fmt: skip
         start = time.perf_counter()
@@ -137,4 +137,4 @@ def format_table(rows: Sequence[Row]) -> str:
     return "\n".join(out)
 
 
-__all__ = ["MARKER", "Row", "Verification", "aggregate", "format_table", "run_verify"]
+__all__ = ["PROPERTIES", "Row", "Verification", "aggregate", "format_table", "run_verify"]

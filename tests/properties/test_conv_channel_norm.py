@@ -17,7 +17,7 @@ from pm_core import Norm
 from tests.assertions import check_differs, merge_for, record
 from tests.strategies import active_settings, cases, inexact_combos
 
-pytestmark = [pytest.mark.oracle, pytest.mark.usefixtures("single_thread")]
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize(("impl", "norm"), inexact_combos())

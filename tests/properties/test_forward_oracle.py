@@ -11,7 +11,7 @@ from pm_core import Norm
 from tests.assertions import check_forward, merge_for
 from tests.strategies import cases, device_params, dtype_params, exact_combos
 
-pytestmark = [pytest.mark.oracle, pytest.mark.usefixtures("single_thread")]
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize("device", device_params())

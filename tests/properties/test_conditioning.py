@@ -20,7 +20,7 @@ from pm_core.bounds import window_conditioning
 from tests.assertions import check_forward, merge_for
 from tests.strategies import EPS, Values, cases, device_params, dtype_params, examples
 
-pytestmark = [pytest.mark.oracle, pytest.mark.usefixtures("single_thread")]
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 PRE_EXACT = [name for name, spec in pm_core.REGISTRY.items() if "pre" in spec.exact_for]
 
