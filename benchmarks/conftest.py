@@ -2,8 +2,8 @@
 
 * ``--quick``: a tiny subset for the CI smoke run (whole run well under 2 minutes).
 * ``--report``: the subset the report runs: for the layer, Swin-T 224 stages at B=8,
-  float32 and bfloat16, forward and forward+backward, every impl and norm, 0.15 s of
-  rounds each; for whole models, every model at three rounds.
+  float32 and bfloat16, forward and forward+backward, every impl and norm, 0.25 s of
+  rounds each; for whole models, every model at three warm rounds.
 """
 
 from __future__ import annotations

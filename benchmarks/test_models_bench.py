@@ -3,7 +3,7 @@
 Ids read ``<library>-<model>-<impl>-<dtype>``; groups are per model and dtype, so
 ``--benchmark-group-by=group`` puts the original and the swapped model side by side.
 With ``--quick``: batch 1 and one model. With ``--report`` (the report's subset): every
-model, three rounds and no separate warm-up.
+model, three warm rounds instead of five.
 """
 
 from __future__ import annotations
@@ -91,11 +91,7 @@ def test_model_forward(
     x = torch.randn(1 if quick else 8, 3, case.size, case.size, dtype=DTYPES[dtype])
     benchmark.group = f"{case.name}-{dtype}"
     benchmark.extra_info.update(library=case.library, model=case.model, impl=impl, dtype=dtype)
+    report = request.config.getoption("--report", default=False)
     with torch.inference_mode():
-        if request.config.getoption("--report", default=False):
-            # the report's subset: the median of three rounds, the first of them cold (oneDNN
-            # primitive creation); one slow round cannot move a median of three
-            benchmark.pedantic(model, args=(x,), rounds=3, iterations=1)
-        else:
-            model(x)  # warm-up: oneDNN primitive creation, allocator
-            benchmark.pedantic(model, args=(x,), rounds=3 if quick else 5, iterations=1)
+        model(x)  # warm-up: oneDNN primitive creation, allocator
+        benchmark.pedantic(model, args=(x,), rounds=3 if quick or report else 5, iterations=1)
