@@ -11,7 +11,6 @@ else with virtualenv and pip.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nox
@@ -33,17 +32,16 @@ def _install(session: nox.Session, *groups: str) -> None:
     session.install("--no-deps", "-e", ".")
 
 
-def _workers() -> str:
-    """pytest-xdist workers: one per core, at most two (the property tests each pin one
-    intra-op thread, so two workers keep both cores busy without oversubscribing)."""
-    return str(min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
+#: pytest-xdist: a worker per core, at most two (each property test pins one intra-op
+#: thread, and tests/conftest.py gives each worker its share of torch's threads).
+XDIST = ("-n", "auto", "--maxprocesses=2")
 
 
 @nox.session(default=True)
 def tests(session: nox.Session) -> None:
     """The test suite under the derandomised `ci` Hypothesis profile (what CI runs)."""
     _install(session, "test", "models", "profile", "report")
-    session.run("pytest", "--hypothesis-profile=ci", "-n", _workers(), *session.posargs)
+    session.run("pytest", "--hypothesis-profile=ci", *XDIST, *session.posargs)
 
 
 @nox.session(python=PYTHONS, default=False)
@@ -63,7 +61,7 @@ def tests_gpu(session: nox.Session) -> None:
 def thorough(session: nox.Session) -> None:
     """The property suite under the `thorough` profile (10x ci's examples), for nightly runs."""
     _install(session, "test", "models", "profile", "report")
-    session.run("pytest", "--hypothesis-profile=thorough", "-n", _workers(), *session.posargs)
+    session.run("pytest", "--hypothesis-profile=thorough", *XDIST, *session.posargs)
 
 
 @nox.session(default=True)

@@ -47,12 +47,20 @@ class ModelTiming(TypedDict):
     median: float  # seconds
 
 
+def command(module: str, json_path: Path, *, quick: bool) -> list[str]:
+    """The command :func:`run_layer_bench` / :func:`run_model_bench` run for ``module``:
+    its report subset (``--quick``: its smoke subset), results as JSON in ``json_path``."""
+    subset = "--quick" if quick else "--report"
+    return benchmark_command(module, subset=subset, json_path=json_path, verbose=True)
+
+
 def _run(
     module: str, json_path: Path, quick: bool, tick: Callable[[str], None]
 ) -> list[dict[str, Any]]:
-    subset = "--quick" if quick else "--report"
+    # absolute: the benchmarks run in the checkout, which need not be the working directory
+    json_path = json_path.resolve()
     done = stream(
-        benchmark_command(module, subset=subset, json_path=json_path, verbose=True),
+        command(module, json_path, quick=quick),
         on_line=lambda line: tick(line) if "::" in line else None,
     )
     if done.returncode != 0 or not json_path.is_file():
@@ -105,4 +113,4 @@ def run_model_bench(
     ]
 
 
-__all__ = ["LayerTiming", "ModelTiming", "run_layer_bench", "run_model_bench"]
+__all__ = ["LayerTiming", "ModelTiming", "command", "run_layer_bench", "run_model_bench"]

@@ -72,13 +72,6 @@ class Finished:
     tail: tuple[str, ...]
 
 
-def workers() -> int:
-    """pytest-xdist workers for the lab's test runs: one per core, at most two (each
-    property test pins one intra-op thread; more workers only fight over memory bandwidth)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(2, cores or 1))
-
-
 def pytest_command(*args: str) -> list[str]:
     """``python -m pytest`` with this interpreter, no cache writes, and ``args``."""
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
@@ -153,5 +146,4 @@ __all__ = [
     "checkout_root",
     "pytest_command",
     "stream",
-    "workers",
 ]

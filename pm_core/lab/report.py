@@ -24,7 +24,8 @@ from pm_core import IMPLS, NORMS, REGISTRY, patch_merge, reference_patch_merge
 
 from . import gpu_model as gm
 from .bench import LayerTiming, ModelTiming, run_layer_bench, run_model_bench
-from .checkout import LAYER_BENCH, MODEL_BENCH, benchmark_command
+from .bench import command as bench_command
+from .checkout import LAYER_BENCH, MODEL_BENCH
 from .profiling import run_profiles, summarize_trace
 from .shapes import QUICK_SHAPE, SWIN_T_STAGE1
 from .terminal import Progress, without_kineto_chatter
@@ -529,8 +530,8 @@ def build_report(out: Path, *, quick: bool = False, update_readme_file: bool = F
 
 
 def _bench_shown(quick: bool) -> str:
-    """The layer benchmark command as a reader would type it (``python -m`` dropped)."""
-    cmd = benchmark_command(LAYER_BENCH, subset="--quick" if quick else "--report")
+    """The layer benchmark command the report ran, as a reader would type it (from pytest on)."""
+    cmd = bench_command(LAYER_BENCH, Path("bench.json"), quick=quick)
     return " ".join(cmd[2:])
 
 

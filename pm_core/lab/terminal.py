@@ -48,7 +48,6 @@ class Progress:
         self._step: str | None = None
         self._counting = total is None  # an open-ended bar counts ticks, not steps
         self._start = time.perf_counter()
-        self.start_all = self._start
         if stream is None and _is_tty():
             from tqdm import tqdm  # lab dependency, only when there is a terminal to draw on
 

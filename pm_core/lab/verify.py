@@ -19,7 +19,7 @@ from pathlib import Path
 from pm_core import NORMS, REGISTRY
 
 from . import records
-from .checkout import checkout_root, pytest_command, stream, workers
+from .checkout import checkout_root, pytest_command, stream
 from .records import CheckRecord
 
 #: The folder of the property modules whose checks make the table, in the checkout.
@@ -109,7 +109,7 @@ def run_verify(
         path = Path(tmp) / "records.jsonl"
         cmd = pytest_command(
             str(checkout_root() / PROPERTIES), f"--hypothesis-profile={profile}",
-            "-n", str(workers()), "-v", "--no-header", "-o", "console_output_style=classic", *pytest_args,
+            "-n", "auto", "--maxprocesses=2", "-v", "--no-header", "-o", "console_output_style=classic", *pytest_args,
         )  # fmt: skip
         start = time.perf_counter()
         done = stream(cmd, on_line=progress, env={**os.environ, records.ENV_VAR: str(path)})
