@@ -3,7 +3,7 @@
 * ``--quick``: a tiny subset for the CI smoke run (whole run well under 2 minutes).
 * ``--report``: the subset the report runs: for the layer, Swin-T 224 stages at B=8,
   float32 and bfloat16, forward and forward+backward, every impl and norm, 0.25 s of
-  rounds each; for whole models, every model at three warm rounds.
+  rounds each; for whole models, the full set (a warm-up and five rounds).
 """
 
 from __future__ import annotations

@@ -417,9 +417,9 @@ def section_models(r: Report, tick: Tick) -> None:
     r.add(
         "Whole models: original vs swapped",
         f"Forward at batch {batch}, native resolution, eval mode, random weights; medians of "
-        f"three warm rounds of `{MODEL_BENCH}` (raw JSON: "
+        f"{'three' if r.quick else 'five'} warm rounds of `{MODEL_BENCH}` (raw JSON: "
         "[models.json](models.json)); the ratios move by a few percent between runs, so "
-        "read 0.97 to 1.03 as no difference. `nox -s bench` runs five warm rounds.",
+        "read 0.97 to 1.03 as no difference.",
         "\n".join(lines),
     )
 
