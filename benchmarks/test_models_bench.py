@@ -3,7 +3,7 @@
 Ids read ``<library>-<model>-<impl>-<dtype>``; groups are per model and dtype, so
 ``--benchmark-group-by=group`` puts the original and the swapped model side by side.
 With ``--quick``: batch 1 and one model. ``--report`` (the report's subset) is the full set:
-three warm rounds widened the swapped/original ratios from 0.97-1.05 to 0.95-1.25.
+a warm-up and five rounds.
 """
 
 from __future__ import annotations
