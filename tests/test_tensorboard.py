@@ -4,42 +4,18 @@ internet; the data behind them does not)."""
 
 from __future__ import annotations
 
-import gzip
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
-from pm_core.lab.profiling import profile_configs, run_profiles, summarize_trace
+from pm_core.lab.profiling import MEASURED_STEPS, profile_configs, run_profiles, summarize_trace
+
+from .tensorboard_server import get, serve
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("torch_tb_profiler")
-
-API = "/data/plugin/pytorch_profiler"
-DEADLINE_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(base: str, route: str, **params: str) -> Any:
-    url = f"{base}{API}{route}?{urllib.parse.urlencode(params)}"
-    with urllib.request.urlopen(url, timeout=10) as r:
-        body = r.read()
-        if r.headers.get("Content-Encoding") == "gzip":  # the plugin gzips big views
-            body = gzip.decompress(body)
-        return json.loads(body)
 
 
 @pytest.fixture(scope="module")
@@ -76,50 +52,50 @@ def test_offline_summary_has_what_the_charts_show(traces: list[Path]) -> None:
         assert any(k.startswith("patch_merge/") for k in s.labels), s.labels
 
 
+def test_traces_hold_the_measured_steps_only(traces: list[Path]) -> None:
+    """The trace's ProfilerStep blocks are the active steps, after the wait and warm-up,
+    and each holds one forward and one backward range."""
+    for run in traces:
+        s = summarize_trace(run)
+        assert s.steps == MEASURED_STEPS, s.steps
+        impl, norm = run.name.split("-")[:2]
+        assert {f"patch_merge/{impl}/{norm}/forward", f"patch_merge/{impl}/{norm}/backward"} <= set(
+            s.labels
+        ), s.labels
+
+
+def test_traces_carry_no_python_stacks_unless_asked(traces: list[Path], tmp_path: Path) -> None:
+    """Without with_stack the trace holds no python_function events (no report, CLI or
+    tqdm frames above the ops); with it, it does, and the ranges are still there."""
+
+    def python_events(run: Path) -> int:
+        data = json.loads(next(run.glob("*.pt.trace.json")).read_text())
+        return sum(e.get("cat") == "python_function" for e in data["traceEvents"])
+
+    assert all(python_events(run) == 0 for run in traces)
+    (stacked,) = run_profiles(
+        tmp_path, impls=["slice"], norms=["none"], dtypes=[torch.float32],
+        shapes=[(1, 4, 4, 4)], with_stack=True,
+    )  # fmt: skip
+    assert python_events(stacked) > 0
+    assert summarize_trace(stacked).steps == MEASURED_STEPS
+
+
 def test_tensorboard_serves_every_run(traces: list[Path], tmp_path: Path) -> None:
     """Every run is listed, and its Overview, Operator and Memory views return data."""
-    root = traces[0].parent
-    port = _free_port()
-    log = (tmp_path / "tensorboard.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(root),
-         "--host", "127.0.0.1", "--port", str(port), "--load_fast=false"],
-        stdout=subprocess.DEVNULL, stderr=log,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + DEADLINE_S
-        runs: list[str] = []
-        while time.monotonic() < deadline:
-            try:
-                data = _get(base, "/runs")
-                runs = data["runs"]
-                if not data["loading"] and len(runs) >= len(traces):
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail(f"tensorboard exited: {(tmp_path / 'tensorboard.log').read_text()}")
-            time.sleep(0.5)
+    with serve(traces[0].parent, tmp_path / "tensorboard.log", len(traces)) as base:
+        runs = get(base, "/runs")["runs"]
         assert sorted(runs) == sorted(p.name for p in traces)
         for run in runs:
-            views = _get(base, "/views", run=run)
+            views = get(base, "/views", run=run)
             assert {"Overview", "Operator", "Memory"} <= set(views), views
-            worker = _get(base, "/workers", run=run, view="Overview")[0]
-            span = _get(base, "/spans", run=run, worker=worker)[0]
+            worker = get(base, "/workers", run=run, view="Overview")[0]
+            span = get(base, "/spans", run=run, worker=worker)[0]
             q = {"run": run, "worker": worker, "span": span}
-            overview = _get(base, "/overview", **q)
+            overview = get(base, "/overview", **q)
             assert overview["steps"]["rows"], overview
-            ops = _get(base, "/operation/table", group_by="Operation", **q)
+            ops = get(base, "/operation/table", group_by="Operation", **q)
             assert ops["data"], ops
             assert all("name" in r for r in ops["data"]), ops
-            memory = _get(base, "/memory", **q)
+            memory = get(base, "/memory", **q)
             assert memory["rows"], memory
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()

@@ -2,9 +2,17 @@
 
 :func:`run_profiles` writes ``<out_root>/<run>/*.pt.trace.json`` through
 ``tensorboard_trace_handler``: a schedule (wait/warmup/active), ``profile_memory``,
-``record_shapes``, ``with_stack``, ``with_modules``, ``record_function`` labels per
-impl and phase, and CUDA activity when a GPU is present. Run names read naturally in
-TensorBoard's run list: ``conv-pre-float32-8x56x56x96``.
+``record_shapes``, ``record_function`` labels per impl and phase, and CUDA activity when
+a GPU is present. Run names read naturally in TensorBoard's run list:
+``conv-pre-float32-8x56x56x96``. Only the :data:`ACTIVE` steps after the wait and warm-up
+are recorded, so the trace's ``ProfilerStep#2`` and ``#3`` (:data:`MEASURED_STEPS`) are
+measured steps, never the warm-up.
+
+Python stacks are off by default: the range names ``patch_merge/<impl>/<norm>/forward``
+and ``/backward`` already say what ran, while ``with_stack`` adds the report's, the CLI's
+and pytest's frames above every op (and the Python tracer's own cost to each op's time).
+Turn them on (``with_stack=True``, ``pm-core profile --with-stack``) to see which line of
+*your* code launched an op.
 
 The torch-tb-profiler page draws its Overview, Operator and Memory charts with Google
 Charts fetched from the internet, so offline they stay blank. :func:`summarize_trace`
@@ -16,7 +24,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +38,8 @@ from pm_core import NORMS, REGISTRY, Norm, patch_merge
 from .shapes import QUICK_SHAPE, SWIN_T_STAGE1
 
 WAIT, WARMUP, ACTIVE = 1, 1, 2
+#: The ``ProfilerStep#N`` names a trace holds: the active steps, after wait and warm-up.
+MEASURED_STEPS = tuple(f"ProfilerStep#{i}" for i in range(WAIT + WARMUP, WAIT + WARMUP + ACTIVE))
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,7 @@ class ProfileConfig:
     dtype: torch.dtype
     shape: tuple[int, int, int, int]
     backward: bool = True
+    with_stack: bool = False
 
     @property
     def run_name(self) -> str:
@@ -84,33 +94,28 @@ def profile_one(cfg: ProfileConfig, run_dir: Path, device: torch.device | None =
     params = [t.requires_grad_(cfg.backward) for t in (x, weight, nw, nb) if t is not None]
     activities = profiler_activities(device)
     label = f"patch_merge/{cfg.impl}/{cfg.norm}"
-    with warnings.catch_warnings():
-        # torch 2.14 deprecates with_modules (TorchScript only) and warns when the
-        # profiler starts; it is still honoured, and the issue asks for it
-        warnings.filterwarnings("ignore", "with_modules is deprecated", FutureWarning)
-        prof = profile(
-            activities=activities,
-            schedule=schedule(wait=WAIT, warmup=WARMUP, active=ACTIVE, repeat=1),
-            on_trace_ready=torch.profiler.tensorboard_trace_handler(
-                str(run_dir), worker_name=cfg.run_name
-            ),
-            profile_memory=True,
-            record_shapes=True,
-            with_stack=True,
-            with_modules=True,
-        )
-        with prof:
-            for _ in range(WAIT + WARMUP + ACTIVE):
-                for p in params:
-                    p.grad = None
-                with record_function(f"{label}/forward"):
-                    y = patch_merge(x, weight, nw, nb, norm=cfg.norm, impl=cfg.impl)
-                if cfg.backward:
-                    with record_function(f"{label}/backward"):
-                        y.backward(torch.ones_like(y))  # type: ignore[no-untyped-call]
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                prof.step()
+    prof = profile(
+        activities=activities,
+        schedule=schedule(wait=WAIT, warmup=WARMUP, active=ACTIVE, repeat=1),
+        on_trace_ready=torch.profiler.tensorboard_trace_handler(
+            str(run_dir), worker_name=cfg.run_name
+        ),
+        profile_memory=True,
+        record_shapes=True,
+        with_stack=cfg.with_stack,
+    )
+    with prof:
+        for _ in range(WAIT + WARMUP + ACTIVE):
+            for p in params:
+                p.grad = None
+            with record_function(f"{label}/forward"):
+                y = patch_merge(x, weight, nw, nb, norm=cfg.norm, impl=cfg.impl)
+            if cfg.backward:
+                with record_function(f"{label}/backward"):
+                    y.backward(torch.ones_like(y))  # type: ignore[no-untyped-call]
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            prof.step()
     traces = sorted(run_dir.glob("*.pt.trace.json"))
     if not traces:
         raise RuntimeError(f"torch.profiler wrote no trace into {run_dir}")
@@ -124,6 +129,7 @@ def profile_configs(
     norms: Sequence[Norm] | None = None,
     dtypes: Sequence[torch.dtype] | None = None,
     shapes: Sequence[tuple[int, int, int, int]] | None = None,
+    with_stack: bool = False,
 ) -> list[ProfileConfig]:
     """The configurations :func:`run_profiles` covers (quick: float32, one small shape)."""
     impls = tuple(impls or REGISTRY)
@@ -133,7 +139,7 @@ def profile_configs(
     if shapes is None:
         shapes = (QUICK_SHAPE,) if quick else (SWIN_T_STAGE1,)
     return [
-        ProfileConfig(i, n, dt, tuple(s))  # type: ignore[arg-type]
+        ProfileConfig(i, n, dt, tuple(s), with_stack=with_stack)  # type: ignore[arg-type]
         for s in shapes
         for dt in dtypes
         for n in norms
@@ -149,18 +155,23 @@ def run_profiles(
     norms: Sequence[Norm] | None = None,
     dtypes: Sequence[torch.dtype] | None = None,
     shapes: Sequence[tuple[int, int, int, int]] | None = None,
+    with_stack: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Write one TensorBoard run per impl x norm x dtype x shape under ``out_root``.
 
     Each run is ``out_root/<impl>-<norm>-<dtype>-<BxHxWxC>/`` holding one
     ``*.pt.trace.json`` (forward + backward, :data:`ACTIVE` profiled steps). Returns
-    the run folders. ``progress`` is called with each run name when it is done.
+    the run folders. ``progress`` is called with each run name when it is done;
+    ``with_stack`` records Python stacks (see the module docstring for when that helps).
     """
     out_root = Path(out_root)
     device = _device()
     runs = []
-    for cfg in profile_configs(quick=quick, impls=impls, norms=norms, dtypes=dtypes, shapes=shapes):
+    configs = profile_configs(
+        quick=quick, impls=impls, norms=norms, dtypes=dtypes, shapes=shapes, with_stack=with_stack
+    )
+    for cfg in configs:
         run_dir = out_root / cfg.run_name
         profile_one(cfg, run_dir, device)
         runs.append(run_dir)
@@ -194,7 +205,8 @@ class TraceSummary:
     ``top_ops``: aten/user ops by self time (descending). ``memory_curve``:
     ``(time_us from trace start, total allocated bytes)`` after each allocation event,
     per device. ``allocations``: bytes allocated inside each op (innermost op
-    enclosing the allocation), descending. ``peak_bytes``: per device.
+    enclosing the allocation), descending. ``peak_bytes``: per device. ``steps``: the
+    ``ProfilerStep#N`` names in time order (:data:`MEASURED_STEPS` for our runs).
     """
 
     path: Path
@@ -204,9 +216,11 @@ class TraceSummary:
     allocations: tuple[OpAlloc, ...]
     peak_bytes: dict[str, int]
     labels: dict[str, float]
+    steps: tuple[str, ...]
 
 
-def _trace_file(path: Path) -> Path:
+def trace_file(path: Path) -> Path:
+    """``path`` itself, or the latest ``*.pt.trace.json`` in the run folder ``path``."""
     if path.is_dir():
         traces = sorted(path.glob("*.pt.trace.json"))
         if not traces:
@@ -217,7 +231,7 @@ def _trace_file(path: Path) -> Path:
 
 def summarize_trace(path: Path | str, *, top: int = 15) -> TraceSummary:
     """Summarise one trace file (or a run folder's latest trace) without TensorBoard."""
-    path = _trace_file(Path(path))
+    path = trace_file(Path(path))
     data = json.loads(path.read_text())
     events: list[dict[str, Any]] = data.get("traceEvents", data if isinstance(data, list) else [])
     ops = [e for e in events if e.get("ph") == "X" and e.get("cat") == "cpu_op"]
@@ -226,7 +240,10 @@ def summarize_trace(path: Path | str, *, top: int = 15) -> TraceSummary:
         for e in events
         if e.get("ph") == "X" and e.get("cat") == "user_annotation"
     }
-    step_events = [e for e in events if str(e.get("name", "")).startswith("ProfilerStep#")]
+    step_events = sorted(
+        (e for e in events if str(e.get("name", "")).startswith("ProfilerStep#")),
+        key=lambda e: float(e["ts"]),
+    )
     step_us = sum(float(e["dur"]) for e in step_events) / max(len(step_events), 1)
     # self time: subtract the time of directly nested ops on the same thread
     by_tid: dict[Any, list[dict[str, Any]]] = {}
@@ -285,6 +302,7 @@ def summarize_trace(path: Path | str, *, top: int = 15) -> TraceSummary:
         allocations=tuple(allocations),
         peak_bytes=peak,
         labels=labels,
+        steps=tuple(str(e["name"]) for e in step_events),
     )
 
 
@@ -322,6 +340,8 @@ def format_summary(s: TraceSummary, *, top: int = 10) -> str:
 
 
 __all__ = [
+    "ACTIVE",
+    "MEASURED_STEPS",
     "OpAlloc",
     "OpTime",
     "ProfileConfig",
@@ -333,4 +353,5 @@ __all__ = [
     "profiler_activities",
     "run_profiles",
     "summarize_trace",
+    "trace_file",
 ]
