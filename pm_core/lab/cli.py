@@ -1,4 +1,4 @@
-"""``pm-core`` / ``python -m pm_core``: verify, bench, traffic, profile and report.
+"""``pm-core`` / ``python -m pm_core``: verify, bench, traffic, profile, view and report.
 
 Exit codes: 0 when everything holds, 1 when an equivalence that should hold does not
 (or a step failed), 2 for usage errors.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import webbrowser
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,13 @@ from .profiling import run_profiles
 from .report import build_report
 from .shapes import SWIN_T_STAGE1
 from .terminal import Progress, without_kineto_chatter
+from .trace_viewer import (
+    DEFAULT_CACHE,
+    SPEEDSCOPE_VERSION,
+    ViewerUnavailable,
+    fetch_speedscope,
+    viewer_url,
+)
 from .traffic import traffic_table
 from .verify import format_table, run_verify
 
@@ -76,10 +84,38 @@ def cmd_profile(args: argparse.Namespace) -> int:
     progress.step("traces")
     try:
         with without_kineto_chatter():
-            runs = run_profiles(Path(args.out), quick=args.quick, progress=progress.tick)
+            runs = run_profiles(
+                Path(args.out), quick=args.quick, with_stack=args.with_stack, progress=progress.tick
+            )
     finally:
         progress.close()
-    print(f"wrote {len(runs)} TensorBoard runs under {args.out}/; view with: nox -s tensorboard")
+    print(
+        f"wrote {len(runs)} TensorBoard runs under {args.out}/; view with: nox -s tensorboard "
+        "(needs the internet for its charts) or, offline: nox -s view -- <run folder>"
+    )
+    return 0
+
+
+def _newest_trace(root: Path) -> Path:
+    traces = sorted(root.glob("*/*.pt.trace.json"), key=lambda p: p.stat().st_mtime)
+    if not traces:
+        raise SystemExit(f"no *.pt.trace.json under {root}/*/: run `nox -s profile` first")
+    return traces[-1]
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    trace = Path(args.trace) if args.trace else _newest_trace(Path("profiles"))
+    if not trace.exists():
+        raise SystemExit(f"{trace}: no such trace file or run folder")
+    try:
+        speedscope = fetch_speedscope(args.cache)
+    except ViewerUnavailable as e:
+        print(f"pm-core view: {e}", file=sys.stderr)
+        return 1
+    url = viewer_url(trace, speedscope)
+    print(f"speedscope {SPEEDSCOPE_VERSION} (offline) on {trace}:\n{url}")
+    if not args.no_open and not webbrowser.open(url):
+        print("no browser could be started here: open the URL above in one", file=sys.stderr)
     return 0
 
 
@@ -127,7 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--quick", action="store_true", help="fewer configurations")
     f.add_argument("--out", default="profiles", help="trace root (default: profiles)")
+    f.add_argument(
+        "--with-stack",
+        action="store_true",
+        help="record Python stacks (off: the range names already say which impl and phase ran)",
+    )
     f.set_defaults(func=cmd_profile)
+
+    w = sub.add_parser("view", help="open a trace in speedscope, offline (fetched once with npm)")
+    w.add_argument(
+        "trace", nargs="?", help="a *.pt.trace.json or a run folder (default: the newest)"
+    )
+    w.add_argument("--no-open", action="store_true", help="print the file:// URL only")
+    w.add_argument("--cache", default=str(DEFAULT_CACHE), help="where speedscope is kept")
+    w.set_defaults(func=cmd_view)
 
     r = sub.add_parser("report", help="everything above into profiles/report/report.md plus plots")
     r.add_argument("--quick", action="store_true", help="about one minute instead of about five")
