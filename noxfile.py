@@ -33,14 +33,15 @@ def _install(session: nox.Session, *groups: str) -> None:
 
 
 #: pytest-xdist: a worker per core, at most two (each property test pins one intra-op
-#: thread, and tests/conftest.py gives each worker its share of torch's threads).
-XDIST = ("-n", "auto", "--maxprocesses=2")
+#: thread, and tests/conftest.py gives each worker its share of torch's threads);
+#: loadgroup keeps an xdist_group (the browser tests) on one worker.
+XDIST = ("-n", "auto", "--maxprocesses=2", "--dist", "loadgroup")
 
 
 @nox.session(default=True)
 def tests(session: nox.Session) -> None:
     """The test suite under the derandomised `ci` Hypothesis profile (what CI runs)."""
-    _install(session, "test", "models", "profile", "report")
+    _install(session, "test", "models", "profile", "report", "browser")
     session.run("pytest", "--hypothesis-profile=ci", *XDIST, *session.posargs)
 
 
@@ -60,7 +61,7 @@ def tests_gpu(session: nox.Session) -> None:
 @nox.session(default=False)
 def thorough(session: nox.Session) -> None:
     """The property suite under the `thorough` profile (10x ci's examples), for nightly runs."""
-    _install(session, "test", "models", "profile", "report")
+    _install(session, "test", "models", "profile", "report", "browser")
     session.run("pytest", "--hypothesis-profile=thorough", *XDIST, *session.posargs)
 
 
@@ -79,7 +80,7 @@ def lint(session: nox.Session) -> None:
     session.run("zizmor", "--offline", *workflows)
     session.run(
         "codespell", "pm_core", "tests", "benchmarks", "docs", "README.md", "noxfile.py",
-        "--skip", "docs/_build",
+        "--skip", "docs/_build,*.min.js",
     )  # fmt: skip
 
 
@@ -119,6 +120,13 @@ def tensorboard(session: nox.Session) -> None:
     """Serve profiles/ in TensorBoard with the torch-tb-profiler plugin (http://localhost:6006)."""
     _install(session, "profile")
     session.run("tensorboard", "--logdir", "profiles", "--bind_all", *session.posargs)
+
+
+@nox.session(default=False)
+def view(session: nox.Session) -> None:
+    """Open a trace offline in speedscope (fetched once with npm): `-- <run folder or trace>`."""
+    _install(session, "torch")
+    session.run("pm-core", "view", *session.posargs)
 
 
 @nox.session(default=False)
