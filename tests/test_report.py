@@ -52,6 +52,26 @@ def test_rebuild_replaces_everything(tmp_path: Path, fast_report: None) -> None:
     assert (out / "report.md").is_file()
 
 
+def test_browser_screenshots_survive_a_rebuild_and_are_linked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast_report: None
+) -> None:
+    """The browser test's screenshots are not the report's to delete: a rebuild keeps
+    them and links each one; without any, the section says how to take them."""
+    steps = tuple(
+        report.Step(s.name, report.section_screenshots) if s.name == "screenshots" else s
+        for s in report.STEPS  # fast_report's stubs, but the real screenshots step
+    )
+    monkeypatch.setattr(report, "STEPS", steps)
+    out = tmp_path / "report"
+    report.build_report(out)
+    assert "No screenshots yet" in (out / "report.md").read_text()
+    (out / report.SCREENSHOTS).mkdir()
+    (out / report.SCREENSHOTS / "tensorboard-trace-conv.png").write_bytes(b"png")
+    report.build_report(out)
+    assert (out / report.SCREENSHOTS / "tensorboard-trace-conv.png").read_bytes() == b"png"
+    assert "(browser/tensorboard-trace-conv.png)" in (out / "report.md").read_text()
+
+
 def test_update_readme_touches_only_the_findings_block(tmp_path: Path) -> None:
     """Only the text between the findings markers changes; no markers, no change."""
     readme = tmp_path / "README.md"

@@ -16,6 +16,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -442,12 +443,38 @@ def section_profiles(r: Report, tick: Tick) -> None:
     r.add(
         "Profiles",
         f"{len(runs)} TensorBoard runs (forward + backward, one per impl x norm x dtype x "
-        "shape) under `profiles/`. Open them with `python -m nox -s tensorboard` (PyTorch "
-        "Profiler tab), or load a run's `*.pt.trace.json` in https://ui.perfetto.dev. Offline, "
-        "the plugin's Overview/Operator/Memory charts stay blank (they load Google Charts "
-        "from the internet), so the numbers they would show are here, read from the same "
-        "files (`pm_core.lab.profiling.summarize_trace`).",
+        "shape) under `profiles/`, each holding only the measured steps (`ProfilerStep#2` "
+        "and `#3`; the wait and warm-up steps are not recorded). Open them in TensorBoard "
+        "with `python -m nox -s tensorboard` (PyTorch Profiler tab; its views need the "
+        "internet, see `profiles/README.md`), or offline in speedscope with "
+        "`python -m nox -s view -- profiles/<run>`. The numbers TensorBoard's charts would "
+        "show are here, read from the same files (`pm_core.lab.profiling.summarize_trace`).",
         "\n".join(lines),
+    )
+
+
+#: Where the browser test (tests/test_browser.py) leaves its screenshots, in the report folder.
+SCREENSHOTS = "browser"
+
+
+def section_screenshots(r: Report, _tick: Tick) -> None:
+    shots = sorted((r.out / SCREENSHOTS).glob("*.png"))
+    if not shots:
+        r.add(
+            "The profiler UI in a browser",
+            "No screenshots yet: `tests/test_browser.py` takes them when Chromium is installed "
+            "(`apt-get install chromium`, then `python -m nox -s tests -- tests/test_browser.py`).",
+        )
+        return
+    taken = datetime.fromtimestamp(max(p.stat().st_mtime for p in shots)).strftime("%Y-%m-%d %H:%M")
+    r.add(
+        "The profiler UI in a browser",
+        f"Taken by `tests/test_browser.py` (headless Chromium, no network; last at {taken}) on "
+        "its own small runs. `tensorboard-offline`: what a user sees with no internet, the "
+        "pickers and a spinner. `tensorboard-operator-*` and `tensorboard-trace-*`: the same "
+        "page with Google Charts and the web-components polyfill stood in (charts blank, "
+        "tables and the trace timeline drawn). `speedscope-*`: the offline viewer.",
+        "\n".join(f"- [{p.stem}]({SCREENSHOTS}/{p.name})" for p in shots),
     )
 
 
@@ -479,6 +506,7 @@ STEPS: tuple[Step, ...] = (
     Step("benchmarks", section_bench),
     Step("whole models", section_models),
     Step("profiles", section_profiles),
+    Step("screenshots", section_screenshots),
     Step("plots", section_plots),
 )
 
@@ -489,6 +517,8 @@ def build_report(out: Path, *, quick: bool = False, update_readme_file: bool = F
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    if (out / SCREENSHOTS).is_dir():  # the browser test's, not the report's: keep them
+        shutil.copytree(out / SCREENSHOTS, tmp / SCREENSHOTS)
     r = Report(tmp, quick)
     progress = Progress("report", total=len(STEPS))
     try:
