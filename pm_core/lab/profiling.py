@@ -14,10 +14,10 @@ and pytest's frames above every op (and the Python tracer's own cost to each op'
 Turn them on (``with_stack=True``, ``pm-core profile --with-stack``) to see which line of
 *your* code launched an op.
 
-The torch-tb-profiler page draws its Overview, Operator and Memory charts with Google
-Charts fetched from the internet, so offline they stay blank. :func:`summarize_trace`
-reads the same trace JSON and gives what those charts show: top ops by self time, the
-memory curve and per-op allocations.
+The torch-tb-profiler page waits for Google Charts from the internet before it loads any
+view, so offline it shows none (``profiles/README.md``). :func:`summarize_trace` reads
+the same trace JSON and gives what its Overview, Operator and Memory views show: top ops
+by self time, the memory curve and per-op allocations.
 """
 
 from __future__ import annotations
@@ -229,11 +229,17 @@ def trace_file(path: Path) -> Path:
     return path
 
 
+def trace_events(path: Path) -> list[dict[str, Any]]:
+    """The events of a Chrome trace file: its ``traceEvents``, or the bare array form."""
+    data = json.loads(path.read_text())
+    events: list[dict[str, Any]] = data if isinstance(data, list) else data.get("traceEvents", [])
+    return events
+
+
 def summarize_trace(path: Path | str, *, top: int = 15) -> TraceSummary:
     """Summarise one trace file (or a run folder's latest trace) without TensorBoard."""
     path = trace_file(Path(path))
-    data = json.loads(path.read_text())
-    events: list[dict[str, Any]] = data.get("traceEvents", data if isinstance(data, list) else [])
+    events = trace_events(path)
     ops = [e for e in events if e.get("ph") == "X" and e.get("cat") == "cpu_op"]
     labels = {
         e["name"]: float(e["dur"])
@@ -353,5 +359,6 @@ __all__ = [
     "profiler_activities",
     "run_profiles",
     "summarize_trace",
+    "trace_events",
     "trace_file",
 ]

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypedDict
 
-from .profiling import trace_file
+from .profiling import trace_events, trace_file
 
 SPEEDSCOPE_VERSION = "1.25.0"
 #: npm's ``dist.integrity`` of speedscope-1.25.0.tgz; a tarball that does not match is refused.
@@ -135,8 +135,7 @@ def to_speedscope(path: Path | str) -> dict[str, Any]:
     are microseconds from the trace's first event, shared by every thread.
     """
     path = trace_file(Path(path))
-    data = json.loads(path.read_text())
-    events: list[dict[str, Any]] = data["traceEvents"] if isinstance(data, dict) else data
+    events = trace_events(path)
     complete = [
         e
         for e in events
