@@ -326,12 +326,15 @@ def check_grads(
     device: str = "cpu",
     weight_param: str = "linear",
     gemm_precision: str | None = AUTO,
+    create_graph: bool = False,
 ) -> None:
     """Gradients w.r.t. x, the reduction weight and the norm parameters match the oracle's,
     within the bound for the subject's GEMM precision (``AUTO``: :func:`precision_for`).
 
     ``weight_param="conv"`` differentiates w.r.t. a ``[O, C, 2, 2]`` conv weight and maps
     its gradient back through :func:`pm_core.conv_to_linear` before comparing.
+    ``create_graph=True`` takes them as the first step of a second derivative does,
+    which may run a different backward (the conv fold's differentiable one).
     """
     __tracebackhide__ = True
     inp = case.build(norm, device)
@@ -345,8 +348,11 @@ def check_grads(
     nw = None if inp.norm_weight is None else inp.norm_weight.requires_grad_()
     nb = None if inp.norm_bias is None else inp.norm_bias.requires_grad_()
     y = subject.merge(x, weight, nw, nb, hw=inp.hw, norm=norm, eps=EPS)
-    torch.autograd.backward(y, inp.grad_out)
-    gw = leaf_w.grad
+    leaves = [t for t in (x, leaf_w, nw, nb) if t is not None]
+    found = iter(
+        torch.autograd.grad(y, leaves, inp.grad_out, create_graph=create_graph, allow_unused=True)
+    )
+    gx, gw, gnw, gnb = (None if t is None else next(found) for t in (x, leaf_w, nw, nb))
     if weight_param == "conv" and gw is not None:
         gw = conv_to_linear(gw)
 
@@ -359,9 +365,10 @@ def check_grads(
     eb = _bounds(inp, norm, device, subject, precision, grad_out=inp.grad_out)
     kappa = _kappa(inp)
     repro = _repro(
-        "check_grads", subject, case, norm=norm, device=device, weight_param=weight_param
-    )
-    got = [x.grad, gw, None if nw is None else nw.grad, None if nb is None else nb.grad]
+        "check_grads", subject, case, norm=norm, device=device, weight_param=weight_param,
+        create_graph=create_graph,
+    )  # fmt: skip
+    got = [gx, gw, gnw, gnb]
     kinds: list[records.Kind] = ["grad_x", "grad_weight", "grad_norm_weight", "grad_norm_bias"]
     bounds = [eb.x, eb.reduction_weight, eb.norm_weight, eb.norm_bias]
     for g, r, bd, kind in zip(got, ref, bounds, kinds, strict=True):

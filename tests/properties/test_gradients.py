@@ -41,3 +41,18 @@ def test_conv_parameterised_weight_gradient(
     oracle's dL/dW in the swin layout."""
     case = data.draw(cases(torch.float64, grad=True), label="case")
     check_grads(merge_for(impl), case, norm=norm, device=device, weight_param="conv")
+
+
+@pytest.mark.parametrize("device", device_params())
+@pytest.mark.parametrize(("impl", "norm"), exact_combos())
+@examples(0.25)
+@given(data=st.data())
+def test_gradients_for_a_second_derivative_match_oracle(
+    impl: str, norm: Norm, device: str, data: st.DataObject
+) -> None:
+    """Gradients taken with ``create_graph=True``, the first half of a second derivative,
+    are the same gradients: an impl may backpropagate differently when its backward must
+    itself be differentiable, and gradgradcheck alone would not notice a consistently
+    wrong one (it checks the derivative *of* the backward, not the backward)."""
+    case = data.draw(cases(torch.float64, grad=True), label="case")
+    check_grads(merge_for(impl), case, norm=norm, device=device, create_graph=True)

@@ -1,0 +1,320 @@
+"""``error_bounds`` computes the bound its docstring derives, term for term.
+
+The property suite checks that errors stay *below* the bound; nothing there notices a
+bound grown looser than its derivation (a ``gamma(L) = L + 3``, a dropped
+``(1 + u_in)^2``), which would let a wrong implementation through. Mutation testing
+(``nox -s mutants``) showed such changes surviving. So here the derivation in
+:mod:`pm_core.bounds` is evaluated a second time, independently: scalar Python floats,
+explicit loops over windows, outputs and window entries, its own gather by the index
+formula ``k = (2*dw + dh)*C + c``, and the formats' unit roundoffs written out from
+IEEE 754 rather than read from torch. Shapes are tiny, so the loops are cheap.
+
+Tolerance: both sides evaluate the same float64 expression of non-negative terms (every
+magnitude is an absolute value, every coefficient positive), summed in different orders;
+``L`` such terms differ by at most ``L * 2^-53`` relative (Higham sec. 3.1). With at most
+a few hundred terms per entry, ``rtol = 1e-12`` holds with margin, while any change to a
+coefficient of the derivation moves an entry by far more (``gamma(L)`` changed by one
+unit is at least ``1 / (L + 2)``). Zero inputs are drawn too, where the bound is its
+underflow term alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pm_core import Norm, error_bounds
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+#: unit roundoff u = 2^-p (p the significand bits with the hidden one) and smallest normal
+UNIT = {torch.float64: 2.0**-53, torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8,
+        torch.float16: 2.0**-11}  # fmt: skip
+SMALLEST_NORMAL = {torch.float64: 2.0**-1022, torch.float32: 2.0**-126,
+                   torch.bfloat16: 2.0**-126, torch.float16: 2.0**-14}  # fmt: skip
+#: a GEMM operand's rounding, one full ulp of the format (the docstring's u_in)
+OPERAND_ULP = {"tf32": 2.0**-10, "bf16": 2.0**-7}
+RTOL = 1e-12
+EPS = 1e-5
+
+Vec = list[float]
+
+
+def _mean(v: Vec) -> float:
+    return sum(v) / len(v)
+
+
+@dataclass
+class _LN:
+    xhat: Vec
+    sigma: float
+    kappa: float  # |mu| / sigma + 1
+
+
+def _ln(v: Vec) -> _LN:
+    mu = _mean(v)
+    sigma = math.sqrt(_mean([(t - mu) ** 2 for t in v]) + EPS)
+    return _LN([(t - mu) / sigma for t in v], sigma, abs(mu) / sigma + 1)
+
+
+class Derivation:
+    """The coefficients of the bounds module's docstring for one dtype and GEMM precision."""
+
+    def __init__(self, dtype: torch.dtype, precision: str | None) -> None:
+        acc = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+        u_in = OPERAND_ULP.get(precision or "ieee", 0.0)
+        self.u = UNIT[dtype] + UNIT[torch.float64]  # the dtype's, plus the oracle's own
+        self.ratio = UNIT[acc] / UNIT[dtype]  # u_acc / u
+        self.k_in = (1 + u_in) ** 2
+        self.r_in = (2 * u_in + u_in**2) / self.u
+        self.tiny = SMALLEST_NORMAL[dtype] * (UNIT[dtype] + u_in)
+
+    def gamma(self, length: int) -> float:
+        return length * self.ratio + 2
+
+    def gamma_n(self, length: int) -> float:  # reductions over windows: dtype accumulation
+        return length + 2.0
+
+    def gemm(self, length: int) -> float:
+        return self.gamma(length) * self.k_in + self.r_in
+
+    def gemm_n(self, length: int) -> float:
+        return self.gamma_n(length) * self.k_in + self.r_in
+
+    def second_order(self, c: float) -> float:
+        return c * (1 + self.u * c)
+
+
+def _windows(x: torch.Tensor) -> dict[tuple[int, int, int], Vec]:
+    """Every window's 4C vector by the index formula, zero outside the map."""
+    b, h, w, c = x.shape
+    xs = x.tolist()
+    out = {}
+    for bi in range(b):
+        for i in range(-(-h // 2)):
+            for j in range(-(-w // 2)):
+                v = [0.0] * (4 * c)
+                for dh in range(2):
+                    for dw in range(2):
+                        for ch in range(c):
+                            r, col = 2 * i + dh, 2 * j + dw
+                            if r < h and col < w:
+                                v[(2 * dw + dh) * c + ch] = xs[bi][r][col][ch]
+                out[bi, i, j] = v
+    return out
+
+
+@dataclass
+class Expected:
+    output: dict[tuple[int, int, int], Vec]
+    x: dict[tuple[int, int, int], Vec]  # per window, in window order
+    weight: list[Vec]
+    norm_weight: Vec
+    norm_bias: Vec
+    kappa: float
+
+
+def derive(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    g: Vec | None,
+    b: Vec | None,
+    grad: torch.Tensor,
+    norm: Norm,
+    dtype: torch.dtype,
+    precision: str | None,
+) -> Expected:
+    d = Derivation(dtype, precision)
+    wins = _windows(x)
+    aw = [[abs(t) for t in row] for row in weight.tolist()]
+    o, n = len(aw), len(aw[0])
+    nwin = len(wins)
+    size = n if norm == "pre" else o
+    ag = [abs(t) for t in g] if g is not None else [1.0] * size
+    gv = g if g is not None else [1.0] * size
+    bv = b if b is not None else [0.0] * size
+    ab = [abs(t) for t in bv]
+    gr = grad.tolist()
+    out: dict[tuple[int, int, int], Vec] = {}
+    gx: dict[tuple[int, int, int], Vec] = {}
+    gw = [[0.0] * n for _ in range(o)]
+    gg = [0.0] * size
+    gb = [0.0] * size
+    for key, v in wins.items():
+        bi, i, j = key
+        aG = [abs(t) for t in gr[bi][i][j]]  # |G| of this window
+        av = [abs(t) for t in v]
+        if norm == "none":
+            out[key] = [d.gemm(n) * sum(av[k] * aw[p][k] for k in range(n)) for p in range(o)]
+            gx[key] = [d.gemm(o) * sum(aG[p] * aw[p][k] for p in range(o)) for k in range(n)]
+            for p in range(o):
+                for k in range(n):
+                    gw[p][k] += d.gemm_n(nwin) * aG[p] * av[k]
+        elif norm == "pre":
+            ln = _ln(v)
+            ax = [abs(t) for t in ln.xhat]
+            cond = d.second_order(d.gamma(n) * ln.kappa)
+            a = [ag[k] * ax[k] + ab[k] for k in range(n)]
+            e_v = [cond * ag[k] * (1 + ax[k]) + a[k] for k in range(n)]
+            out[key] = [
+                d.gemm(n) * sum(a[k] * aw[p][k] for k in range(n))
+                + d.k_in * sum(e_v[k] * aw[p][k] for k in range(n))
+                for p in range(o)
+            ]
+            agw = [sum(aG[p] * aw[p][k] for p in range(o)) for k in range(n)]
+            e_gv = [d.gemm(o) * agw[k] for k in range(n)]
+            for p in range(o):
+                for k in range(n):
+                    gw[p][k] += d.gemm_n(nwin) * aG[p] * a[k] + d.k_in * aG[p] * e_v[k]
+            for k in range(n):
+                e_xhat = cond * (1 + ax[k])
+                gg[k] += d.gemm_n(nwin + o) * agw[k] * ax[k] + e_gv[k] * ax[k] + agw[k] * e_xhat
+                gb[k] += d.gemm_n(nwin + o) * agw[k] + e_gv[k]
+            # LayerNorm backward: its own rounding, and the incoming error of g * dL/dxhat
+            m_gx = [ag[k] * agw[k] for k in range(n)]
+            err_gx = max(ag[k] * e_gv[k] for k in range(n))
+            mag = [
+                (m_gx[k] + _mean(m_gx) + ax[k] * _mean([m_gx[q] * ax[q] for q in range(n)]))
+                / ln.sigma
+                for k in range(n)
+            ]
+            spread = _mean([m_gx[q] * (1 + ax[q]) for q in range(n)]) / ln.sigma
+            gx[key] = [
+                cond * (2 * mag[k] + (1 + ax[k]) * spread) + (2 + ax[k]) * err_gx / ln.sigma
+                for k in range(n)
+            ]
+        else:  # post
+            z = [sum(v[k] * w_pk for k, w_pk in enumerate(row)) for row in weight.tolist()]
+            e_z = [d.gemm(n) * sum(av[k] * aw[p][k] for k in range(n)) for p in range(o)]
+            ln = _ln(z)
+            az = [abs(t) for t in ln.xhat]
+            rho = d.second_order(2 * max(e_z) / ln.sigma + d.gamma(o) * ln.kappa)
+            e_zhat = [(2 + az[p]) * rho for p in range(o)]
+            out[key] = [ag[p] * e_zhat[p] + abs(gv[p] * ln.xhat[p] + bv[p]) for p in range(o)]
+            m_g = [ag[p] * aG[p] for p in range(o)]
+            mean_gz = _mean([m_g[p] * az[p] for p in range(o)])
+            mag = [(m_g[p] + _mean(m_g) + az[p] * mean_gz) / ln.sigma for p in range(o)]
+            mean_ge = _mean([m_g[p] * e_zhat[p] for p in range(o)])
+            e_gz = [
+                (d.gamma(o) + rho) * mag[p] + (e_zhat[p] * mean_gz + az[p] * mean_ge) / ln.sigma
+                for p in range(o)
+            ]
+            gx[key] = [
+                d.gemm(o) * sum(mag[p] * aw[p][k] for p in range(o))
+                + d.k_in * sum(e_gz[p] * aw[p][k] for p in range(o))
+                for k in range(n)
+            ]
+            for p in range(o):
+                for k in range(n):
+                    gw[p][k] += (d.gemm_n(nwin) * mag[p] + d.k_in * e_gz[p]) * av[k]
+                gg[p] += d.gamma_n(nwin) * aG[p] * az[p] + aG[p] * e_zhat[p]
+                gb[p] += d.gamma_n(nwin) * aG[p]
+    under = d.gamma(n + o) * d.tiny
+    kappa = max((_ln(v).kappa - 1 for v in wins.values()), default=0.0)
+    return Expected(
+        {k: [d.u * t + under for t in row] for k, row in out.items()},
+        {k: [d.u * t + under for t in row] for k, row in gx.items()},
+        [[d.u * t + d.gamma_n(nwin) * d.tiny for t in row] for row in gw],
+        [d.u * t + d.gamma_n(nwin + o) * d.tiny for t in gg],
+        [d.u * t + d.gamma_n(nwin + o) * d.tiny for t in gb],
+        kappa,
+    )
+
+
+def _close(actual: float, expected: float, what: str) -> None:
+    assert math.isclose(actual, expected, rel_tol=RTOL, abs_tol=0.0), (
+        f"{what}: error_bounds gives {actual!r}, the derivation {expected!r}"
+    )
+
+
+def _scatter_check(bx: torch.Tensor, per_window: dict[tuple[int, int, int], Vec]) -> None:
+    """Each pixel's dL/dx bound is its window entry's (every pixel is in exactly one)."""
+    b, h, w, c = bx.shape
+    got = bx.tolist()
+    for bi in range(b):
+        for r in range(h):
+            for col in range(w):
+                for ch in range(c):
+                    k = (2 * (col % 2) + r % 2) * c + ch
+                    want = per_window[bi, r // 2, col // 2][k]
+                    _close(got[bi][r][col][ch], want, f"dL/dx bound at {(bi, r, col, ch)}")
+
+
+DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
+
+
+@st.composite
+def problems(draw: st.DrawFn) -> tuple[torch.Tensor, ...]:
+    b, h, w = draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    c, o = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**16))
+    zero = draw(st.integers(0, 4)) == 4  # one draw in five; shrinks to non-zero
+    gen = torch.Generator().manual_seed(seed)
+    offset = 10.0 ** draw(st.integers(0, 4))  # conditioning: a window mean against spread 1
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    x = randn(b, h, w, c) + offset * randn(b, 1, 1, 1)
+    grad = randn(b, -(-h // 2), -(-w // 2), o)
+    if zero:  # the bound is then its underflow term alone
+        x, grad = torch.zeros_like(x), torch.zeros_like(grad)
+    return x, randn(o, 4 * c), randn(4 * c), randn(4 * c), randn(o), randn(o), grad
+
+
+@given(
+    problem=problems(),
+    norm=st.sampled_from(["pre", "post", "none"]),
+    dtype=st.sampled_from(DTYPES),
+    precision=st.sampled_from([None, "tf32", "bf16"]),
+    affine=st.sampled_from(["both", "weight", "bias", "neither"]),
+)
+def test_error_bounds_follow_the_derivation(
+    problem: tuple[torch.Tensor, ...], norm: Norm, dtype: torch.dtype, precision: str | None,
+    affine: str,
+) -> None:  # fmt: skip
+    """Every entry of every bound ``error_bounds`` returns (output, dL/dx, dL/dW, dL/dg,
+    dL/db, and kappa) equals the docstring's derivation evaluated independently."""
+    x, weight, g4, b4, go, bo, grad = problem
+    if dtype != torch.float32:
+        precision = None  # reduced-precision GEMM operands are a float32 mode
+    g, b = (g4, b4) if norm == "pre" else (go, bo)
+    nw = g if affine in ("both", "weight") and norm != "none" else None
+    nb = b if affine in ("both", "bias") and norm != "none" else None
+    # the bound is a function of the values the call received: round them to the dtype
+    x, weight, grad = (t.to(dtype).double() for t in (x, weight, grad))
+    nw, nb = (None if t is None else t.to(dtype).double() for t in (nw, nb))
+    eb = error_bounds(
+        x.to(dtype), weight.to(dtype),
+        None if nw is None else nw.to(dtype), None if nb is None else nb.to(dtype),
+        norm=norm, grad_out=grad.to(dtype), gemm_precision=precision,
+    )  # fmt: skip
+    want = derive(
+        x, weight, None if nw is None else nw.tolist(), None if nb is None else nb.tolist(),
+        grad, norm, dtype, precision,
+    )  # fmt: skip
+    _close(float(eb.kappa), want.kappa, "kappa")
+    got_out = eb.output.tolist()
+    for (bi, i, j), row in want.output.items():
+        for p, t in enumerate(row):
+            _close(got_out[bi][i][j][p], t, f"output bound at {(bi, i, j, p)}")
+    assert eb.x is not None
+    assert eb.reduction_weight is not None
+    _scatter_check(eb.x, want.x)
+    for p, row in enumerate(want.weight):
+        for k, t in enumerate(row):
+            _close(eb.reduction_weight[p, k].item(), t, f"dL/dW bound at {(p, k)}")
+    for field, got, exp in (
+        ("dL/dg", eb.norm_weight, want.norm_weight),
+        ("dL/db", eb.norm_bias, want.norm_bias),
+    ):
+        present = nw is not None if field == "dL/dg" else nb is not None
+        assert (got is not None) == present, f"{field} bound given without its parameter"
+        if got is not None:
+            for k, t in enumerate(exp):
+                _close(got[k].item(), t, f"{field} bound at {k}")
