@@ -50,7 +50,9 @@ the computed mean is off by at most ``gamma(n) u mean|x|``; centring rounds each
 and the two-pass variance inherits the same relative error (Cauchy-Schwarz on
 ``sum d_k * delta_k``), so ``|d sigma| / sigma <= gamma(n) u kappa``. Altogether the
 normalised value is good to ``gamma(n) u kappa (1 + |xhat_k|)``, and the affine output
-``v = g xhat + b`` to ``E_v = gamma(n) kappa |g| (1 + |xhat|) + |v|`` (times ``u``).
+``v = g xhat + b`` to ``E_v = gamma(n) kappa |g| (1 + |xhat|) + a`` (times ``u``),
+where ``a = |g| |xhat| + |b| >= |v|`` covers the rounding of ``v`` however ``g xhat + b``
+is grouped.
 A single-pass ``E[x^2] - E[x]^2`` would instead lose ``kappa^2`` (not ``kappa``) ulps
 of the variance: this bound does not cover it, on purpose. The analysis is first order;
 when ``c = gamma(n) kappa`` reaches ``1/u`` the window's mean is known to fewer digits

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -257,3 +257,86 @@ def test_non_finite_stays_in_its_window(impl: str, norm: Norm, bad: float) -> No
         torch.testing.assert_close(y[~hit], ref[~hit], rtol=1e-12, atol=1e-12)
     else:
         assert torch.isfinite(y[~hit]).all()
+
+
+@pytest.mark.parametrize("module", [pm_core.PatchMerging, pm_core.ConvPatchMerging])
+@pytest.mark.parametrize("dim", [0, -2, True, 2.0, "8", None])
+def test_module_rejects_a_bad_dim(module: type[torch.nn.Module], dim: object) -> None:
+    """A module's ``dim`` (input channels) is a positive int; anything else is named."""
+    with pytest.raises(ValueError) as info:
+        module(dim)
+    message = str(info.value)
+    assert message.startswith("dim must be a positive int"), message
+    assert repr(dim) in message, message
+
+
+@pytest.mark.parametrize("module", [pm_core.PatchMerging, pm_core.ConvPatchMerging])
+def test_module_accepts_one_channel(module: type[torch.nn.Module]) -> None:
+    """dim=1 is the smallest valid map: the check stops at zero, not at one."""
+    y = module(1)(torch.randn(1, 2, 2, 1))
+    assert y.shape == (1, 1, 1, 2)
+
+
+@pytest.fixture
+def scratch_registry() -> Iterator[None]:
+    """Registrations made in the test are gone afterwards."""
+    saved = dict(pm_core.REGISTRY)
+    yield
+    pm_core.REGISTRY.clear()
+    pm_core.REGISTRY.update(saved)
+
+
+def _twice_slice(
+    x: Tensor, w: Tensor, nw: Tensor | None, nb: Tensor | None, norm: Norm, eps: float
+) -> Tensor:
+    return 2 * pm_core.REGISTRY["slice"].fn(x, w, nw, nb, norm, eps)
+
+
+@pytest.mark.usefixtures("scratch_registry")
+def test_register_adds_an_impl_patch_merge_runs() -> None:
+    """register returns the function, records every field it was given (gemm defaults to
+    the matmul backend, exact_for to every norm), and patch_merge(impl=name) runs it."""
+    assert (
+        pm_core.register("twice", layout="swin", summary="2x slice")(_twice_slice) is _twice_slice
+    )
+    assert pm_core.get_impl("twice") == pm_core.Impl(
+        "twice", _twice_slice, frozenset(pm_core.NORMS), "swin", "2x slice", "matmul"
+    )
+    pm_core.register("twice_conv", layout="conv", summary="s", gemm="conv", exact_for=("none",))(
+        _twice_slice
+    )
+    spec = pm_core.get_impl("twice_conv")
+    assert (spec.gemm, spec.exact_for, spec.layout) == ("conv", frozenset({"none"}), "conv")
+    x, w = torch.randn(1, 4, 6, 3), torch.randn(6, 12)
+    torch.testing.assert_close(
+        patch_merge(x, w, norm="none", impl="twice"), 2 * patch_merge(x, w, norm="none")
+    )
+
+
+@pytest.mark.usefixtures("scratch_registry")
+@pytest.mark.parametrize(
+    ("name", "gemm", "starts", "names"),
+    [("slice", "matmul", "implementation 'slice'", "already registered"),
+     ("fresh", "cuda", "gemm must be", "'cuda'")],
+    ids=["duplicate", "unknown backend"],
+)  # fmt: skip
+def test_register_rejects_a_clash_or_an_unknown_backend(
+    name: str, gemm: Any, starts: str, names: str
+) -> None:
+    """A taken name or a GEMM backend other than matmul/conv is refused, and nothing is added."""
+    before = dict(pm_core.REGISTRY)
+    with pytest.raises(ValueError) as info:
+        pm_core.register(name, layout="swin", summary="s", gemm=gemm)(_twice_slice)
+    assert str(info.value).startswith(starts), info.value
+    assert names in str(info.value)
+    assert before == pm_core.REGISTRY
+
+
+def test_token_form_reads_rows_then_columns() -> None:
+    """(B, L, C) with hw=(H, W), H != W, is the row-major flattening of (B, H, W, C):
+    the same merge as the 4-D call, flattened, not a map read with H and W swapped."""
+    w, nw, nb = _args(c=2)
+    x = torch.randn(2, 4, 6, 2)
+    flat = patch_merge(x.flatten(1, 2), w, nw, nb, hw=(4, 6))
+    assert flat.shape == (2, 2 * 3, 4)
+    torch.testing.assert_close(flat, patch_merge(x, w, nw, nb).flatten(1, 2), rtol=0, atol=0)

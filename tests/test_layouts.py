@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import pytest
@@ -93,3 +94,22 @@ def test_converters_reject_bad_shapes(
     """A tensor that is not a [O, 4C] weight / [4C] vector / [O, C, 2, 2] kernel is named as such."""
     with pytest.raises(ValueError, match=fragment):
         fn(arg)
+
+
+@pytest.mark.parametrize("fn", [linear_to_conv, conv_to_linear, swin_to_unfold, unfold_to_swin])
+@pytest.mark.parametrize(
+    ("bad", "exc", "got"),
+    [([[1.0] * 8], TypeError, "list"), (torch.randn(3, 5, 7, 2), ValueError, "(3, 5, 7, 2)")],
+    ids=["not a tensor", "bad shape"],
+)
+def test_converter_errors_name_the_argument(
+    fn: Callable[[torch.Tensor], torch.Tensor], bad: object, exc: type[Exception], got: str
+) -> None:
+    """A converter's error opens with its parameter's own name (what the caller can look
+    up in the signature) and says what it was given: the type, or the shape."""
+    (param,) = inspect.signature(fn).parameters
+    with pytest.raises(exc) as info:
+        fn(bad)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert message.startswith(f"{param} "), message
+    assert got in message, message
