@@ -11,6 +11,8 @@ else with virtualenv and pip.
 
 from __future__ import annotations
 
+import shutil
+import time
 from pathlib import Path
 
 import nox
@@ -99,6 +101,30 @@ def docs(session: nox.Session) -> None:
         "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html",
         *session.posargs,
     )  # fmt: skip
+
+
+@nox.session(default=False)
+def mutants(session: nox.Session) -> None:
+    """Mutation testing of the layer library's core with mutmut (pm_core/lab/mutation.py).
+
+    No arguments: a fresh full run on every core, then the score per module into
+    profiles/mutation/summary.json (the session fails if a module is below 90%).
+    `-- --smoke`: the fixed CI sample in tests/mutation/smoke.toml, every one of which
+    must be killed. `-- --resume`: keep mutants/ and let mutmut rerun only what changed.
+    """
+    # pm_core itself is not installed: the tests must import mutmut's copy under mutants/
+    session.install(*nox.project.dependency_groups(PYPROJECT, "mutants"))
+    if "--smoke" in session.posargs:
+        shutil.rmtree("mutants", ignore_errors=True)
+        session.run("python", "-m", "pm_core.lab.mutation", "smoke")
+        return
+    fresh = "--resume" not in session.posargs
+    if fresh:
+        shutil.rmtree("mutants", ignore_errors=True)
+    start = time.perf_counter()
+    session.run("mutmut", "run")
+    elapsed = ["--elapsed", f"{time.perf_counter() - start:.0f}"] if fresh else []
+    session.run("python", "-m", "pm_core.lab.mutation", "summary", *elapsed)
 
 
 @nox.session(default=False)

@@ -26,7 +26,8 @@ from pm_core import IMPLS, NORMS, REGISTRY, patch_merge, reference_patch_merge
 from . import gpu_model as gm
 from .bench import LayerTiming, ModelTiming, run_layer_bench, run_model_bench
 from .bench import command as bench_command
-from .checkout import LAYER_BENCH, MODEL_BENCH
+from .checkout import LAYER_BENCH, MODEL_BENCH, CheckoutNotFound, checkout_root
+from .mutation import MIN_SCORE, SUMMARY_FILE, load_summary, score_table
 from .profiling import run_profiles, summarize_trace
 from .shapes import QUICK_SHAPE, SWIN_T_STAGE1
 from .terminal import Progress, without_kineto_chatter
@@ -108,6 +109,48 @@ def section_verify(r: Report, tick: Tick) -> None:
         "largest error as a multiple of its error bound (`pm_core.bounds`; at most 1 passes) and "
         "the worst window conditioning |mean|/std met.",
         format_table(v.rows),
+    )
+
+
+def section_mutation(r: Report, _tick: Tick) -> None:
+    """Read, not run: ``nox -s mutants`` takes most of an hour, so it is its own job."""
+    try:
+        summary = load_summary(checkout_root() / SUMMARY_FILE)
+    except CheckoutNotFound:
+        summary = None
+    if summary is None:
+        r.add(
+            "How much the suite catches: mutation score",
+            f"No mutation results in `{SUMMARY_FILE}`: `python -m nox -s mutants` produces "
+            "them (a full mutmut run of the layer library; see the README for its time).",
+        )
+        return
+    low = summary.below(MIN_SCORE)
+    took = "" if summary.elapsed_s is None else f", in {summary.elapsed_s / 60:.0f} min"
+    if summary.not_run:
+        took += f"; **incomplete: {summary.not_run} mutants not run**, scores are over the rest"
+    r.add(
+        "How much the suite catches: mutation score",
+        f"{summary.tool} mutated the layer library's numerical core and ran the library's "
+        f"tests against each mutant (`nox -s mutants`; results of {summary.produced}{took}). "
+        "Score = killed / (mutants - equivalent); the equivalent mutants, each with the "
+        "reason it computes the same function, are listed in `tests/mutation/equivalent.toml`.",
+        score_table(summary),
+        f"Not killed and not triaged: {len(summary.gaps)}"
+        + "".join(f"\n- `{name}` ({st}): `{change}`" for name, st, change in summary.gaps[:20])
+        + ("\n- ..." if len(summary.gaps) > 20 else ""),
+        *(
+            [f"Stale equivalent entries (not counted): {len(summary.stale)}"]
+            if summary.stale
+            else []
+        ),
+    )
+    scored = [m for m in summary.modules if m.score == m.score] or list(summary.modules)  # not NaN
+    worst = min(scored, key=lambda m: m.score)
+    r.headline.append(
+        f"- Mutation score (mutmut, {summary.produced[:10]}): lowest module `{worst.module}` "
+        f"at {worst.score:.1%}"
+        + (f"; **below {MIN_SCORE:.0%}: {', '.join(m.module for m in low)}**" if low else "")
     )
 
 
@@ -500,6 +543,7 @@ def section_plots(r: Report, _tick: Tick) -> None:
 STEPS: tuple[Step, ...] = (
     Step("environment", section_environment),
     Step("verify", section_verify),
+    Step("mutation score", section_mutation),
     Step("channel norm", section_channel_norm),
     Step("traffic", section_traffic),
     Step("gpu model", section_gpu_model),
