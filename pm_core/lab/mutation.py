@@ -42,6 +42,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .checkout import pytest_command
+
 MUTANTS_DIR = Path("mutants")
 EQUIVALENT_FILE = Path("tests/mutation/equivalent.toml")
 SMOKE_FILE = Path("tests/mutation/smoke.toml")
@@ -128,6 +130,9 @@ class ModuleScore:
         if live == 0:
             return math.nan if self.not_run else 1.0  # nothing ran: no score
         return self.killed / live
+
+
+_COUNTS = ("total", "killed", "survived", "no_tests", "not_run", "equivalent")
 
 
 @dataclass(frozen=True)
@@ -225,14 +230,10 @@ def score_table(summary: Summary) -> str:
         f"{m.equivalent} | {m.not_run} | {_percent(m.score)} |"
         for m in summary.modules
     ]
-    total = sum(m.total for m in summary.modules)
-    killed = sum(m.killed for m in summary.modules)
-    equivalent = sum(m.equivalent for m in summary.modules)
-    live = total - equivalent - summary.not_run
+    every = ModuleScore("all", *(sum(getattr(m, f) for m in summary.modules) for f in _COUNTS))
     rows.append(
-        f"| all | {total} | {killed} | {sum(m.survived for m in summary.modules)} | "
-        f"{sum(m.no_tests for m in summary.modules)} | {equivalent} | {summary.not_run} | "
-        f"{killed / live if live else 1.0:.1%} |"
+        f"| all | {every.total} | {every.killed} | {every.survived} | {every.no_tests} | "
+        f"{every.equivalent} | {every.not_run} | {_percent(every.score)} |"
     )
     return "\n".join(rows)
 
@@ -277,10 +278,7 @@ def load_smoke(path: Path = SMOKE_FILE) -> list[SmokeMutant]:
 
 
 def _pytest(tests: Iterable[str], mutant: str) -> tuple[int, float]:
-    cmd = [
-        sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-        "--hypothesis-profile=mutation", *tests,
-    ]  # fmt: skip
+    cmd = pytest_command("-x", "-q", "--hypothesis-profile=mutation", *tests)
     env = {**os.environ, "MUTANT_UNDER_TEST": mutant}
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=MUTANTS_DIR, env=env, capture_output=True, check=False)

@@ -10,6 +10,7 @@ whole.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -145,7 +146,7 @@ def section_mutation(r: Report, _tick: Tick) -> None:
             else []
         ),
     )
-    scored = [m for m in summary.modules if m.score == m.score] or list(summary.modules)  # not NaN
+    scored = [m for m in summary.modules if not math.isnan(m.score)] or list(summary.modules)
     worst = min(scored, key=lambda m: m.score)
     r.headline.append(
         f"- Mutation score (mutmut, {summary.produced[:10]}): lowest module `{worst.module}` "
