@@ -46,7 +46,7 @@ def test_summary_counts_triage_and_staleness(tmp_path: Path) -> None:
     assert set(results) == {"pm_core/a.py", "pm_core/b.py"}
     changes = {"a2": "x = 1", "a3": "y = 2", "a4": "z = 3", "a5": "w = 4"}
     equivalents = {
-        "a2": mutation.Equivalent("a2", "x = 1", "same value"),
+        "a2": mutation.Equivalent("a2", "x = 1", "rounds once more", "within bound"),
         "a3": mutation.Equivalent("a3", "y = 0", "was another line"),  # stale
         "gone": mutation.Equivalent("gone", "q = 1", "no such mutant"),  # stale
     }
@@ -60,6 +60,7 @@ def test_summary_counts_triage_and_staleness(tmp_path: Path) -> None:
         1,
         1,
     )
+    assert a.within_bound == 1
     assert a.score == pytest.approx(2 / 4)  # a5 has no result yet: not in the score
     assert s.not_run == 1
     assert b.score == 1.0
@@ -81,6 +82,7 @@ def test_summary_counts_triage_and_staleness(tmp_path: Path) -> None:
         ('[[equivalent]]\nmutant = "m"\nchange = "x"\nwhy = ""\n', "non-empty why"),
         ('[[equivalent]]\nmutant = "m"\nwhy = "w"\n', "needs mutant, change"),
         ('[[equivalent]]\nmutant = "m"\nchange = "x"\nwhy = "w"\n' * 2, "listed twice"),
+        ('[[equivalent]]\nmutant = "m"\nchange = "x"\nwhy = "w"\nkind = "close"\n', "kind must"),
     ],
 )
 def test_equivalent_list_rejects_malformed_entries(tmp_path: Path, text: str, problem: str) -> None:
@@ -159,6 +161,6 @@ def test_report_shows_scores_or_says_how_to_get_them(
     )
     mutation.write_summary(s, tmp_path / mutation.SUMMARY_FILE)
     report.section_mutation(r, lambda _line: None)
-    assert "| `pm_core/a.py` | 2 | 1 | 1 | 0 | 0 | 0 | 50.0% |" in r.sections[-1]
+    assert "| `pm_core/a.py` | 2 | 1 | 1 | 0 | 0 (0) | 0 | 50.0% |" in r.sections[-1]
     assert "in 10 min" in r.sections[-1]
     assert "below 90%" in r.headline[-1]

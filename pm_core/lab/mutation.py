@@ -12,8 +12,17 @@ This module reads mutmut's per-file results (``mutants/<path>.meta``) and turns 
 a score per module, ``killed / (total - equivalent)``:
 
 * **killed** is whatever the suite detected: a failing test, a timeout or a crash;
-* **equivalent** mutants compute the same function; each is listed, with the changed line
-  and a one-line reason, in ``tests/mutation/equivalent.toml``. An entry whose mutant no
+* **equivalent** mutants no correct test could kill; each is listed, with the changed line
+  and a one-line reason, in ``tests/mutation/equivalent.toml``, as one of two kinds:
+
+  - ``same function``: it computes the same values (``strict=None`` for ``strict=True``
+    on two sequences of one length);
+  - ``within bound``: it rounds differently, and the reason names the term of the
+    derived error bound (:mod:`pm_core.bounds`) that covers the difference. The bound
+    is the suite's definition of a correct implementation: an implementation within it
+    is correct, so a test that failed such a mutant would fail a correct library too.
+
+   An entry whose mutant no
   longer exists, or now changes a different line, is *stale*: it is reported and not
   counted, so an edit to the library cannot silently keep an old excuse;
 * a survivor that is not listed, or a mutant no selected test reaches, is a **gap**.
@@ -72,11 +81,16 @@ def status(code: int | None) -> str:
 
 @dataclass(frozen=True)
 class Equivalent:
-    """A survivor triaged as computing the same function: which, the line it changes, why."""
+    """A survivor no correct test can kill: which, the line it changes, why, and its kind."""
 
     mutant: str
     change: str
     why: str
+    kind: str = "same function"
+
+
+#: The kinds of equivalent mutant (see the module docstring).
+EQUIVALENT_KINDS = ("same function", "within bound")
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -89,7 +103,8 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def load_equivalents(path: Path) -> dict[str, Equivalent]:
-    """The committed equivalent list; every entry needs ``mutant``, ``change`` and ``why``."""
+    """The committed equivalent list; every entry needs ``mutant``, ``change`` and ``why``,
+    and may give a ``kind`` (default ``"same function"``)."""
     entries = read_toml(path).get("equivalent", []) if path.is_file() else []
     found: dict[str, Equivalent] = {}
     for i, entry in enumerate(entries):
@@ -98,7 +113,10 @@ def load_equivalents(path: Path) -> dict[str, Equivalent]:
             raise ValueError(f"{path}: entry {i} needs mutant, change and a non-empty why")
         if entry["mutant"] in found:
             raise ValueError(f"{path}: {entry['mutant']} is listed twice")
-        found[entry["mutant"]] = Equivalent(entry["mutant"], entry["change"], entry["why"])
+        kind = entry.get("kind", "same function")
+        if kind not in EQUIVALENT_KINDS:
+            raise ValueError(f"{path}: {entry['mutant']}: kind must be one of {EQUIVALENT_KINDS}")
+        found[entry["mutant"]] = Equivalent(entry["mutant"], entry["change"], entry["why"], kind)
     return found
 
 
@@ -121,6 +139,7 @@ class ModuleScore:
     no_tests: int
     not_run: int
     equivalent: int
+    within_bound: int = 0  # of the equivalent ones, those that round differently
 
     @property
     def score(self) -> float:
@@ -132,7 +151,7 @@ class ModuleScore:
         return self.killed / live
 
 
-_COUNTS = ("total", "killed", "survived", "no_tests", "not_run", "equivalent")
+_COUNTS = ("total", "killed", "survived", "no_tests", "not_run", "equivalent", "within_bound")
 
 
 @dataclass(frozen=True)
@@ -170,7 +189,7 @@ def summarize(
     stale += [(name, "no such mutant") for name in equivalents if name not in known]
     for module, codes in results.items():
         counts = dict.fromkeys(("killed", "survived", "no tests", "not run"), 0)
-        equivalent = 0
+        equivalent = within_bound = 0
         for name, code in codes.items():
             st = status(code)
             counts[st] += 1
@@ -181,11 +200,13 @@ def summarize(
                 now = change_of(name, module)
                 if now == entry.change:
                     equivalent += 1
+                    within_bound += entry.kind == "within bound"
                     continue
                 stale.append((name, f"now changes {now!r}"))
             gaps.append((name, st, change_of(name, module)))
         live = ModuleScore(module, len(codes), counts["killed"], counts["survived"],
-                           counts["no tests"], counts["not run"], equivalent)  # fmt: skip
+                           counts["no tests"], counts["not run"], equivalent,
+                           within_bound)  # fmt: skip
         modules.append(live)
     produced = datetime.now().isoformat(timespec="seconds")
     return Summary(produced, elapsed_s, tool, tuple(modules), tuple(gaps), tuple(stale))
@@ -222,18 +243,19 @@ def _percent(score: float) -> str:
 def score_table(summary: Summary) -> str:
     """The per-module scores as a markdown table."""
     rows = [
-        "| module | mutants | killed | survived | no tests | equivalent | not run | score |",
+        "| module | mutants | killed | survived | no tests | equivalent (within bound) "
+        "| not run | score |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rows += [
         f"| `{m.module}` | {m.total} | {m.killed} | {m.survived} | {m.no_tests} | "
-        f"{m.equivalent} | {m.not_run} | {_percent(m.score)} |"
+        f"{m.equivalent} ({m.within_bound}) | {m.not_run} | {_percent(m.score)} |"
         for m in summary.modules
     ]
     every = ModuleScore("all", *(sum(getattr(m, f) for m in summary.modules) for f in _COUNTS))
     rows.append(
         f"| all | {every.total} | {every.killed} | {every.survived} | {every.no_tests} | "
-        f"{every.equivalent} | {every.not_run} | {_percent(every.score)} |"
+        f"{every.equivalent} ({every.within_bound}) | {every.not_run} | {_percent(every.score)} |"
     )
     return "\n".join(rows)
 
@@ -355,6 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 __all__ = [
     "EQUIVALENT_FILE",
+    "EQUIVALENT_KINDS",
     "MIN_SCORE",
     "SMOKE_FILE",
     "SUMMARY_FILE",

@@ -134,8 +134,10 @@ def section_mutation(r: Report, _tick: Tick) -> None:
         "How much the suite catches: mutation score",
         f"{summary.tool} mutated the layer library's numerical core and ran the library's "
         f"tests against each mutant (`nox -s mutants`; results of {summary.produced}{took}). "
-        "Score = killed / (mutants - equivalent); the equivalent mutants, each with the "
-        "reason it computes the same function, are listed in `tests/mutation/equivalent.toml`.",
+        "Score = killed / (mutants - equivalent). Equivalent mutants are those no correct "
+        "test can kill: they compute the same function, or (in brackets) they round "
+        "differently within the derived error bound, which is the suite's definition of "
+        "correct. Each is listed with its reason in `tests/mutation/equivalent.toml`.",
         score_table(summary),
         f"Not killed and not triaged: {len(summary.gaps)}"
         + "".join(f"\n- `{name}` ({st}): `{change}`" for name, st, change in summary.gaps[:20])
