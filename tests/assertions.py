@@ -33,6 +33,9 @@ from tests.strategies import EPS, Case, Inputs
 
 F64 = torch.float64
 Merge = Callable[..., Tensor]
+#: The differentiable inputs of a merge, as :func:`check_grads`'s ``wrt`` names them.
+GRAD_NAMES = ("x", "weight", "norm_weight", "norm_bias")
+GRAD_INPUTS = frozenset(GRAD_NAMES)
 
 
 @dataclass(frozen=True)
@@ -327,9 +330,14 @@ def check_grads(
     weight_param: str = "linear",
     gemm_precision: str | None = AUTO,
     create_graph: bool = False,
+    wrt: frozenset[str] = GRAD_INPUTS,
 ) -> None:
     """Gradients w.r.t. x, the reduction weight and the norm parameters match the oracle's,
     within the bound for the subject's GEMM precision (``AUTO``: :func:`precision_for`).
+
+    ``wrt`` names the inputs that require grad (a subset of :data:`GRAD_INPUTS`); the
+    others are frozen, as in fine-tuning, and an impl must still give the rest right
+    (its backward skips work by ``needs_input_grad``).
 
     ``weight_param="conv"`` differentiates w.r.t. a ``[O, C, 2, 2]`` conv weight and maps
     its gradient back through :func:`pm_core.conv_to_linear` before comparing.
@@ -339,20 +347,26 @@ def check_grads(
     __tracebackhide__ = True
     inp = case.build(norm, device)
     precision = precision_for(subject, device, inp.x.dtype, gemm_precision)
-    x = inp.x.requires_grad_()
+    assert wrt, "wrt names no input to differentiate"
+    assert wrt <= GRAD_INPUTS, f"wrt must be a subset of {sorted(GRAD_INPUTS)}, got {sorted(wrt)}"
+    x = inp.x.requires_grad_("x" in wrt)
     if weight_param == "conv":
-        leaf_w = linear_to_conv(inp.weight).requires_grad_()
+        leaf_w = linear_to_conv(inp.weight).requires_grad_("weight" in wrt)
         weight = conv_to_linear(leaf_w)
     else:
-        leaf_w = weight = inp.weight.requires_grad_()
-    nw = None if inp.norm_weight is None else inp.norm_weight.requires_grad_()
-    nb = None if inp.norm_bias is None else inp.norm_bias.requires_grad_()
+        leaf_w = weight = inp.weight.requires_grad_("weight" in wrt)
+    nw = None if inp.norm_weight is None else inp.norm_weight.requires_grad_("norm_weight" in wrt)
+    nb = None if inp.norm_bias is None else inp.norm_bias.requires_grad_("norm_bias" in wrt)
     y = subject.merge(x, weight, nw, nb, hw=inp.hw, norm=norm, eps=EPS)
-    leaves = [t for t in (x, leaf_w, nw, nb) if t is not None]
+    leaves = [t for t in (x, leaf_w, nw, nb) if t is not None and t.requires_grad]
+    if not leaves:  # only absent norm parameters were asked for: nothing to differentiate
+        return
     found = iter(
         torch.autograd.grad(y, leaves, inp.grad_out, create_graph=create_graph, allow_unused=True)
     )
-    gx, gw, gnw, gnb = (None if t is None else next(found) for t in (x, leaf_w, nw, nb))
+    gx, gw, gnw, gnb = (
+        next(found) if t is not None and t.requires_grad else None for t in (x, leaf_w, nw, nb)
+    )
     if weight_param == "conv" and gw is not None:
         gw = conv_to_linear(gw)
 
@@ -371,8 +385,8 @@ def check_grads(
     got = [gx, gw, gnw, gnb]
     kinds: list[records.Kind] = ["grad_x", "grad_weight", "grad_norm_weight", "grad_norm_bias"]
     bounds = [eb.x, eb.reduction_weight, eb.norm_weight, eb.norm_bias]
-    for g, r, bd, kind in zip(got, ref, bounds, kinds, strict=True):
-        if r is None:
+    for g, r, bd, kind, name in zip(got, ref, bounds, kinds, GRAD_NAMES, strict=True):
+        if r is None or name not in wrt:
             continue
         assert r.grad is not None, f"the oracle gave no {kind}"
         assert bd is not None, f"error_bounds gave no bound for {kind}"

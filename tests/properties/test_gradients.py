@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pm_core import Norm
-from tests.assertions import check_grads, merge_for
+from tests.assertions import GRAD_INPUTS, GRAD_NAMES, check_grads, merge_for
 from tests.strategies import cases, device_params, dtype_params, exact_combos, examples
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -56,3 +58,19 @@ def test_gradients_for_a_second_derivative_match_oracle(
     wrong one (it checks the derivative *of* the backward, not the backward)."""
     case = data.draw(cases(torch.float64, grad=True), label="case")
     check_grads(merge_for(impl), case, norm=norm, device=device, create_graph=True)
+
+
+@pytest.mark.parametrize("device", device_params())
+@pytest.mark.parametrize(("impl", "norm"), exact_combos())
+@pytest.mark.parametrize("frozen", GRAD_NAMES)
+@examples(0.1)
+@given(data=st.data())
+def test_gradients_with_a_frozen_input_match_oracle(
+    impl: str, norm: Norm, frozen: str, device: str, data: st.DataObject
+) -> None:
+    """With one input frozen (a norm parameter or the projection, as in fine-tuning, or no
+    dL/dx for a first layer), the other gradients are still the oracle's: a backward that
+    skips work by ``needs_input_grad`` must not skip a term the others share."""
+    dtype = data.draw(st.sampled_from([torch.float32, torch.float64]), label="dtype")
+    case = replace(data.draw(cases(dtype, grad=True), label="case"), affine=True)
+    check_grads(merge_for(impl), case, norm=norm, device=device, wrt=GRAD_INPUTS - {frozen})
