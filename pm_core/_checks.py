@@ -132,6 +132,8 @@ def check_call(
             f"got {tuple(reduction_weight.shape)}"
         )
     out = reduction_weight.shape[0]
+    if out == 0:
+        raise ValueError("reduction_weight has O == 0 outputs: there is nothing to project to")
     autocast = _autocasting(x4.device)
     _check_like(reduction_weight, "reduction_weight", x4, autocast)
     if norm == "none":

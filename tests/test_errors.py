@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 import pm_core
-from pm_core import IMPLS, Norm, patch_merge, reference_patch_merge
+from pm_core import IMPLS, Norm, error_bounds, patch_merge, reference_patch_merge
 
 #: both entry points, called with arguments (some deliberately bad) as ``merge(x, w, ...)``
 Merge = Callable[..., Tensor]
@@ -159,6 +159,17 @@ def test_norm_params_with_norm_none(merge: Merge) -> None:
     w, nw, nb = _args()
     with pytest.raises(ValueError, match="norm='none'"):
         merge(torch.randn(1, 4, 4, 4), w, nw, nb, norm="none")
+
+
+@pytest.mark.parametrize("norm", ["none", "pre", "post"])
+def test_zero_outputs(merge: Merge, norm: Norm) -> None:
+    """A reduction weight with O == 0 rows is rejected like C == 0: there is no output to
+    normalise, and error_bounds has no largest error to take."""
+    w, nw, nb = _args(o=0, norm=norm)
+    with pytest.raises(ValueError, match="O == 0"):
+        merge(torch.randn(1, 4, 4, 4), w, nw, nb, norm=norm)
+    with pytest.raises(ValueError, match="O == 0"):
+        error_bounds(torch.randn(1, 4, 4, 4), w, nw, nb, norm=norm)
 
 
 def test_weight_not_2d(merge: Merge) -> None:
