@@ -217,12 +217,12 @@ def assert_within_bound(
     )
 
 
-def _call(subject: Subject, inp: Inputs, norm: Norm, **over: Any) -> Tensor:
+def _call(subject: Subject, inp: Inputs, norm: Norm, eps: float = EPS, **over: Any) -> Tensor:
     args = {
         "x": inp.x, "weight": inp.weight, "nw": inp.norm_weight, "nb": inp.norm_bias, **over,
     }  # fmt: skip
     return subject.merge(
-        args["x"], args["weight"], args["nw"], args["nb"], hw=inp.hw, norm=norm, eps=EPS
+        args["x"], args["weight"], args["nw"], args["nb"], hw=inp.hw, norm=norm, eps=eps
     )
 
 
@@ -235,15 +235,21 @@ def _host(t: Tensor | None) -> Tensor | None:
     return t.cpu() if t is not None and t.device.type == "mps" else t
 
 
-def _oracle(inp: Inputs, norm: Norm) -> Tensor:
+def _oracle(inp: Inputs, norm: Norm, eps: float = EPS) -> Tensor:
     x, w, nw, nb = (_host(t) for t in inp[:4])
     assert x is not None
     assert w is not None
-    return reference_patch_merge(x, w, nw, nb, hw=inp.hw, norm=norm, eps=EPS)
+    return reference_patch_merge(x, w, nw, nb, hw=inp.hw, norm=norm, eps=eps)
 
 
 def _bounds(
-    inp: Inputs, norm: Norm, device: str, subject: Subject, precision: str, **kw: Any
+    inp: Inputs,
+    norm: Norm,
+    device: str,
+    subject: Subject,
+    precision: str,
+    eps: float = EPS,
+    **kw: Any,
 ) -> pm_core.bounds.ErrorBounds:
     """The bound for ``subject`` on ``device``: its GEMM precision, and the accumulation
     dtype its backend uses there (:func:`pm_core.gemm_accumulation`)."""
@@ -254,7 +260,7 @@ def _bounds(
         kw["grad_out"] = _host(kw["grad_out"])
     acc = None if subject.impl is None else pm_core.gemm_accumulation(subject.impl, device, x.dtype)
     return error_bounds(
-        x.detach(), w.detach(), nw, nb, hw=inp.hw, norm=norm, eps=EPS, accumulate=acc,
+        x.detach(), w.detach(), nw, nb, hw=inp.hw, norm=norm, eps=eps, accumulate=acc,
         gemm_precision=precision, **kw,
     )  # fmt: skip
 
@@ -271,22 +277,24 @@ def check_forward(
     norm: Norm,
     device: str = "cpu",
     gemm_precision: str | None = AUTO,
+    eps: float = EPS,
 ) -> float:
     """``subject`` matches the float64 oracle, computed from the same rounded inputs,
-    within the bound for its GEMM precision (``AUTO``: :func:`precision_for`).
+    within the bound for its GEMM precision (``AUTO``: :func:`precision_for`), both
+    with LayerNorm epsilon ``eps``.
 
     Returns the largest error / bound ratio.
     """
     __tracebackhide__ = True
     inp = case.build(norm, device)
     precision = precision_for(subject, device, inp.x.dtype, gemm_precision)
-    y = _call(subject, inp, norm)
-    repro = _repro("check_forward", subject, case, norm=norm, device=device)
+    y = _call(subject, inp, norm, eps=eps)
+    repro = _repro("check_forward", subject, case, norm=norm, device=device, eps=eps)
     if y.dtype != inp.x.dtype:
         _fail(f"{subject.name!r} returned {y.dtype} for {inp.x.dtype} input", repro)
-    eb = _bounds(inp, norm, device, subject, precision)
+    eb = _bounds(inp, norm, device, subject, precision, eps=eps)
     return assert_within_bound(
-        y, _oracle(inp, norm), eb.output, kind="forward", subject=subject, norm=norm,
+        y, _oracle(inp, norm, eps), eb.output, kind="forward", subject=subject, norm=norm,
         case=case, device=device, x=inp.x, kappa=_kappa(inp), repro=repro,
         precision=precision,
     )  # fmt: skip

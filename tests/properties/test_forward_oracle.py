@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from pm_core import Norm
 from tests.assertions import check_forward, merge_for
-from tests.strategies import cases, device_params, dtype_params, exact_combos
+from tests.strategies import cases, device_params, dtype_params, exact_combos, examples
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -27,3 +27,16 @@ def test_forward_matches_oracle(
     zero-padded."""
     case = data.draw(cases(dtype), label="case")
     check_forward(merge_for(impl), case, norm=norm, device=device)
+
+
+@pytest.mark.parametrize(("impl", "norm"), exact_combos())
+@examples(0.2)
+@given(data=st.data())
+def test_forward_honours_eps(impl: str, norm: Norm, data: st.DataObject) -> None:
+    """``eps`` reaches the LayerNorm: with an epsilon from 1e-6 to 1 (large ones matter on
+    windows of small spread, which the value strategies draw), ``impl`` still equals the
+    oracle taking the same ``eps``. Every other check runs at the default 1e-5, where an
+    impl that dropped the argument would pass."""
+    eps = data.draw(st.sampled_from([1e-6, 1e-3, 0.1, 1.0]), label="eps")
+    case = data.draw(cases(torch.float64), label="case")
+    check_forward(merge_for(impl), case, norm=norm, eps=eps)
