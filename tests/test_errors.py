@@ -154,6 +154,15 @@ def test_wrong_norm_param_size(merge: Merge, norm: Norm, which: str) -> None:
     assert f"({expected},)" in str(info.value)
 
 
+@pytest.mark.parametrize("which", ["norm_weight", "norm_bias"])
+def test_norm_param_not_a_tensor(merge: Merge, which: str) -> None:
+    """A norm parameter given as a list is a TypeError naming the parameter and the type."""
+    w, nw, nb = _args()
+    params = {"norm_weight": nw, "norm_bias": nb, which: [1.0] * 16}
+    with pytest.raises(TypeError, match=rf"{which} must be a torch.Tensor or None, got list"):
+        merge(torch.randn(1, 4, 4, 4), w, params["norm_weight"], params["norm_bias"])
+
+
 def test_norm_params_with_norm_none(merge: Merge) -> None:
     """norm='none' with norm parameters is ambiguous, so it raises instead of ignoring them."""
     w, nw, nb = _args()
