@@ -29,6 +29,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pm_core import Norm, error_bounds
+from pm_core.bounds import window_conditioning
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -318,3 +319,30 @@ def test_error_bounds_follow_the_derivation(
         if got is not None:
             for k, t in enumerate(exp):
                 _close(got[k].item(), t, f"{field} bound at {k}")
+
+
+@given(
+    problem=problems(),
+    dtype=st.sampled_from([torch.float64, torch.float32]),
+    flat=st.booleans(),
+    eps=st.sampled_from([None, 1e-3, 0.5]),
+)
+def test_window_conditioning_follows_its_definition(
+    problem: tuple[torch.Tensor, ...], dtype: torch.dtype, flat: bool, eps: float | None
+) -> None:
+    """``window_conditioning`` is ``|mean| / sqrt(var + eps)`` of every window, zero padding
+    included, in float64 whatever the input's dtype (the report and failure messages quote
+    it), shaped ``(B, H', W')`` for either input form; ``eps`` defaults to 1e-5."""
+    x = problem[0].to(dtype)
+    b, h, w, c = x.shape
+    xin, hw = (x.reshape(b, h * w, c), (h, w)) if flat else (x, None)
+    got = (
+        window_conditioning(xin, hw=hw) if eps is None else window_conditioning(xin, hw=hw, eps=eps)
+    )
+    e = EPS if eps is None else eps
+    assert got.dtype == torch.float64
+    assert tuple(got.shape) == (b, -(-h // 2), -(-w // 2))
+    for (bi, i, j), v in _windows(x.double()).items():
+        mu = _mean(v)
+        want = abs(mu) / math.sqrt(_mean([(t - mu) ** 2 for t in v]) + e)
+        _close(float(got[bi, i, j]), want, f"conditioning of window {(bi, i, j)}")
