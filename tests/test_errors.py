@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -179,6 +180,30 @@ def test_zero_outputs(merge: Merge, norm: Norm) -> None:
         merge(torch.randn(1, 4, 4, 4), w, nw, nb, norm=norm)
     with pytest.raises(ValueError, match="O == 0"):
         error_bounds(torch.randn(1, 4, 4, 4), w, nw, nb, norm=norm)
+
+
+@pytest.mark.parametrize("other", [reference_patch_merge, error_bounds], ids=lambda f: f.__name__)
+def test_defaults_are_patch_merges(other: Callable[..., Any]) -> None:
+    """The oracle and the bound take patch_merge's defaults (norm, eps, odd, hw): a call
+    that leaves them out compares the same layer, not a neighbouring one. Checked by
+    signature, and by calling: left out, and given patch_merge's defaults explicitly."""
+    mine = inspect.signature(patch_merge).parameters
+    theirs = inspect.signature(other).parameters
+    shared = {"norm", "eps", "odd", "hw"}
+    assert shared <= set(theirs)
+    assert all(theirs[name].default == mine[name].default for name in shared)
+    x, (w, nw, nb) = torch.randn(1, 5, 4, 4, dtype=torch.float64), _args(dtype=torch.float64)
+    explicit = other(x, w, nw, nb, **{name: mine[name].default for name in shared})
+    implicit = other(x, w, nw, nb)
+    pairs = (
+        zip(implicit, explicit, strict=True)
+        if isinstance(implicit, tuple)
+        else [(implicit, explicit)]
+    )  # ErrorBounds is a tuple of tensors (and None for gradients not asked for)
+    for a, b in pairs:
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_weight_not_2d(merge: Merge) -> None:
