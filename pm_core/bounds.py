@@ -6,6 +6,10 @@ when ``|impl - oracle| <= bound`` everywhere; ``max(|impl - oracle| / bound)`` i
 "error / bound" ratio the report prints. Nothing here is tuned: every term comes from
 the derivation below, and every input to it is a quantity of the call itself.
 
+Nothing in the derivation needs the window to be 2x2: ``bounds_on_windows`` evaluates
+it on any gathered windows of length ``n``, and :func:`pm_core.window_error_bounds` uses
+it for the general merge, adding only what overlapping windows need.
+
 Derivation
 ----------
 Notation: ``u`` is the unit roundoff of the compute dtype (``finfo.eps / 2``: 2^-53,
@@ -227,6 +231,27 @@ def _as_bhwc_f64(x: Tensor, hw: tuple[int, int] | None) -> Tensor:
     return x
 
 
+class WindowBounds(NamedTuple):
+    """:func:`bounds_on_windows`'s bounds, per gathered window (float64).
+
+    ``output`` is ``(*lead, O)``; ``v`` bounds the error of dL/dv, the gradient of each
+    gathered window vector ``(*lead, n)``, and ``v_magnitude`` bounds ``|dL/dv|`` itself
+    (what an accumulation over windows that share an input sums). ``u``, ``ratio``
+    (``u_acc / u``) and ``k_in`` (``(1 + u_in)^2``) are the module docstring's.
+    """
+
+    output: Tensor
+    v: Tensor | None
+    v_magnitude: Tensor | None
+    reduction_weight: Tensor | None
+    norm_weight: Tensor | None
+    norm_bias: Tensor | None
+    kappa: Tensor
+    u: float
+    ratio: float
+    k_in: float
+
+
 def error_bounds(
     x: Tensor,
     reduction_weight: Tensor,
@@ -257,7 +282,42 @@ def error_bounds(
     docstring for the derivation.
     """
     call = check_call(x, reduction_weight, norm_weight, norm_bias, hw, norm, eps, odd)
-    dt = call.x.dtype if dtype is None else dtype
+    with torch.no_grad():
+        x0 = call.x.detach().to(_F64)
+        wb = bounds_on_windows(
+            gather_windows(x0), reduction_weight, norm_weight, norm_bias, grad_out,
+            norm=norm, eps=eps, dtype=call.x.dtype if dtype is None else dtype,
+            accumulate=accumulate, gemm_precision=gemm_precision,
+        )  # fmt: skip
+        out = wb.output.flatten(1, 2) if call.flat else wb.output
+        bx = None
+        if wb.v is not None:  # every pixel is in exactly one 2x2 window: nothing sums
+            bx = scatter_windows(wb.v, (x0.shape[1], x0.shape[2])).reshape(x.shape)
+    return ErrorBounds(out, bx, wb.reduction_weight, wb.norm_weight, wb.norm_bias, wb.kappa)
+
+
+def bounds_on_windows(
+    v0: Tensor,
+    reduction_weight: Tensor,
+    norm_weight: Tensor | None,
+    norm_bias: Tensor | None,
+    grad_out: Tensor | None,
+    *,
+    norm: Norm,
+    eps: float,
+    dtype: torch.dtype,
+    accumulate: torch.dtype | None,
+    gemm_precision: str | None,
+) -> WindowBounds:
+    """The module docstring's bounds, computed on already gathered windows.
+
+    ``v0``: ``(*lead, n)``, float64, every window vector of the call's input (zero
+    padding included), in the layout of ``reduction_weight`` ``(O, n)``; ``grad_out``
+    (any shape with ``prod(lead) * O`` elements) is read as ``(*lead, O)``. The merge of
+    :func:`error_bounds` and the general merge of :func:`pm_core.window_error_bounds`
+    both come here; only how their windows map back to the input differs.
+    """
+    dt = dtype
     u_in = _input_roundoff(gemm_precision, dt)
     acc = torch.promote_types(dt, torch.float32) if accumulate is None else accumulate
     u = unit_roundoff(dt) + unit_roundoff(_F64)
@@ -279,8 +339,6 @@ def error_bounds(
 
     tiny = torch.finfo(dt).smallest_normal * (unit_roundoff(dt) + u_in)
     with torch.no_grad():
-        x0 = call.x.detach().to(_F64)
-        v0 = gather_windows(x0)  # (B, H', W', n)
         n = v0.shape[-1]
         w = reduction_weight.detach().to(_F64)
         aw = w.abs()
@@ -294,10 +352,11 @@ def error_bounds(
         if norm_bias is not None:
             b = norm_bias.detach().to(_F64)
         ag, ab = g.abs(), b.abs()
-        kappa = (_ln(v0, eps).kappa - 1).amax() if v0.numel() else x0.new_zeros(())
+        kappa = (_ln(v0, eps).kappa - 1).amax() if v0.numel() else v0.new_zeros(())
         av0 = v0.abs()
 
         e_gx_win: Tensor | None = None
+        m_gx_win: Tensor | None = None
         e_gw = e_gg = e_gb = None
         gq = None if grad_out is None else grad_out.detach().to(_F64).reshape(*v0.shape[:-1], o)
         if norm == "none":
@@ -305,6 +364,7 @@ def error_bounds(
             if gq is not None:
                 ag_ = gq.abs()
                 e_gx_win = _gemm(o) * ag_ @ aw
+                m_gx_win = ag_ @ aw
                 e_gw = _gemm_n(nwin) * ag_.reshape(-1, o).T @ av0.reshape(-1, n)
         elif norm == "pre":
             ln = _ln(v0, eps)
@@ -326,6 +386,7 @@ def error_bounds(
                 e_gg = (_gemm_n(nwin + o) * agw * ax + e_gv * ax + agw * e_xhat).sum(lead)
                 e_gb = (_gemm_n(nwin + o) * agw + e_gv).sum(lead)
                 e_gx_win = _ln_backward_error(ag * agw, ag * e_gv, ln, cond)
+                m_gx_win = _ln_backward_magnitude(ag * agw, ln)
         else:  # post
             z = v0 @ w.T
             e_z = _gemm(n) * av0 @ aw.T
@@ -341,6 +402,7 @@ def error_bounds(
                     e_zhat * _mean(ag * ag_ * az) + az * _mean(ag * ag_ * e_zhat)
                 ) / ln.sigma
                 e_gx_win = _gemm(o) * gz_mag @ aw + k_in * e_gz @ aw
+                m_gx_win = gz_mag @ aw
                 flat_gz = gz_mag.reshape(-1, o).T
                 e_gw = (_gemm_n(nwin) * flat_gz + k_in * e_gz.reshape(-1, o).T) @ av0.reshape(-1, n)
                 lead = tuple(range(v0.dim() - 1))
@@ -348,19 +410,16 @@ def error_bounds(
                 e_gb = (_gamma_n(nwin) * ag_).sum(lead)
 
         out = u * e_y + _gamma(n + o) * tiny
-        if call.flat:
-            out = out.flatten(1, 2)
-        bx = bw = bg = bb = None
+        bv = bw = bg = bb = None
         if e_gx_win is not None:
-            per_window = u * e_gx_win + _gamma(n + o) * tiny
-            bx = scatter_windows(per_window, (x0.shape[1], x0.shape[2])).reshape(x.shape)
+            bv = u * e_gx_win + _gamma(n + o) * tiny
         if e_gw is not None:
             bw = u * e_gw + _gamma_n(nwin) * tiny
         if e_gg is not None and norm_weight is not None:
             bg = u * e_gg + _gamma_n(nwin + o) * tiny
         if e_gb is not None and norm_bias is not None:
             bb = u * e_gb + _gamma_n(nwin + o) * tiny
-    return ErrorBounds(out, bx, bw, bg, bb, kappa)
+    return WindowBounds(out, bv, m_gx_win, bw, bg, bb, kappa, u, ratio, k_in)
 
 
 def _input_roundoff(mode: str | None, dtype: torch.dtype) -> float:
@@ -380,4 +439,11 @@ def _input_roundoff(mode: str | None, dtype: torch.dtype) -> float:
     return INPUT_ROUNDOFF[mode]
 
 
-__all__ = ["ErrorBounds", "error_bounds", "unit_roundoff", "window_conditioning"]
+__all__ = [
+    "ErrorBounds",
+    "WindowBounds",
+    "bounds_on_windows",
+    "error_bounds",
+    "unit_roundoff",
+    "window_conditioning",
+]
