@@ -53,6 +53,7 @@ nitpick_ignore = [
         "torch.nn.modules.module.Module",
         "collections.abc.Callable",
         "collections.abc.Mapping",
+        "collections.abc.Sequence",
         "pm_core.adopt.Known",
     )
 ] + [

@@ -14,11 +14,28 @@ pixels into a 4C vector, and projects it to O (= 2C) channels, with a LayerNorm 
 * :func:`gemm_precision` names the arithmetic an impl's GEMMs run in under the backend
   flags in force (TF32 for cuDNN convs on a GPU by default); :func:`error_bounds` takes it.
 
+The general family (space-to-depth merges of MONAI, mmcv, YOLO's Focus, timm's
+SpaceToDepth, Video Swin) is the same layer over any :class:`Window` (2-D or 3-D kernel,
+stride, padding incl. mmcv's ``"corner"`` / ``"same"``, dilation):
+
+* :func:`window_merge` gathers (``impl="gather"``) or convolves (``"conv"``, pre-norm
+  folded where windows tile); :func:`reference_window_merge` is its float64 oracle and
+  :func:`window_error_bounds` its bound. :class:`WindowMerging` /
+  :class:`ConvWindowMerging` are the module forms.
+* :data:`WINDOW_LAYOUTS` names each library's channel order (:class:`WindowLayout`;
+  :func:`layout_from_offsets` for an explicit slice list, refusing one that is not a
+  permutation with :class:`WindowOrderError`); :func:`convert_window_layout`,
+  :func:`window_to_conv` and :func:`conv_to_window` convert weights exactly.
+* :func:`space_to_depth` / :func:`depth_to_space` are the gather and its inverse;
+  :func:`patch_expand` / :class:`PatchExpand` (Swin-Unet's decoder) project then scatter.
+
 **Two packages.** ``pm_core`` is the layer library and needs only torch. Its modules
 import each other in one direction, from the leaves up::
 
-    _checks, layouts  ->  oracle, impls  ->  precision, bounds, functional
-      ->  modules  ->  adopt, checkpoints  ->  unfold_merge  ->  layout_check
+    _checks, layouts, window  ->  window_layouts  ->  oracle, impls, window_gather
+      ->  window_oracle, precision, bounds, functional
+      ->  window_bounds, window_impls, expand  ->  modules, window_modules
+      ->  adopt, checkpoints  ->  unfold_merge  ->  layout_check
 
 ``pm_core.lab`` is the measurement and reporting side (traffic, roofline, profiling,
 verification, benchmarks, the report, plots and the ``pm-core`` CLI). It imports the
@@ -33,7 +50,10 @@ __all__ = [
     "LAYOUTS",
     "NORMS",
     "REGISTRY",
+    "WINDOW_IMPLS",
+    "WINDOW_LAYOUTS",
     "ConvPatchMerging",
+    "ConvWindowMerging",
     "ErrorBounds",
     "Impl",
     "Layout",
@@ -41,32 +61,50 @@ __all__ = [
     "LayoutMismatchError",
     "Norm",
     "Odd",
+    "PatchExpand",
     "PatchMerging",
     "UnfoldPatchMerging",
+    "Window",
+    "WindowLayout",
+    "WindowMerging",
+    "WindowOrderError",
     "check_merge_layout",
     "conv_to_linear",
+    "conv_to_window",
     "convert_state_dict",
+    "convert_window_layout",
+    "depth_to_space",
     "error_bounds",
     "from_module",
     "gemm_accumulation",
     "gemm_precision",
     "get_impl",
+    "layout_from_offsets",
     "layout_scores",
     "linear_to_conv",
     "merge_prefixes",
+    "patch_expand",
     "patch_merge",
     "recognise",
     "reference_patch_merge",
+    "reference_space_to_depth",
+    "reference_window_merge",
     "register",
+    "space_to_depth",
     "swap_patch_merging",
     "swin_to_unfold",
     "unfold_to_swin",
+    "window_error_bounds",
+    "window_layout",
+    "window_merge",
+    "window_to_conv",
 ]
 
 from ._checks import NORMS, Norm, Odd
 from .adopt import from_module, recognise, swap_patch_merging
 from .bounds import ErrorBounds, error_bounds
 from .checkpoints import convert_state_dict, merge_prefixes
+from .expand import PatchExpand, patch_expand
 from .functional import patch_merge
 from .impls import IMPLS, REGISTRY, Impl, get_impl, register
 from .layout_check import LayoutCheck, LayoutMismatchError, check_merge_layout, layout_scores
@@ -75,3 +113,19 @@ from .modules import ConvPatchMerging, PatchMerging
 from .oracle import reference_patch_merge
 from .precision import gemm_accumulation, gemm_precision
 from .unfold_merge import UnfoldPatchMerging
+from .window import Window
+from .window_bounds import window_error_bounds
+from .window_gather import depth_to_space, space_to_depth
+from .window_impls import WINDOW_IMPLS, window_merge
+from .window_layouts import (
+    WINDOW_LAYOUTS,
+    WindowLayout,
+    WindowOrderError,
+    conv_to_window,
+    convert_window_layout,
+    layout_from_offsets,
+    window_layout,
+    window_to_conv,
+)
+from .window_modules import ConvWindowMerging, WindowMerging
+from .window_oracle import reference_space_to_depth, reference_window_merge

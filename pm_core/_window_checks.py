@@ -1,0 +1,109 @@
+"""Argument validation shared by the general merge, its oracle and its bounds.
+
+Only checks live here, as in :mod:`pm_core._checks`: nothing computes a merge.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor
+
+from ._checks import FLOAT_DTYPES, _autocasting, _check_like, _check_param, check_options
+from .window import Pads, Window
+from .window_layouts import WindowLayout, window_layout
+
+
+class WindowCall(NamedTuple):
+    """A validated general merge call."""
+
+    x: Tensor  # (B, *S, C)
+    window: Window
+    layout: WindowLayout
+    pads: Pads  # (before, after) per spatial dim, adaptive padding resolved
+    out_size: tuple[int, ...]  # S'
+    out_features: int  # O
+
+
+def check_window(window: object) -> Window:
+    if not isinstance(window, Window):
+        raise TypeError(
+            f"window must be a pm_core.Window, e.g. Window((2, 2)), got {type(window).__name__}"
+        )
+    return window
+
+
+def check_window_input(x: object, window: Window, name: str = "x") -> Tensor:
+    """``x`` is a float ``(B, H, W, C)`` (2-D window) or ``(B, D, H, W, C)`` (3-D) with C >= 1."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}: a merge "
+            "normalises and projects real values"
+        )
+    want = "(B, H, W, C)" if window.dims == 2 else "(B, D, H, W, C)"
+    if x.dim() != window.dims + 2:
+        raise ValueError(
+            f"{name} must be {want} for a {window.dims}-D window, got shape {tuple(x.shape)}"
+        )
+    if x.shape[-1] == 0:
+        raise ValueError(f"{name} has C == 0 channels: there is nothing to merge")
+    return x
+
+
+def check_window_call(
+    x: object,
+    reduction_weight: object,
+    norm_weight: object,
+    norm_bias: object,
+    window: object,
+    layout: object,
+    norm: object,
+    eps: object,
+) -> WindowCall:
+    """Validate a :func:`pm_core.window_merge` call (and its oracle's and bounds')."""
+    check_options(norm, "pad", eps)
+    win = check_window(window)
+    if not isinstance(layout, (str, WindowLayout)):
+        raise TypeError(
+            f"layout must be a layout name or a pm_core.WindowLayout, got {type(layout).__name__}"
+        )
+    lay = window_layout(layout, win)
+    x5 = check_window_input(x, win)
+    c = x5.shape[-1]
+    n = win.size * c
+    if not isinstance(reduction_weight, Tensor):
+        raise TypeError(
+            f"reduction_weight must be a torch.Tensor, got {type(reduction_weight).__name__}"
+        )
+    if reduction_weight.dim() != 2 or reduction_weight.shape[1] != n:
+        raise ValueError(
+            f"reduction_weight must be [O, prod(kernel)*C] = [O, {n}] for x with C={c} and "
+            f"kernel {win.kernel}, got {tuple(reduction_weight.shape)}"
+        )
+    out = reduction_weight.shape[0]
+    if out == 0:
+        raise ValueError("reduction_weight has O == 0 outputs: there is nothing to project to")
+    autocast = _autocasting(x5.device)
+    _check_like(reduction_weight, "reduction_weight", x5, autocast)
+    if norm == "none":
+        if norm_weight is not None or norm_bias is not None:
+            raise ValueError(
+                "norm='none' takes no norm_weight/norm_bias; pass None or pick norm='pre'/'post'"
+            )
+    else:
+        size, what = (
+            (n, "LN over the prod(kernel)*C window")
+            if norm == "pre"
+            else (out, "LN over the O outputs")
+        )
+        _check_param(norm_weight, "norm_weight", size, what, x5, autocast)
+        _check_param(norm_bias, "norm_bias", size, what, x5, autocast)
+    spatial = tuple(x5.shape[1:-1])
+    pads = win.pads(spatial)
+    out_size = win.output_size(spatial)
+    return WindowCall(x5, win, lay, pads, out_size, out)
+
+
+__all__ = ["WindowCall", "check_window", "check_window_call", "check_window_input"]
