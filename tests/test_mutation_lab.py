@@ -118,8 +118,15 @@ def test_mutmut_config_mutates_the_core_with_the_mutation_profile() -> None:
     cfg = mutation.read_toml(ROOT / "pyproject.toml")["tool"]["mutmut"]
     assert set(cfg["only_mutate"]) == CORE
     assert "--hypothesis-profile=mutation" in cfg["pytest_add_cli_args"]
-    for path in cfg["pytest_add_cli_args_test_selection"]:
+    selection = cfg["pytest_add_cli_args_test_selection"]
+    for path in selection:
         assert (ROOT / path).exists(), path
+    # every property of the 2x2 merge runs against the mutants; only the general window
+    # merges' own properties (their modules are not mutated) are left out
+    for prop in sorted((ROOT / "tests" / "properties").glob("test_*.py")):
+        name = prop.relative_to(ROOT).as_posix()
+        general = prop.name.startswith(("test_window_", "test_depth_to_space"))
+        assert general or name in selection, f"{name} is not in the mutation test selection"
 
 
 def _item(nodeid: str) -> Any:
