@@ -99,6 +99,8 @@ def test_committed_equivalents_each_give_a_reason() -> None:
         module = "pm_core/" + name.split(".")[1] + ".py"
         assert module in CORE, name
         assert "\n" not in entry.why.strip(), f"{name}: one line, please"
+        if entry.kind == "within bound":  # it must say what covers the difference
+            assert "bound" in entry.why or "fewer roundings" in entry.why, name
 
 
 def test_smoke_sample_spans_the_core() -> None:
