@@ -46,17 +46,19 @@ def test_conv_parameterised_weight_gradient(
 
 
 @pytest.mark.parametrize("device", device_params())
+@pytest.mark.parametrize("dtype", dtype_params())
 @pytest.mark.parametrize(("impl", "norm"), exact_combos())
-@examples(0.25)
+@examples(0.1)
 @given(data=st.data())
 def test_gradients_for_a_second_derivative_match_oracle(
-    impl: str, norm: Norm, device: str, data: st.DataObject
+    impl: str, norm: Norm, dtype: torch.dtype, device: str, data: st.DataObject
 ) -> None:
     """Gradients taken with ``create_graph=True``, the first half of a second derivative,
     are the same gradients: an impl may backpropagate differently when its backward must
     itself be differentiable, and gradgradcheck alone would not notice a consistently
-    wrong one (it checks the derivative *of* the backward, not the backward)."""
-    case = data.draw(cases(torch.float64, grad=True), label="case")
+    wrong one (it checks the derivative *of* the backward, not the backward). In every
+    dtype: a half-precision double backward takes code paths of its own."""
+    case = data.draw(cases(dtype, grad=True), label="case")
     check_grads(merge_for(impl), case, norm=norm, device=device, create_graph=True)
 
 
