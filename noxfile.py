@@ -26,11 +26,11 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 PYTHONS = ["3.10", "3.14"]
 
 
-def _install(session: nox.Session, *groups: str) -> None:
+def _install(session: nox.Session, *groups: str, extra: tuple[str, ...] = ()) -> None:
     reqs: list[str] = []
     for group in groups:
         reqs += nox.project.dependency_groups(PYPROJECT, group)
-    session.install(*dict.fromkeys(reqs))
+    session.install(*dict.fromkeys([*reqs, *extra]))
     session.install("--no-deps", "-e", ".")
 
 
@@ -58,6 +58,19 @@ def tests_gpu(session: nox.Session) -> None:
     """Only the CUDA tests; each skips cleanly where torch sees no GPU."""
     _install(session, "test", "models", "profile")
     session.run("pytest", "--hypothesis-profile=ci", "-m", "cuda", *session.posargs)
+
+
+#: MONAI before and after the legacy 3-D merge's fix (PR #8285, 1.5.0); 1.4.0 declares
+#: numpy<2, so its session pins that. SwinUNETR needs einops (a MONAI optional extra).
+MONAI = {"1.4.0": ("monai==1.4.0", "numpy<2", "einops"), "1.6.1": ("monai==1.6.1", "einops")}
+
+
+@nox.session(default=False)
+@nox.parametrize("monai", list(MONAI))
+def monai(session: nox.Session, monai: str) -> None:
+    """tests/test_monai.py against a real MONAI: <= 1.4's legacy merge refused, >= 1.5's adopted."""
+    _install(session, "test", extra=MONAI[monai])
+    session.run("pytest", "tests/test_monai.py", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session(default=False)

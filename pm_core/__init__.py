@@ -26,16 +26,23 @@ stride, padding incl. mmcv's ``"corner"`` / ``"same"``, dilation):
   :func:`layout_from_offsets` for an explicit slice list, refusing one that is not a
   permutation with :class:`WindowOrderError`); :func:`convert_window_layout`,
   :func:`window_to_conv` and :func:`conv_to_window` convert weights exactly.
-* :func:`space_to_depth` / :func:`depth_to_space` are the gather and its inverse;
-  :func:`patch_expand` / :class:`PatchExpand` (Swin-Unet's decoder) project then scatter.
+* :func:`space_to_depth` / :func:`depth_to_space` are the gather and its inverse
+  (:class:`SpaceToDepth` the module); :func:`patch_expand` / :class:`PatchExpand`
+  (Swin-Unet's decoder) project then scatter.
+* :func:`from_module` / :func:`swap_patch_merging` also adopt MONAI's ``PatchMergingV2`` /
+  ``PatchMerging``, ultralytics' ``Focus`` (:class:`FocusConv`, one conv after
+  :func:`focus_to_conv`) and timm's ``SpaceToDepth``; the gather order is read from the
+  module's behaviour by :func:`probe_layout`, which refuses MONAI <= 1.4's legacy 3-D merge
+  with a :class:`WindowOrderError`. :func:`convert_state_dict` takes ``window=`` for their
+  checkpoints; :func:`fold_offsets` re-expresses a weight over a slice list with repeats.
 
 **Two packages.** ``pm_core`` is the layer library and needs only torch. Its modules
 import each other in one direction, from the leaves up::
 
     _checks, layouts, window  ->  window_layouts  ->  oracle, impls, window_gather
       ->  window_oracle, precision, bounds, functional
-      ->  window_bounds, window_impls, expand  ->  modules, window_modules
-      ->  adopt, checkpoints  ->  unfold_merge  ->  layout_check
+      ->  window_bounds, window_impls, expand, focus  ->  modules, window_modules
+      ->  adopt_family  ->  adopt, checkpoints  ->  unfold_merge  ->  layout_check
 
 ``pm_core.lab`` is the measurement and reporting side (traffic, roofline, profiling,
 verification, benchmarks, the report, plots and the ``pm-core`` CLI). It imports the
@@ -55,6 +62,7 @@ __all__ = [
     "ConvPatchMerging",
     "ConvWindowMerging",
     "ErrorBounds",
+    "FocusConv",
     "Impl",
     "Layout",
     "LayoutCheck",
@@ -63,18 +71,22 @@ __all__ = [
     "Odd",
     "PatchExpand",
     "PatchMerging",
+    "SpaceToDepth",
     "UnfoldPatchMerging",
     "Window",
     "WindowLayout",
     "WindowMerging",
     "WindowOrderError",
     "check_merge_layout",
+    "conv_to_focus",
     "conv_to_linear",
     "conv_to_window",
     "convert_state_dict",
     "convert_window_layout",
     "depth_to_space",
     "error_bounds",
+    "focus_to_conv",
+    "fold_offsets",
     "from_module",
     "gemm_accumulation",
     "gemm_precision",
@@ -85,7 +97,9 @@ __all__ = [
     "merge_prefixes",
     "patch_expand",
     "patch_merge",
+    "probe_layout",
     "recognise",
+    "recognise_family",
     "reference_patch_merge",
     "reference_space_to_depth",
     "reference_window_merge",
@@ -102,9 +116,11 @@ __all__ = [
 
 from ._checks import NORMS, Norm, Odd
 from .adopt import from_module, recognise, swap_patch_merging
+from .adopt_family import probe_layout, recognise_family
 from .bounds import ErrorBounds, error_bounds
-from .checkpoints import convert_state_dict, merge_prefixes
+from .checkpoints import convert_state_dict, fold_offsets, merge_prefixes
 from .expand import PatchExpand, patch_expand
+from .focus import FocusConv, conv_to_focus, focus_to_conv
 from .functional import patch_merge
 from .impls import IMPLS, REGISTRY, Impl, get_impl, register
 from .layout_check import LayoutCheck, LayoutMismatchError, check_merge_layout, layout_scores
@@ -127,5 +143,5 @@ from .window_layouts import (
     window_layout,
     window_to_conv,
 )
-from .window_modules import ConvWindowMerging, WindowMerging
+from .window_modules import ConvWindowMerging, SpaceToDepth, WindowMerging
 from .window_oracle import reference_space_to_depth, reference_window_merge

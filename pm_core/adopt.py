@@ -16,6 +16,10 @@ Design requirements:
   timm call ``merge(x)`` with ``x: (B, H, W, C)``; HF transformers calls
   ``merge(x, input_dimensions)`` with ``x: (B, H*W, C)``, which arrives as ``hw``.
 
+The space-to-depth family (MONAI's ``PatchMergingV2`` / ``PatchMerging``, ultralytics'
+``Focus``, timm's ``SpaceToDepth``) is recognised and adopted by
+:mod:`pm_core.adopt_family`, whose gather order is *probed* from the module's behaviour.
+
 Checkpoints are :mod:`pm_core.checkpoints`; telling a wrong-layout load is
 :mod:`pm_core.layout_check`.
 """
@@ -31,8 +35,10 @@ from torch import Tensor, nn
 from torch._subclasses.fake_tensor import is_fake
 
 from ._checks import Norm, Odd
+from .adopt_family import KNOWN_FAMILY, FamilyModule, adopt_family, recognise_family
 from .impls import get_impl
 from .modules import PatchMerging
+from .window_impls import WINDOW_IMPLS
 
 Convention = Literal["bhwc", "hf"]
 
@@ -199,8 +205,12 @@ def _detect_odd_and_verify(src: nn.Module, dst: PatchMerging, known: Known, dim:
     return policy
 
 
-def from_module(m: nn.Module, *, impl: str = "conv", verify: bool = True) -> PatchMerging:
-    """A :class:`pm_core.PatchMerging` computing what library merge ``m`` computes.
+#: What :func:`from_module` returns: a 2x2 merge, or a member of the general family.
+Adopted = PatchMerging | FamilyModule
+
+
+def from_module(m: nn.Module, *, impl: str = "conv", verify: bool = True) -> Adopted:
+    """A pm_core module computing what library merge ``m`` computes.
 
     Recognised: torchvision ``PatchMerging`` / ``PatchMergingV2``; timm's
     ``swin_transformer``, ``swin_transformer_v2`` and ``swin_transformer_v2_cr``
@@ -215,6 +225,21 @@ def from_module(m: nn.Module, *, impl: str = "conv", verify: bool = True) -> Pat
     instead), and a result that does not reproduce ``m`` on every probe raises (this
     catches, e.g., a pad with H and W swapped, or a different channel order). Parameters on the meta device skip the
     probe and keep ``odd="pad"``, the policy of every recognised library.
+
+    The space-to-depth family (:data:`pm_core.adopt_family.KNOWN_FAMILY`; its gather
+    order is probed from the module, see :mod:`pm_core.adopt_family`):
+
+    * MONAI ``PatchMergingV2`` (2-D: layout ``"swin"``; 3-D: ``"monai-v2-3d"``) and
+      ``PatchMerging`` (3-D from 1.5.0: ``"monai-legacy"``; 2-D: V2's forward) become a
+      :class:`pm_core.WindowMerging` over ``Window((2,)*dims, padding="corner")`` that
+      shares ``norm`` and ``reduction``; ``impl`` is one of :data:`pm_core.WINDOW_IMPLS`.
+      MONAI <= 1.4's legacy 3-D merge reads two offsets twice and two never: it raises
+      :class:`pm_core.WindowOrderError` naming them, since no pm_core merge computes it.
+    * ultralytics ``Focus`` becomes a :class:`pm_core.FocusConv` (one ``2k x 2k`` conv,
+      weight :func:`pm_core.focus_to_conv`, the source's BatchNorm and activation).
+    * timm ``SpaceToDepth`` becomes a :class:`pm_core.SpaceToDepth` (``"timm-s2d"``).
+
+    ``Focus`` and ``SpaceToDepth`` have one form each and ignore ``impl``.
 
     The result *shares* ``m.norm`` and ``m.reduction`` (same Parameter objects, same
     state_dict keys); ``copy.deepcopy`` first for an independent module. Its
@@ -239,10 +264,13 @@ def from_module(m: nn.Module, *, impl: str = "conv", verify: bool = True) -> Pat
         return same.train(m.training)
     known = recognise(m)
     if known is None:
+        family = recognise_family(m)
+        if family is not None:
+            return adopt_family(m, family, impl=impl, verify=verify)
         t = type(m)
         raise ValueError(
             f"from_module does not recognise {t.__module__}.{t.__qualname__}; it knows "
-            + ", ".join(f"{mod}.{cls}" for mod, cls in KNOWN)
+            + ", ".join(f"{mod}.{cls}" for mod, cls in (*KNOWN, *KNOWN_FAMILY))
         )
     dim, out_dim, norm, eps = _structure(m, known)
     out = PatchMerging(dim, out_dim=out_dim, norm=norm, impl=impl, eps=eps, device="meta")
@@ -261,8 +289,17 @@ def from_module(m: nn.Module, *, impl: str = "conv", verify: bool = True) -> Pat
     return out
 
 
+def _recognised(m: object) -> bool:
+    return recognise(m) is not None or recognise_family(m) is not None
+
+
 def swap_patch_merging(model: nn.Module, impl: str = "conv", *, verify: bool = True) -> int:
     """Replace every recognised patch-merging module inside ``model``, in place.
+
+    Recognised: every class :func:`from_module` adopts, the space-to-depth family
+    (MONAI's merges in a ``SwinUNETR``, ``Focus``, ``SpaceToDepth``) included; ``impl``
+    may be one of :data:`pm_core.IMPLS` (2x2 merges) or :data:`pm_core.WINDOW_IMPLS`
+    (MONAI's), and a module it does not apply to raises before the model is touched.
 
     Each replacement is :func:`from_module` of the original, so parameters are shared and
     ``model.state_dict()`` keeps its keys; the model's own forward is unchanged. Modules
@@ -279,20 +316,21 @@ def swap_patch_merging(model: nn.Module, impl: str = "conv", *, verify: bool = T
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"swap_patch_merging needs an nn.Module, got {type(model).__name__}")
-    if recognise(model) is not None:
+    if _recognised(model):
         raise ValueError(
             f"model is itself a {type(model).__qualname__}; it cannot be replaced in place, "
             "use pm_core.from_module(model)"
         )
-    get_impl(impl)  # reject an unknown impl before touching the model
+    if impl not in WINDOW_IMPLS:
+        get_impl(impl)  # reject an unknown impl before touching the model
     # _modules, not named_children(): that skips a second name for the same module
     targets = [
         (parent, name, child)
         for parent in model.modules()
         for name, child in parent._modules.items()
-        if child is not None and recognise(child) is not None
+        if child is not None and _recognised(child)
     ]
-    new: dict[int, PatchMerging] = {}
+    new: dict[int, Adopted] = {}
     for _, _, child in targets:
         if id(child) not in new:
             new[id(child)] = from_module(child, impl=impl, verify=verify)
@@ -303,6 +341,7 @@ def swap_patch_merging(model: nn.Module, impl: str = "conv", *, verify: bool = T
 
 __all__ = [
     "KNOWN",
+    "Adopted",
     "Convention",
     "Known",
     "call_as_library",

@@ -5,17 +5,34 @@ vector in a state dict between the ``"swin"`` layout (Microsoft, timm, torchvisi
 the ``"unfold"`` layout (mmcv / mmseg / mmdet) and the ``"conv"`` layout
 (:class:`pm_core.ConvPatchMerging`). Keys are not renamed. Every step is a permutation,
 so round trips are bit-exact.
+
+With ``window=`` it does the same for general merges (:class:`pm_core.Window`) between
+any two :data:`pm_core.WINDOW_LAYOUTS` (MONAI's ``"monai-v2-3d"`` and ``"monai-legacy"``
+included) and ``"conv"`` (:class:`pm_core.ConvWindowMerging`'s ``[O, C, *kernel]``).
+:func:`fold_offsets` re-expresses a weight over a slice list *with repeats* (MONAI <= 1.4)
+on the window's distinct offsets, which is exact only for a merge without a pre-norm.
 """
 
 from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import cast
 
+import torch
 from torch import Tensor
 
 from .layouts import LAYOUTS, Layout, conv_to_linear, linear_to_conv, swin_to_unfold, unfold_to_swin
+from .window import Window
+from .window_layouts import (
+    Offset,
+    WindowLayout,
+    conv_to_window,
+    convert_window_layout,
+    window_layout,
+    window_to_conv,
+)
 
 
 def _is_merge_weight(t: Tensor, layout: Layout) -> bool:
@@ -66,7 +83,63 @@ def _permute_norm(v: Tensor, src: Layout, dst: Layout) -> Tensor:
     return (swin_to_unfold(v) if d == "unfold" else unfold_to_swin(v)).contiguous()
 
 
-def convert_state_dict(sd: Mapping[str, Tensor], src: Layout, dst: Layout) -> dict[str, Tensor]:
+def _window_prefixes(sd: Mapping[str, Tensor], window: Window, conv: bool) -> list[str]:
+    out = []
+    for k, t in sd.items():
+        if not k.endswith("reduction.weight") or not isinstance(t, Tensor):
+            continue
+        p = k[: -len("reduction.weight")]
+        if (p and not p.endswith(".")) or p + "reduction.bias" in sd:
+            continue
+        if conv:
+            ok = t.dim() == 2 + window.dims and tuple(t.shape[2:]) == window.kernel
+        else:
+            ok = t.dim() == 2 and t.shape[1] > 0 and t.shape[1] % window.size == 0
+        if ok:
+            out.append(p)
+    return out
+
+
+def _convert_windows(
+    sd: Mapping[str, Tensor], src: str | WindowLayout, dst: str | WindowLayout, window: Window
+) -> OrderedDict[str, Tensor]:
+    s = None if src == "conv" else window_layout(src, window)
+    d = None if dst == "conv" else window_layout(dst, window)
+    out: OrderedDict[str, Tensor] = OrderedDict(sd)
+    if (s is None and d is None) or s == d:
+        return out
+    for p in _window_prefixes(sd, window, conv=s is None):
+        w = sd[p + "reduction.weight"]
+        o, n = w.shape[0], (w.shape[1] * window.size if s is None else w.shape[1])
+        if s is not None and d is not None:
+            for key in (p + "norm.weight", p + "norm.bias"):
+                v = sd.get(key)
+                if v is None or v.dim() != 1 or v.shape[0] != n:
+                    continue
+                if o == n:
+                    raise ValueError(
+                        f"{key} has {n} entries and {p}reduction.weight is [{o}, {n}]: a "
+                        "pre-norm (permute) and a post-norm (keep) look the same; convert "
+                        "this merge by hand with pm_core.convert_window_layout"
+                    )
+                out[key] = convert_window_layout(v, window, s, d).contiguous()
+        if s is None:
+            assert d is not None
+            out[p + "reduction.weight"] = conv_to_window(w, window, d).contiguous()
+        elif d is None:
+            out[p + "reduction.weight"] = window_to_conv(w, window, s)
+        else:
+            out[p + "reduction.weight"] = convert_window_layout(w, window, s, d).contiguous()
+    return out
+
+
+def convert_state_dict(
+    sd: Mapping[str, Tensor],
+    src: Layout | str | WindowLayout,
+    dst: Layout | str | WindowLayout,
+    *,
+    window: Window | None = None,
+) -> dict[str, Tensor]:
     """Re-order every patch merge's weights in ``sd`` from layout ``src`` to ``dst``.
 
     Layouts: ``"swin"`` (Microsoft, timm, torchvision, HF: column ``(2*dw + dh)*C + c``),
@@ -88,12 +161,35 @@ def convert_state_dict(sd: Mapping[str, Tensor], src: Layout, dst: Layout) -> di
     ...       "layers.0.downsample.reduction.weight": torch.zeros(4, 8)}
     >>> convert_state_dict(sd, "swin", "unfold")["layers.0.downsample.norm.weight"]
     tensor([0., 4., 2., 6., 1., 5., 3., 7.])
+
+    **General merges** (``window`` given, e.g. ``Window((2, 2, 2), padding="corner")`` for
+    MONAI's 3-D merges): ``src`` and ``dst`` are names from :data:`pm_core.WINDOW_LAYOUTS`
+    (or :class:`pm_core.WindowLayout` s) or ``"conv"``. Every ``<p>reduction.weight``
+    without a bias that is ``[O, prod(kernel)*C]`` (``[O, C, *kernel]`` for ``"conv"``) is
+    converted with :func:`pm_core.convert_window_layout` (:func:`pm_core.window_to_conv` /
+    :func:`pm_core.conv_to_window` to and from ``"conv"``), and its ``n``-entry pre-norm
+    vectors with it. A :class:`pm_core.ConvWindowMerging` keeps its pre-norm vectors in
+    its ``layout``, so to and from ``"conv"`` they are left as they are: go
+    ``"conv" -> L -> L'`` to change that layout too. Round trips are bit-exact. MONAI's
+    ``SwinUNETR`` keys (``swinViT.layers1.0.downsample.``) are found as they are.
     """
-    for arg, layout in (("src", src), ("dst", dst)):
-        if layout not in LAYOUTS:
-            raise ValueError(f"{arg} must be one of {LAYOUTS}, got {layout!r}")
     if not isinstance(sd, Mapping):
         raise TypeError(f"sd must be a state dict (a Mapping), got {type(sd).__name__}")
+    if window is not None:
+        if not isinstance(window, Window):
+            raise TypeError(f"window must be a pm_core.Window, got {type(window).__name__}")
+        wout = _convert_windows(sd, src, dst, window)
+        meta = getattr(sd, "_metadata", None)
+        if meta is not None:
+            wout._metadata = copy.copy(meta)  # type: ignore[attr-defined]
+        return wout
+    for arg, layout in (("src", src), ("dst", dst)):
+        if layout not in LAYOUTS:
+            raise ValueError(
+                f"{arg} must be one of {LAYOUTS}, got {layout!r} (a general merge's "
+                "layout needs window=)"
+            )
+    src, dst = cast(Layout, src), cast(Layout, dst)
     out: OrderedDict[str, Tensor] = OrderedDict(sd)
     meta = getattr(sd, "_metadata", None)
     if meta is not None:
@@ -118,4 +214,40 @@ def convert_state_dict(sd: Mapping[str, Tensor], src: Layout, dst: Layout) -> di
     return out
 
 
-__all__ = ["convert_state_dict", "merge_prefixes"]
+def fold_offsets(
+    w: Tensor,
+    offsets: Sequence[Sequence[int]],
+    window: Window,
+    layout: str | WindowLayout,
+) -> Tensor:
+    """A reduction weight over a slice list, re-expressed over the window's distinct offsets.
+
+    ``w``: ``[O, K*C]``, block ``i`` (columns ``i*C .. i*C + C``) applied to the slice at
+    ``offsets[i]``; the list may repeat offsets and so miss others (MONAI <= 1.4's legacy
+    3-D merge). Returns ``[O, prod(kernel)*C]`` in ``layout``, whose block for offset
+    ``p`` is the sum of ``w``'s blocks at ``p`` (zero where the list never reads ``p``).
+
+    Without a pre-norm, ``y = sum_i W_i x_{offsets[i]} = sum_p (sum_{i: offsets[i] = p}
+    W_i) x_p``: the same linear map, exact in exact arithmetic (in floating point the
+    repeated blocks' products are added in another order). **With a pre-norm it is not
+    the same function**: LayerNorm's mean and variance over the ``K*C`` entries count a
+    repeated slice twice and a missing one never, while any merge of the distinct
+    offsets normalises over each voxel once; no weight makes up for that
+    (``tests/test_library_adopt.py`` shows why).
+    """
+    if w.dim() != 2 or w.shape[1] % len(offsets):
+        raise ValueError(f"w must be [O, K*C] for the {len(offsets)} offsets, got {tuple(w.shape)}")
+    c = w.shape[1] // len(offsets)
+    want = window.offsets()
+    outside = [tuple(o) for o in offsets if tuple(o) not in want]
+    if outside:
+        raise ValueError(f"offsets {outside} lie outside the window {window}")
+    rank: dict[Offset, int] = {o: i for i, o in enumerate(want)}
+    row_major = torch.zeros(w.shape[0], window.size * c, dtype=w.dtype, device=w.device)
+    for i, off in enumerate(offsets):
+        p = rank[tuple(off)]
+        row_major[:, p * c : (p + 1) * c] += w[:, i * c : (i + 1) * c]
+    return convert_window_layout(row_major, window, "row-major", layout)
+
+
+__all__ = ["convert_state_dict", "fold_offsets", "merge_prefixes"]

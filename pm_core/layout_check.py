@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from .adopt import Convention, call_as_library, from_module, recognise
 from .checkpoints import convert_state_dict
 from .layouts import Layout, conv_to_linear
+from .modules import PatchMerging
 from .unfold_merge import UnfoldPatchMerging
 
 
@@ -168,6 +169,10 @@ def _check_against(
     c: int,
 ) -> LayoutCheck:
     ref = from_module(reference, impl="slice")
+    if not isinstance(ref, PatchMerging):
+        raise ValueError(
+            f"reference must be a 2x2 swin-layout merge, got {type(reference).__name__}"
+        )
     if ref.dim != c:
         raise ValueError(f"reference has dim={ref.dim} but {name} has C={c}")
     known = recognise(module)

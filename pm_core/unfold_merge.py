@@ -66,6 +66,8 @@ class UnfoldPatchMerging(nn.Module):
     def from_swin(cls, m: nn.Module) -> UnfoldPatchMerging:
         """The unfold-layout twin of a swin-layout pre-norm merge (any :func:`from_module` source)."""
         pm = m if isinstance(m, PatchMerging) else from_module(m, impl="slice", verify=False)
+        if not isinstance(pm, PatchMerging):
+            raise ValueError(f"{type(m).__qualname__} is no 2x2 swin-layout merge: {pm!r}")
         if pm.norm_mode == "post":
             raise ValueError("a post-norm (Swin v2) merge has no mmcv unfold counterpart")
         w = pm.reduction.weight

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ._checks import Norm, check_dim, check_options
 from ._window_checks import check_window
 from .window import Window
+from .window_gather import space_to_depth
 from .window_impls import WINDOW_IMPLS, WindowImpl, window_merge
 from .window_layouts import (
     WindowLayout,
@@ -185,4 +186,34 @@ class ConvWindowMerging(_WindowBase):
         return self._copy_as(WindowMerging, w, self.layout, norm_vectors=False)
 
 
-__all__ = ["ConvWindowMerging", "WindowMerging"]
+class SpaceToDepth(nn.Module):
+    """The gather alone (:func:`pm_core.space_to_depth`) as a module; no parameters.
+
+    ``forward``: ``(B, *S, C)`` -> ``(B, *S', prod(kernel)*C)`` in ``layout``, or with
+    ``channels_first=True`` ``(B, C, *S)`` -> ``(B, prod(kernel)*C, *S')`` (timm's
+    ``SpaceToDepth`` and YOLO's convention; the result is then a channels-first view of
+    the gathered channels-last tensor). Exact in every dtype: it only moves data.
+
+    >>> SpaceToDepth(Window((4, 4)), "timm-s2d", channels_first=True)(torch.randn(1, 3, 8, 8)).shape
+    torch.Size([1, 48, 2, 2])
+    """
+
+    def __init__(
+        self, window: Window, layout: str | WindowLayout = "swin", *, channels_first: bool = False
+    ) -> None:
+        super().__init__()
+        self.window = check_window(window)
+        self.layout = window_layout(layout, self.window)
+        self.channels_first = channels_first
+
+    def forward(self, x: Tensor) -> Tensor:
+        """See the class docstring for the shapes."""
+        if not self.channels_first:
+            return space_to_depth(x, self.window, self.layout)
+        return space_to_depth(x.movedim(1, -1), self.window, self.layout).movedim(-1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.window}, layout={self.layout.name!r}, channels_first={self.channels_first}"
+
+
+__all__ = ["ConvWindowMerging", "SpaceToDepth", "WindowMerging"]

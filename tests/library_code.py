@@ -8,11 +8,20 @@ the plain ``nn.LayerNorm`` / ``nn.Linear`` every one of them uses. None of these
 libraries is imported: MONAI, ultralytics, Video Swin and Swin-Unet are not
 dependencies of the suite (timm is, and ``tests/test_window_layouts.py`` also checks its
 real ``SpaceToDepth`` where it is installed).
+
+The module classes at the end (MONAI's merges, ultralytics' ``Conv`` and ``Focus``) are
+copied from the wheels' sources (``monai/networks/nets/swin_unetr.py`` of monai 1.4.0
+and 1.6.1, ``ultralytics/nn/modules/conv.py`` of ultralytics 8.4.190) with their
+forwards as they are. :func:`as_library_class` gives each the module path and qualname
+of the class it reproduces, so ``pm_core.from_module`` recognises it as it would the
+real one (pm_core recognises by class path, and then probes the behaviour).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -168,9 +177,137 @@ class SwinUnetPatchExpand(nn.Module):
         return out
 
 
+_C = TypeVar("_C", bound=type)
+
+
+def as_library_class(module: str, qualname: str) -> Callable[[_C], _C]:
+    """Give a reproduced class its library's ``__module__`` and ``__qualname__``."""
+
+    def wrap(cls: _C) -> _C:
+        cls.__module__, cls.__qualname__ = module, qualname
+        return cls
+
+    return wrap
+
+
+MONAI_MODULE = "monai.networks.nets.swin_unetr"
+
+
+@as_library_class(MONAI_MODULE, "PatchMergingV2")
+class MonaiPatchMergingV2(nn.Module):
+    """MONAI ``PatchMergingV2`` (identical in 1.4.0 and 1.6.1), ``norm_layer`` a class."""
+
+    def __init__(
+        self, dim: int, norm_layer: type[nn.LayerNorm] = nn.LayerNorm, spatial_dims: int = 3
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        if spatial_dims == 3:
+            self.reduction = nn.Linear(8 * dim, 2 * dim, bias=False)
+            self.norm = norm_layer(8 * dim)
+        elif spatial_dims == 2:
+            self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+            self.norm = norm_layer(4 * dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = monai_v2_gather(x)  # the forward's gather, verbatim above
+        x = self.norm(x)
+        out: Tensor = self.reduction(x)
+        return out
+
+
+@as_library_class(MONAI_MODULE, "PatchMerging")
+class MonaiPatchMerging(MonaiPatchMergingV2):
+    """MONAI ``PatchMerging`` (legacy), 1.5.0 and later: 2-D is V2's forward."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4:
+            return super().forward(x)
+        if x.dim() != 5:
+            raise ValueError(f"expecting 5D x, got {x.shape}.")
+        out: Tensor = self.reduction(self.norm(monai_legacy_gather(x)))
+        return out
+
+
+@as_library_class(MONAI_MODULE, "PatchMerging")
+class MonaiPatchMerging14(MonaiPatchMergingV2):
+    """MONAI ``PatchMerging`` (legacy), 1.4.0 and earlier: ``x5``/``x6`` repeat ``x2``/``x3``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4:
+            return super().forward(x)
+        if x.dim() != 5:
+            raise ValueError(f"expecting 5D x, got {x.shape}.")
+        out: Tensor = self.reduction(self.norm(monai_legacy_gather_1_4(x)))
+        return out
+
+
+def autopad(k: Any, p: Any = None, d: int = 1) -> Any:  # kernel, padding, dilation
+    """ultralytics ``autopad``: pad to 'same' shape outputs."""
+    if d > 1:
+        k = d * (k - 1) + 1 if isinstance(k, int) else [d * (x - 1) + 1 for x in k]
+    if p is None:
+        p = k // 2 if isinstance(k, int) else [x // 2 for x in k]  # auto-pad
+    return p
+
+
+@as_library_class("ultralytics.nn.modules.conv", "Conv")
+class UltralyticsConv(nn.Module):
+    """ultralytics ``Conv``: conv, batch norm, activation (SiLU by default)."""
+
+    default_act = nn.SiLU()
+
+    def __init__(
+        self, c1: int, c2: int, k: Any = 1, s: Any = 1, p: Any = None, g: int = 1, d: int = 1,
+        act: bool | nn.Module = True,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.conv = nn.Conv2d(c1, c2, k, s, autopad(k, p, d), groups=g, dilation=d, bias=False)
+        self.bn = nn.BatchNorm2d(c2)
+        self.act = (
+            self.default_act
+            if act is True
+            else act
+            if isinstance(act, nn.Module)
+            else nn.Identity()
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.act(self.bn(self.conv(x)))
+        return out
+
+
+@as_library_class("ultralytics.nn.modules.conv", "Focus")
+class UltralyticsFocus(nn.Module):
+    """ultralytics ``Focus``: the 2x2 gather of :func:`focus_gather`, then ``Conv``."""
+
+    def __init__(
+        self, c1: int, c2: int, k: Any = 1, s: Any = 1, p: Any = None, g: int = 1,
+        act: bool | nn.Module = True,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.conv = UltralyticsConv(c1 * 4, c2, k, s, p, g, act=act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.conv(
+            torch.cat(
+                (x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]), 1
+            )
+        )
+        return out
+
+
 __all__ = [
     "MONAI_1_4_OFFSETS",
+    "MONAI_MODULE",
+    "MonaiPatchMerging",
+    "MonaiPatchMerging14",
+    "MonaiPatchMergingV2",
     "SwinUnetPatchExpand",
+    "UltralyticsConv",
+    "UltralyticsFocus",
+    "as_library_class",
+    "autopad",
     "focus_gather",
     "monai_legacy_gather",
     "monai_legacy_gather_1_4",

@@ -147,6 +147,7 @@ def test_from_module_matches_library(
     out_dim = None if out_extra is None or not takes_out else 2 * c + out_extra
     src = _randomise(factory(c, out_dim), seed).to(dtype).eval()
     pm = from_module(src, impl=impl)
+    assert isinstance(pm, PatchMerging)
     assert (pm.norm_mode, pm.odd, pm.impl) == (norm, "pad", impl)
     assert pm.out_dim == (out_dim or 2 * c)
     x = torch.randn(b, h, w, c, generator=torch.Generator().manual_seed(seed)).to(dtype)
@@ -232,6 +233,7 @@ def test_from_module_identity_norm_and_meta() -> None:
     """norm_layer=nn.Identity maps to norm='none'; meta parameters skip the probe."""
     assert from_module(tv.PatchMerging(4, norm_layer=lambda n: nn.Identity())).norm_mode == "none"
     meta = from_module(timm_v1.PatchMerging(4, device="meta"))
+    assert isinstance(meta, PatchMerging)
     assert meta.reduction.weight.device.type == "meta"
     assert meta(torch.empty(2, 5, 6, 4, device="meta")).shape == (2, 3, 3, 8)
 
