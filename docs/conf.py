@@ -60,6 +60,9 @@ nitpick_ignore = [
     ("py:data", "KNOWN"),  # pm_core.adopt.KNOWN: the table from_module recognises
     ("py:mod", "pm_core.lab.cli"),
     ("py:mod", "pm_core.lab.checkout"),
+    # from_module's return type, the alias Adopted (a union), which autodoc renders as
+    # this forward-reference class name rather than the union
+    ("py:class", "TypeAliasForwardRef"),
 ]
 if sphinx.version_info < (9,):
     # Sphinx < 9 cannot link a type hint (a class reference) to a type alias documented
