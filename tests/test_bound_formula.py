@@ -66,8 +66,11 @@ def _ln(v: Vec) -> _LN:
 class Derivation:
     """The coefficients of the bounds module's docstring for one dtype and GEMM precision."""
 
-    def __init__(self, dtype: torch.dtype, precision: str | None) -> None:
-        acc = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    def __init__(
+        self, dtype: torch.dtype, precision: str | None, accumulate: torch.dtype | None = None
+    ) -> None:
+        half = dtype in (torch.float16, torch.bfloat16)
+        acc = accumulate if accumulate is not None else torch.float32 if half else dtype
         u_in = OPERAND_ULP.get(precision or "ieee", 0.0)
         self.u = UNIT[dtype] + UNIT[torch.float64]  # the dtype's, plus the oracle's own
         self.ratio = UNIT[acc] / UNIT[dtype]  # u_acc / u
@@ -129,8 +132,9 @@ def derive(
     norm: Norm,
     dtype: torch.dtype,
     precision: str | None,
+    accumulate: torch.dtype | None = None,
 ) -> Expected:
-    d = Derivation(dtype, precision)
+    d = Derivation(dtype, precision, accumulate)
     wins = _windows(x)
     aw = [[abs(t) for t in row] for row in weight.tolist()]
     o, n = len(aw), len(aw[0])
@@ -274,13 +278,20 @@ def problems(draw: st.DrawFn) -> tuple[torch.Tensor, ...]:
     dtype=st.sampled_from(DTYPES),
     precision=st.sampled_from([None, "tf32", "bf16"]),
     affine=st.sampled_from(["both", "weight", "bias", "neither"]),
+    native=st.booleans(),
+    via_dtype=st.booleans(),
 )
 def test_error_bounds_follow_the_derivation(
     problem: tuple[torch.Tensor, ...], norm: Norm, dtype: torch.dtype, precision: str | None,
-    affine: str,
+    affine: str, native: bool, via_dtype: bool,
 ) -> None:  # fmt: skip
     """Every entry of every bound ``error_bounds`` returns (output, dL/dx, dL/dW, dL/dg,
-    dL/db, and kappa) equals the docstring's derivation evaluated independently."""
+    dL/db, and kappa) equals the docstring's derivation evaluated independently.
+
+    ``native``: sums accumulate in the dtype itself (``accumulate=dtype``, as cuBLAS's
+    reduced-precision reductions do). ``via_dtype``: the inputs come as float64 holding
+    the dtype's values, and ``dtype=`` names the compute dtype, as the report does for a
+    device's dtype; the bound is the same."""
     x, weight, g4, b4, go, bo, grad = problem
     if dtype != torch.float32:
         precision = None  # reduced-precision GEMM operands are a float32 mode
@@ -290,14 +301,17 @@ def test_error_bounds_follow_the_derivation(
     # the bound is a function of the values the call received: round them to the dtype
     x, weight, grad = (t.to(dtype).double() for t in (x, weight, grad))
     nw, nb = (None if t is None else t.to(dtype).double() for t in (nw, nb))
+    accumulate = dtype if native else None
+    cast = (lambda t: t) if via_dtype else (lambda t: t.to(dtype))
     eb = error_bounds(
-        x.to(dtype), weight.to(dtype),
-        None if nw is None else nw.to(dtype), None if nb is None else nb.to(dtype),
-        norm=norm, grad_out=grad.to(dtype), gemm_precision=precision,
+        cast(x), cast(weight),
+        None if nw is None else cast(nw), None if nb is None else cast(nb),
+        norm=norm, grad_out=cast(grad), gemm_precision=precision, accumulate=accumulate,
+        dtype=dtype if via_dtype else None,
     )  # fmt: skip
     want = derive(
         x, weight, None if nw is None else nw.tolist(), None if nb is None else nb.tolist(),
-        grad, norm, dtype, precision,
+        grad, norm, dtype, precision, accumulate,
     )  # fmt: skip
     _close(float(eb.kappa), want.kappa, "kappa")
     got_out = eb.output.tolist()

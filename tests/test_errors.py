@@ -14,9 +14,13 @@ from torch import Tensor
 import pm_core
 from pm_core import IMPLS, Norm, error_bounds, patch_merge, reference_patch_merge
 
-#: both entry points, called with arguments (some deliberately bad) as ``merge(x, w, ...)``
+#: the entry points that validate a call, given arguments (some deliberately bad) as ``merge(x, w, ...)``
 Merge = Callable[..., Tensor]
-ENTRY_POINTS: dict[str, Merge] = {"patch_merge": patch_merge, "reference": reference_patch_merge}
+ENTRY_POINTS: dict[str, Merge] = {
+    "patch_merge": patch_merge,
+    "reference": reference_patch_merge,
+    "error_bounds": error_bounds,  # validates like the call it bounds
+}
 
 
 def _args(
