@@ -360,3 +360,37 @@ def test_window_conditioning_follows_its_definition(
         mu = _mean(v)
         want = abs(mu) / math.sqrt(_mean([(t - mu) ** 2 for t in v]) + e)
         _close(float(got[bi, i, j]), want, f"conditioning of window {(bi, i, j)}")
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_error_bounds_without_affine_stay_on_the_device(norm: Norm) -> None:
+    """Without LayerNorm parameters the bound stands in ones and zeros for them, on the
+    weight's device: on fake CUDA tensors (no GPU needed) a CPU stand-in would be a
+    cross-device op, which raises."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        x = torch.randn(2, 4, 6, 8, device="cuda")
+        w = torch.randn(16, 32, device="cuda")
+        eb = error_bounds(x, w, norm=norm, grad_out=torch.randn(2, 2, 3, 16, device="cuda"))
+        assert eb.output.device.type == "cuda"
+        assert eb.x is not None
+        assert eb.x.device.type == "cuda"
+
+
+@pytest.mark.parametrize("precision", [None, "tf32", "bf16"])
+@pytest.mark.parametrize("norm", ["pre", "none"])
+def test_error_bounds_of_zero_inputs_are_the_underflow_term(
+    norm: Norm, precision: str | None
+) -> None:
+    """With an all-zero input and weight every output bound of the pre-norm and no-norm
+    layers is the underflow term alone (each other term is a multiple of ``|W|``),
+    ``gamma(n + O) * tiny`` with ``tiny = smallest_normal * (u + u_in)``: a GEMM whose
+    operands round to TF32 or bf16 underflows at their subnormal spacing, not float32's.
+    (``post`` keeps its LayerNorm's own rounding of the zero outputs.)"""
+    x, w = torch.zeros(1, 2, 2, 3), torch.zeros(5, 12)
+    eb = error_bounds(x, w, norm=norm, gemm_precision=precision)
+    d = Derivation(torch.float32, precision)
+    want = d.gamma(12 + 5) * d.tiny
+    for t in eb.output.flatten().tolist():
+        _close(t, want, "underflow term")
