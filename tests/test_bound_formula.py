@@ -394,3 +394,19 @@ def test_error_bounds_of_zero_inputs_are_the_underflow_term(
     want = d.gamma(12 + 5) * d.tiny
     for t in eb.output.flatten().tolist():
         _close(t, want, "underflow term")
+
+
+@pytest.mark.parametrize("norm", ["pre", "post", "none"])
+def test_error_bounds_of_an_empty_batch(norm: Norm) -> None:
+    """B == 0 (patch_merge gives an empty map) has empty bounds of the right shapes and a
+    conditioning of 0: there is no window to be ill-conditioned."""
+    c, o = 3, 6
+    size = 4 * c if norm == "pre" else o
+    g, b = (torch.ones(size), torch.zeros(size)) if norm != "none" else (None, None)
+    x, w = torch.randn(0, 4, 6, c), torch.randn(o, 4 * c)
+    eb = error_bounds(x, w, g, b, norm=norm, grad_out=torch.randn(0, 2, 3, o))
+    assert eb.output.shape == (0, 2, 3, o)
+    assert eb.x is not None
+    assert eb.x.shape == x.shape
+    assert eb.kappa.shape == ()
+    assert float(eb.kappa) == 0.0
