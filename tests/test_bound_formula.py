@@ -14,8 +14,15 @@ magnitude is an absolute value, every coefficient positive), summed in different
 ``L`` such terms differ by at most ``L * 2^-53`` relative (Higham sec. 3.1). With at most
 a few hundred terms per entry, ``rtol = 1e-12`` holds with margin, while any change to a
 coefficient of the derivation moves an entry by far more (``gamma(L)`` changed by one
-unit is at least ``1 / (L + 2)``). Zero inputs are drawn too, where the bound is its
-underflow term alone.
+unit is at least ``1 / (L + 2)``). One input is not such a sum: ``xhat = (x - mu) /
+sigma`` subtracts, and a float64 mean of ``n`` entries is off by up to ``n 2^-53
+mean|x|``, which moves ``xhat`` by ``n 2^-53 kappa`` (``kappa = |mu| / sigma``, the
+window's conditioning; the bound module's own argument, in float64). Each side makes that
+error once, so entries may differ by ``2 n 2^-53 kappa`` relative to their ``1 + |xhat|``
+factors: the derivation test adds ``4 n 2^-53 (kappa_x + kappa_z)`` to ``rtol`` (``z``:
+the post-norm's projected outputs, normalised too), at most ~1e-9 for the drawn means of
+up to 1e4, still six orders below a changed coefficient. Zero inputs are drawn too, where
+the bound is its underflow term alone.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from hypothesis import strategies as st
 
 from pm_core import Norm, error_bounds
 from pm_core.bounds import window_conditioning
+from tests.strategies import examples
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -231,13 +239,23 @@ def derive(
     )
 
 
-def _close(actual: float, expected: float, what: str) -> None:
-    assert math.isclose(actual, expected, rel_tol=RTOL, abs_tol=0.0), (
+def _close(actual: float, expected: float, what: str, rtol: float = RTOL) -> None:
+    assert math.isclose(actual, expected, rel_tol=rtol, abs_tol=0.0), (
         f"{what}: error_bounds gives {actual!r}, the derivation {expected!r}"
     )
 
 
-def _scatter_check(bx: torch.Tensor, per_window: dict[tuple[int, int, int], Vec]) -> None:
+def _z_conditioning(x: torch.Tensor, weight: torch.Tensor) -> float:
+    """The largest ``|mean| / std`` of the projected windows ``z = W v`` (post-norm's LN input)."""
+    zs = [[sum(a * b for a, b in zip(row, v, strict=True)) for row in weight.tolist()]
+          for v in _windows(x).values()]  # fmt: skip
+    return max((abs(_mean(z)) / math.sqrt(_mean([(t - _mean(z)) ** 2 for t in z]) + EPS)
+                for z in zs), default=0.0)  # fmt: skip
+
+
+def _scatter_check(
+    bx: torch.Tensor, per_window: dict[tuple[int, int, int], Vec], rtol: float = RTOL
+) -> None:
     """Each pixel's dL/dx bound is its window entry's (every pixel is in exactly one)."""
     b, h, w, c = bx.shape
     got = bx.tolist()
@@ -247,7 +265,7 @@ def _scatter_check(bx: torch.Tensor, per_window: dict[tuple[int, int, int], Vec]
                 for ch in range(c):
                     k = (2 * (col % 2) + r % 2) * c + ch
                     want = per_window[bi, r // 2, col // 2][k]
-                    _close(got[bi][r][col][ch], want, f"dL/dx bound at {(bi, r, col, ch)}")
+                    _close(got[bi][r][col][ch], want, f"dL/dx bound at {(bi, r, col, ch)}", rtol)
 
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
@@ -272,12 +290,15 @@ def problems(draw: st.DrawFn) -> tuple[torch.Tensor, ...]:
     return x, randn(o, 4 * c), randn(4 * c), randn(4 * c), randn(o), randn(o), grad
 
 
+# norm and affine are parametrized, not drawn: every (norm, affine) pair gets its share of
+# examples even under the mutation profile's ten, and a failure's id names the pair
+@pytest.mark.parametrize("affine", ["both", "weight", "bias", "neither"])
+@pytest.mark.parametrize("norm", ["pre", "post", "none"])
+@examples(0.5)
 @given(
     problem=problems(),
-    norm=st.sampled_from(["pre", "post", "none"]),
     dtype=st.sampled_from(DTYPES),
     precision=st.sampled_from([None, "tf32", "bf16"]),
-    affine=st.sampled_from(["both", "weight", "bias", "neither"]),
     native=st.booleans(),
     via_dtype=st.booleans(),
 )
@@ -313,17 +334,18 @@ def test_error_bounds_follow_the_derivation(
         x, weight, None if nw is None else nw.tolist(), None if nb is None else nb.tolist(),
         grad, norm, dtype, precision, accumulate,
     )  # fmt: skip
-    _close(float(eb.kappa), want.kappa, "kappa")
+    rtol = RTOL + 4 * x.shape[-1] * 4 * 2.0**-53 * (want.kappa + _z_conditioning(x, weight))
+    _close(float(eb.kappa), want.kappa, "kappa", rtol)
     got_out = eb.output.tolist()
     for (bi, i, j), row in want.output.items():
         for p, t in enumerate(row):
-            _close(got_out[bi][i][j][p], t, f"output bound at {(bi, i, j, p)}")
+            _close(got_out[bi][i][j][p], t, f"output bound at {(bi, i, j, p)}", rtol)
     assert eb.x is not None
     assert eb.reduction_weight is not None
-    _scatter_check(eb.x, want.x)
+    _scatter_check(eb.x, want.x, rtol)
     for p, row in enumerate(want.weight):
         for k, t in enumerate(row):
-            _close(eb.reduction_weight[p, k].item(), t, f"dL/dW bound at {(p, k)}")
+            _close(eb.reduction_weight[p, k].item(), t, f"dL/dW bound at {(p, k)}", rtol)
     for field, got, exp in (
         ("dL/dg", eb.norm_weight, want.norm_weight),
         ("dL/db", eb.norm_bias, want.norm_bias),
@@ -332,7 +354,7 @@ def test_error_bounds_follow_the_derivation(
         assert (got is not None) == present, f"{field} bound given without its parameter"
         if got is not None:
             for k, t in enumerate(exp):
-                _close(got[k].item(), t, f"{field} bound at {k}")
+                _close(got[k].item(), t, f"{field} bound at {k}", rtol)
 
 
 @given(
