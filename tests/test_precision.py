@@ -128,6 +128,8 @@ def test_bad_arguments_are_named() -> None:
     xb, wb = x32.bfloat16(), w32.bfloat16()
     with pytest.raises(ValueError, match="rounds float32 GEMM operands, but the compute dtype"):
         pm_core.error_bounds(xb, wb, norm="none", gemm_precision="tf32")
+    with pytest.raises(TypeError, match=r"dtype must be one of .*, got torch\.int32"):
+        pm_core.error_bounds(x32, w32, norm="none", dtype=torch.int32)
 
 
 @pytest.mark.parametrize("norm", ["pre", "post", "none"])
