@@ -210,6 +210,15 @@ def test_defaults_are_patch_merges(other: Callable[..., Any]) -> None:
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_non_float_x_says_which_dtypes_and_why(merge: Merge) -> None:
+    """An integer or complex x is refused with the dtypes that work and the reason."""
+    w, nw, nb = _args()
+    with pytest.raises(TypeError) as info:
+        merge(torch.ones(1, 4, 4, 4, dtype=torch.complex64), w, nw, nb)
+    assert "float16, bfloat16, float32 or float64" in str(info.value)
+    assert "patch merging normalises and projects real values" in str(info.value)
+
+
 def test_weight_not_2d(merge: Merge) -> None:
     """A conv-shaped weight passed as the reduction weight is rejected, pointing at the [O, 4C] layout."""
     with pytest.raises(ValueError, match=r"\[O, 4C\]"):
