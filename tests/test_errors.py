@@ -219,6 +219,58 @@ def test_non_float_x_says_which_dtypes_and_why(merge: Merge) -> None:
     assert "patch merging normalises and projects real values" in str(info.value)
 
 
+MESSAGES: list[tuple[str, Callable[[], tuple[Any, ...]], dict[str, Any], str]] = [
+    # (id, args, call kwargs, the sentence the error must contain, case and all)
+    ("C == 0", lambda: (torch.randn(1, 4, 4, 0), torch.randn(8, 0)), {},
+     "x has C == 0 channels: there is nothing to merge or normalise"),
+    ("weight not a tensor", lambda: (torch.randn(1, 4, 4, 4), [[0.0] * 16] * 8), {},
+     "reduction_weight must be a torch.Tensor, got list"),
+    ("weight for another C", lambda: (torch.randn(1, 4, 4, 4), torch.randn(8, 12)), {},
+     "reduction_weight must be [O, 4C] = [O, 16] for x with C=4, got (8, 12)"),
+    ("O == 0", lambda: (torch.randn(1, 4, 4, 4), torch.randn(0, 16)), {"norm": "none"},
+     "reduction_weight has O == 0 outputs: there is nothing to project to"),
+    ("L != H*W", lambda: (torch.randn(1, 10, 4), torch.randn(8, 16)), {"hw": (3, 4)},
+     "x has L=10 tokens but hw=(3, 4) needs L == H*W == 12"),
+    ("norm weight with norm='none'",
+     lambda: (torch.randn(1, 4, 4, 4), torch.randn(8, 16), torch.randn(16)), {"norm": "none"},
+     "norm='none' takes no norm_weight/norm_bias; pass None or pick norm='pre'/'post'"),
+    ("norm bias with norm='none'",
+     lambda: (torch.randn(1, 4, 4, 4), torch.randn(8, 16), None, torch.randn(16)),
+     {"norm": "none"},
+     "norm='none' takes no norm_weight/norm_bias; pass None or pick norm='pre'/'post'"),
+    ("pre norm vector of size O",
+     lambda: (torch.randn(1, 4, 4, 4), torch.randn(8, 16), torch.randn(8)), {"norm": "pre"},
+     "norm_weight must have shape (16,) (LN over the 4C window), got (8,)"),
+    ("post norm vector of size 4C",
+     lambda: (torch.randn(1, 4, 4, 4), torch.randn(8, 16), None, torch.randn(16)),
+     {"norm": "post"},
+     "norm_bias must have shape (8,) (LN over the O outputs), got (16,)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("make", "kw", "sentence"), [m[1:] for m in MESSAGES],
+                         ids=[m[0] for m in MESSAGES])  # fmt: skip
+def test_error_message_says_what_and_why(
+    merge: Merge, make: Callable[[], tuple[Any, ...]], kw: dict[str, Any], sentence: str
+) -> None:
+    """Each refusal's message holds its whole sentence: what is wrong, with the numbers."""
+    with pytest.raises((TypeError, ValueError)) as info:
+        merge(*make(), **kw)
+    assert sentence in str(info.value), str(info.value)
+
+
+def test_hw_may_be_zero_and_may_restate_a_4d_shape(merge: Merge) -> None:
+    """hw=(0, W) with L == 0 is an empty map, not an error; hw equal to a (B, H, W, C) x's
+    own H, W is accepted."""
+    w = torch.randn(8, 16)
+    y = merge(torch.randn(2, 0, 4), w, norm="none", hw=(0, 4))
+    y = y.output if isinstance(y, tuple) else y
+    assert y.shape == (2, 0, 8)
+    y = merge(torch.randn(2, 4, 6, 4), w, norm="none", hw=(4, 6))
+    y = y.output if isinstance(y, tuple) else y
+    assert y.shape == (2, 2, 3, 8)
+
+
 def test_weight_not_2d(merge: Merge) -> None:
     """A conv-shaped weight passed as the reduction weight is rejected, pointing at the [O, 4C] layout."""
     with pytest.raises(ValueError, match=r"\[O, 4C\]"):
