@@ -241,6 +241,13 @@ MESSAGES: list[tuple[str, Callable[[], tuple[Any, ...]], dict[str, Any], str]] =
     ("pre norm vector of size O",
      lambda: (torch.randn(1, 4, 4, 4), torch.randn(8, 16), torch.randn(8)), {"norm": "pre"},
      "norm_weight must have shape (16,) (LN over the 4C window), got (8,)"),
+    ("eps a string", lambda: (torch.randn(1, 4, 4, 4), torch.randn(8, 16)),
+     {"norm": "none", "eps": "1e-5"}, "eps must be a float, got str"),
+    ("integer norm weight",
+     lambda: (torch.randn(1, 4, 4, 4), torch.randn(8, 16), torch.ones(16, dtype=torch.int64)),
+     {"norm": "pre"}, "norm_weight must be a floating-point tensor, got torch.int64"),
+    ("complex x", lambda: (torch.ones(1, 4, 4, 4, dtype=torch.complex64), torch.randn(8, 16)),
+     {}, "got torch.complex64: patch merging normalises and projects real values"),
     ("post norm vector of size 4C",
      lambda: (torch.randn(1, 4, 4, 4), torch.randn(8, 16), None, torch.randn(16)),
      {"norm": "post"},
@@ -253,10 +260,10 @@ MESSAGES: list[tuple[str, Callable[[], tuple[Any, ...]], dict[str, Any], str]] =
 def test_error_message_says_what_and_why(
     merge: Merge, make: Callable[[], tuple[Any, ...]], kw: dict[str, Any], sentence: str
 ) -> None:
-    """Each refusal's message holds its whole sentence: what is wrong, with the numbers."""
+    """Each refusal's message ends with its whole sentence: what is wrong, with the numbers."""
     with pytest.raises((TypeError, ValueError)) as info:
         merge(*make(), **kw)
-    assert sentence in str(info.value), str(info.value)
+    assert str(info.value).endswith(sentence), str(info.value)
 
 
 def test_hw_may_be_zero_and_may_restate_a_4d_shape(merge: Merge) -> None:
@@ -269,6 +276,24 @@ def test_hw_may_be_zero_and_may_restate_a_4d_shape(merge: Merge) -> None:
     y = merge(torch.randn(2, 4, 6, 4), w, norm="none", hw=(4, 6))
     y = y.output if isinstance(y, tuple) else y
     assert y.shape == (2, 2, 3, 8)
+
+
+def test_boundary_values_are_accepted(merge: Merge) -> None:
+    """eps == 0 is a LayerNorm without smoothing, and odd='error' takes even sizes: both
+    are valid calls, at the edge of what is refused."""
+    x, w = torch.randn(1, 4, 6, 4, dtype=torch.float64), torch.randn(8, 16, dtype=torch.float64)
+    for kw in ({"eps": 0.0}, {"odd": "error"}, {"eps": 0}):
+        merge(x, w, **kw)
+
+
+def test_mixed_dtypes_on_meta_are_refused(merge: Merge) -> None:
+    """A device autocast does not know (meta) is never autocasting: a float64 weight with a
+    float32 x is refused there as on the CPU, not passed as if under autocast."""
+    x, w = torch.randn(1, 4, 4, 4, device="meta"), torch.randn(8, 16, device="meta").double()
+    with pytest.raises(
+        TypeError, match=r"reduction_weight is torch\.float64 but x is torch\.float32"
+    ):
+        merge(x, w, norm="none")
 
 
 def test_weight_not_2d(merge: Merge) -> None:
