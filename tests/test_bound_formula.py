@@ -323,7 +323,10 @@ def test_error_bounds_follow_the_derivation(
     x, weight, grad = (t.to(dtype).double() for t in (x, weight, grad))
     nw, nb = (None if t is None else t.to(dtype).double() for t in (nw, nb))
     accumulate = dtype if native else None
-    cast = (lambda t: t) if via_dtype else (lambda t: t.to(dtype))
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t if via_dtype else t.to(dtype)
+
     eb = error_bounds(
         cast(x), cast(weight),
         None if nw is None else cast(nw), None if nb is None else cast(nb),

@@ -84,7 +84,7 @@ def test_ambiguous_norm_and_bad_layout_raise() -> None:
     with pytest.raises(ValueError, match="look the same"):
         convert_state_dict(sd, "swin", "unfold")
     with pytest.raises(ValueError, match="dst must be one of"):
-        convert_state_dict(sd, "swin", "mmseg")  # type: ignore[arg-type]
+        convert_state_dict(sd, "swin", "mmseg")
     with pytest.raises(TypeError, match="state dict"):
         convert_state_dict([1, 2], "swin", "unfold")  # type: ignore[arg-type]
 
