@@ -36,7 +36,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pm_core import Norm, error_bounds
-from pm_core.bounds import window_conditioning
+from pm_core.bounds import bounds_on_windows, window_conditioning
+from pm_core.oracle import gather_windows
 from tests.strategies import examples
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -129,6 +130,7 @@ class Expected:
     norm_weight: Vec
     norm_bias: Vec
     kappa: float
+    magnitude: dict[tuple[int, int, int], Vec]  # |dL/dv| per window entry (unscaled by u)
 
 
 def derive(
@@ -155,6 +157,7 @@ def derive(
     gr = grad.tolist()
     out: dict[tuple[int, int, int], Vec] = {}
     gx: dict[tuple[int, int, int], Vec] = {}
+    mags: dict[tuple[int, int, int], Vec] = {}
     gw = [[0.0] * n for _ in range(o)]
     gg = [0.0] * size
     gb = [0.0] * size
@@ -165,6 +168,7 @@ def derive(
         if norm == "none":
             out[key] = [d.gemm(n) * sum(av[k] * aw[p][k] for k in range(n)) for p in range(o)]
             gx[key] = [d.gemm(o) * sum(aG[p] * aw[p][k] for p in range(o)) for k in range(n)]
+            mags[key] = [sum(aG[p] * aw[p][k] for p in range(o)) for k in range(n)]
             for p in range(o):
                 for k in range(n):
                     gw[p][k] += d.gemm_n(nwin) * aG[p] * av[k]
@@ -197,6 +201,7 @@ def derive(
                 for k in range(n)
             ]
             spread = _mean([m_gx[q] * (1 + ax[q]) for q in range(n)]) / ln.sigma
+            mags[key] = mag
             gx[key] = [
                 cond * (2 * mag[k] + (1 + ax[k]) * spread) + (2 + ax[k]) * err_gx / ln.sigma
                 for k in range(n)
@@ -217,6 +222,7 @@ def derive(
                 (d.gamma(o) + rho) * mag[p] + (e_zhat[p] * mean_gz + az[p] * mean_ge) / ln.sigma
                 for p in range(o)
             ]
+            mags[key] = [sum(mag[p] * aw[p][k] for p in range(o)) for k in range(n)]
             gx[key] = [
                 d.gemm(o) * sum(mag[p] * aw[p][k] for p in range(o))
                 + d.k_in * sum(e_gz[p] * aw[p][k] for p in range(o))
@@ -236,6 +242,7 @@ def derive(
         [d.u * t + d.gamma_n(nwin + o) * d.tiny for t in gg],
         [d.u * t + d.gamma_n(nwin + o) * d.tiny for t in gb],
         kappa,
+        mags,
     )
 
 
@@ -346,6 +353,16 @@ def test_error_bounds_follow_the_derivation(
     assert eb.x is not None
     assert eb.reduction_weight is not None
     _scatter_check(eb.x, want.x, rtol)
+    # |dL/dv|, which the general merge sums where windows overlap (pm_core.window_bounds)
+    wb = bounds_on_windows(
+        gather_windows(x), weight, nw, nb, grad, norm=norm, eps=EPS, dtype=dtype,
+        accumulate=accumulate, gemm_precision=precision,
+    )  # fmt: skip
+    assert wb.v_magnitude is not None
+    got_mag = wb.v_magnitude.tolist()
+    for (bi, i, j), row in want.magnitude.items():
+        for k, t in enumerate(row):
+            _close(got_mag[bi][i][j][k], t, f"|dL/dv| at {(bi, i, j, k)}", rtol)
     for p, row in enumerate(want.weight):
         for k, t in enumerate(row):
             _close(eb.reduction_weight[p, k].item(), t, f"dL/dW bound at {(p, k)}", rtol)
