@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from pm_core import Norm
 from tests.assertions import Subject, check_forward, check_grads
@@ -25,6 +27,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 #: the most examples a planted bug may need before the suite counts as blind to it
 BUDGET = 200
+T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
@@ -33,14 +36,11 @@ def _no_record(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PM_CORE_RECORD", raising=False)
 
 
-def examples_to_catch(
-    check: Callable[[Case], object],
-    *,
-    grad: bool = False,
-    budget: int = BUDGET,
-    dtype: torch.dtype = torch.float64,
+def first_failure(
+    strategy: st.SearchStrategy[T], check: Callable[[T], object], budget: int
 ) -> tuple[int, str]:
-    """Run ``check`` on drawn ``dtype`` cases until it fails: (examples needed, error type)."""
+    """Run ``check`` on examples of ``strategy`` (generation only, no shrinking) until it
+    fails: (examples needed, error type); a test failure if it never does within ``budget``."""
     calls = 0
     first: tuple[int, str] | None = None
 
@@ -52,12 +52,12 @@ def examples_to_catch(
         derandomize=active_settings().derandomize,
         suppress_health_check=list(HealthCheck),
     )
-    @given(cases(dtype, grad=grad))
-    def search(case: Case) -> None:
+    @given(strategy)
+    def search(example: T) -> None:
         nonlocal calls, first
         calls += 1
         try:
-            check(case)
+            check(example)
         except Exception as exc:
             if first is None:
                 first = (calls, type(exc).__name__)
@@ -70,6 +70,17 @@ def examples_to_catch(
             return first
         raise
     pytest.fail(f"not caught in {budget} examples")
+
+
+def examples_to_catch(
+    check: Callable[[Case], object],
+    *,
+    grad: bool = False,
+    budget: int = BUDGET,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[int, str]:
+    """Run ``check`` on drawn ``dtype`` cases until it fails: (examples needed, error type)."""
+    return first_failure(cases(dtype, grad=grad), check, budget)
 
 
 def _record(bug: str, found: tuple[int, str]) -> None:

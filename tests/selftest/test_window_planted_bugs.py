@@ -15,11 +15,11 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from hypothesis import HealthCheck, Phase, given, settings
 
 from pm_core import Norm, Window
+from tests.selftest.test_planted_bugs import first_failure
 from tests.selftest.window_planted import WINDOW_PLANTED, window_planted
-from tests.strategies import WindowCase, active_settings, window_cases
+from tests.strategies import WindowCase, window_cases
 from tests.window_checks import check_window_forward
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -38,31 +38,8 @@ def examples_to_catch(
     check: Callable[[WindowCase], object], layout: str, *, budget: int = BUDGET
 ) -> tuple[int, str]:
     """Run ``check`` on drawn 3-D float64 cases until it fails: (examples needed, error)."""
-    calls = 0
-    first: tuple[int, str] | None = None
-
-    @settings(
-        max_examples=budget, database=None, deadline=None, phases=[Phase.generate],
-        derandomize=active_settings().derandomize, suppress_health_check=list(HealthCheck),
-    )  # fmt: skip
-    @given(window_cases(torch.float64, window=MONAI_WINDOW, layout=layout))
-    def search(case: WindowCase) -> None:
-        nonlocal calls, first
-        calls += 1
-        try:
-            check(case)
-        except Exception as exc:
-            if first is None:
-                first = (calls, type(exc).__name__)
-            raise
-
-    try:
-        search()
-    except Exception:
-        if first is not None:
-            return first
-        raise
-    pytest.fail(f"not caught in {budget} examples")
+    strategy = window_cases(torch.float64, window=MONAI_WINDOW, layout=layout)
+    return first_failure(strategy, check, budget)
 
 
 @pytest.mark.parametrize("norm", ["pre", "none"])
