@@ -25,6 +25,7 @@ from pathlib import Path
 ENV_VAR = "PM_CORE_CHECKOUT"
 LAYER_BENCH = "benchmarks/test_patch_merge_bench.py"
 MODEL_BENCH = "benchmarks/test_models_bench.py"
+FAMILY_BENCH = "benchmarks/test_family_bench.py"
 #: pytest-benchmark's storage for ``pm-core bench`` / ``nox -s bench`` (``--benchmark-compare``).
 BENCH_STORAGE = "profiles/bench"
 
@@ -127,17 +128,19 @@ def stream(
     )
     assert proc.stdout is not None  # stdout=PIPE
     tail: list[str] = []
-    for line in proc.stdout:
-        tail.append(line.rstrip("\n"))
-        del tail[:-keep]
-        if on_line is not None:
-            on_line(line.strip())
-    return Finished(proc.wait(), tuple(tail))
+    with proc:  # closes the pipe and waits: an open pipe is a ResourceWarning
+        for line in proc.stdout:
+            tail.append(line.rstrip("\n"))
+            del tail[:-keep]
+            if on_line is not None:
+                on_line(line.strip())
+    return Finished(proc.returncode, tuple(tail))
 
 
 __all__ = [
     "BENCH_STORAGE",
     "ENV_VAR",
+    "FAMILY_BENCH",
     "LAYER_BENCH",
     "MODEL_BENCH",
     "CheckoutNotFound",
