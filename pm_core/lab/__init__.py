@@ -11,8 +11,8 @@ evidence say?". It is a separate package with one rule each way:
 
 Inside the lab, modules import in one direction, from the leaves up::
 
-    shapes, records, terminal, checkout, roofline  ->  traffic, profiling, verify, bench
-      ->  gpu_model, plots  ->  report  ->  cli
+    shapes, records, terminal, checkout, roofline, monai_legacy
+      ->  traffic, profiling, verify, bench  ->  family, gpu_model, plots  ->  report  ->  cli
 
 Nothing imports :mod:`pm_core.lab.cli`. ``tests/test_architecture.py`` checks every
 rule above by reading the import statements of both packages.
