@@ -79,6 +79,13 @@ def get_impl(name: object) -> Impl:
     return REGISTRY[name]
 
 
+def check_impl(name: object) -> str:
+    """``name`` if :func:`pm_core.patch_merge` accepts it: a registered impl, or ``"auto"``."""
+    if name == "auto":
+        return name
+    return get_impl(name).name
+
+
 def _windows(x: Tensor) -> Tensor:
     """``(B, H, W, C)`` -> ``(B, H/2, 2, W/2, 2, C)``, dims (b, i, dh, j, dw, c); always a view."""
     b, h, w, c = x.shape
@@ -342,6 +349,111 @@ def conv_channel_norm_impl(
     return _conv(win.reshape(b, h, w, c), weight)
 
 
+def _cpu_float32(x: Tensor) -> bool:
+    """Compute a half-precision call in float32 instead: on a CPU (see :func:`conv_cw_impl`)."""
+    return x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16)
+
+
+#: The weight-centred pre-norm form's limits on a call's conditioning (derived in
+#: :func:`_weight_centred_pre`): every window's ``|mean| / sigma`` and the folded weight's
+#: common-mode ratio ``max_o |sum_k Wg_ok| / sum_k |Wg_ok|`` times ``1 + |mean| / sigma``.
+CW_MAX_MEAN_RATIO = 0.5
+CW_MAX_COMMON_MODE = 0.5
+
+
+def _concrete(t: Tensor) -> bool:
+    """Whether ``t`` holds values a Python branch may read (not meta, not a fake tensor)."""
+    return t.device.type != "meta" and not isinstance(t, torch._subclasses.FakeTensor)
+
+
+def _weight_centred_pre(
+    x: Tensor, weight: Tensor, nw: Tensor | None, nb: Tensor | None, eps: float
+) -> Tensor | None:
+    """Pre-norm with no pass that writes ``x``-sized data: ``y = conv(x, Wc) * rstd + W @ b``.
+
+    ``Wc = Wg - rowmean(Wg)`` (``Wg = W * g``) sums to zero along each row, so
+    ``sum_k Wc_ok x_k = sum_k Wc_ok (x_k - mu) = sigma * sum_k Wg_ok xhat_k`` exactly: the
+    centring moves from the data to the weight, and the window mean never enters the
+    output. The statistics are one read of ``x`` (per-pixel sums and sums of squares)
+    and the GEMM reads raw ``x``; returns ``None`` when the call's conditioning is
+    outside the limits below, and the caller falls back to the centred fold.
+
+    Why the limits keep it inside :func:`pm_core.error_bounds` (units of ``u``; ``t =
+    |mu| / sigma`` per window, so ``kappa = 1 + t``; ``s_o = sum_k Wg_ok``; ``rho`` the
+    largest ``|s_o| / sum_k |Wg_ok|``). The bound's pre-norm terms are the projection's
+    ``gamma(n) sum |W| a >= gamma(n) sum |Wg| |xhat|``, the mean's ``gamma(n) kappa sum |Wg|``,
+    the sigma's ``gamma(n) kappa sum |Wg| |xhat|`` and the rounding ``sum |W| a``. Here:
+
+    * the GEMM on raw ``x``: ``gamma(n) sum |Wc| |x| / sigma <= gamma(n) (sum |Wc| |xhat| + t
+      sum |Wc|)``; with ``|Wc| <= |Wg| + |s| / n`` and ``sum |xhat| <= n`` (Cauchy-Schwarz)
+      that is ``<= gamma(n) (sum |Wg| |xhat| + |s| (1 + t) + t sum |Wg|)``. The first part is
+      the projection's term; no mean is computed, so the mean's term pays for the rest
+      while ``|s| (1 + t) <= sum |Wg| / 2``, i.e. ``rho (1 + t) <= 1/2``
+      (:data:`CW_MAX_COMMON_MODE`), leaving ``gamma(n) sum |Wg| / 2`` for the rounding of
+      ``Wc`` (``sum_k Wc_ok`` is then ``u sum |Wc|`` from zero, worth ``u t sum |Wc|``);
+    * the variance is single-pass, ``E[x^2] - mu^2``: its relative error is ``gamma(n) (1 +
+      2t + 3t^2)``, so sigma's is half that, within the bound's ``gamma(n) kappa`` while
+      ``t <= 1/sqrt(3)``; :data:`CW_MAX_MEAN_RATIO` takes ``1/2``. The sigma error scales
+      ``|y - W b| = |sum Wg xhat| <= sum |Wg| |xhat|``, the sigma's term;
+    * the scale by ``rstd`` and the shift ``W @ b`` are the fold's, and the same terms
+      cover them.
+
+    Above the limits (a window whose mean is over half its spread, or a weight with a
+    large common mode) the raw GEMM and ``E[x^2]`` could exceed the bound, so the caller
+    uses the two-pass centred fold. Reading the limits needs the values: a meta or fake
+    tensor, and autograd (whose backward needs the centred window anyway), take the
+    fold; on CUDA the check is a synchronisation.
+    """
+    b, h, w, c = x.shape
+    n = 4 * c
+    # per-pixel reductions read x whatever its strides; their (B, H, W) results are contiguous
+    s1 = x.sum(-1).view(b, h // 2, 2, w // 2, 2).sum((2, 4))
+    s2 = torch.linalg.vector_norm(x, dim=-1).square_().view(b, h // 2, 2, w // 2, 2).sum((2, 4))
+    mean = s1.div_(n)
+    var = s2.div_(n).sub_(mean.square()).clamp_min_(0)
+    rstd = var.add_(eps).rsqrt_()
+    mean_ratio = float((mean.abs() * rstd).amax()) if mean.numel() else 0.0
+    wg = weight.double() if nw is None else weight.double() * nw.double()
+    s = wg.sum(1, keepdim=True)
+    size = wg.abs().sum(1, keepdim=True)
+    common = float(torch.where(size > 0, s.abs() / size, 0.0).amax()) if s.numel() else 0.0
+    if mean_ratio > CW_MAX_MEAN_RATIO or common * (1 + mean_ratio) > CW_MAX_COMMON_MODE:
+        return None
+    z = _conv(x, (wg - s / n).to(x.dtype))
+    z.mul_(rstd.unsqueeze(-1))
+    if nb is not None:
+        z.add_(_matvec(weight, nb))
+    return z
+
+
+def conv_cw_impl(
+    x: Tensor, weight: Tensor, nw: Tensor | None, nb: Tensor | None, norm: Norm, eps: float
+) -> Tensor:
+    """``conv`` for throughput: the weight-centred pre-norm, and float32 GEMMs on a CPU.
+
+    * On a CPU, a bfloat16 / float16 call runs in float32 and rounds its result once.
+      CPUs without bf16 dot-product units (AVX512-BF16, AMX) emulate half GEMMs at a
+      fraction of the float32 rate, and float32 arithmetic on the rounded inputs is
+      within the half dtype's bound (it is strictly more accurate).
+    * ``pre`` without autograd: :func:`_weight_centred_pre` when the call's conditioning
+      allows it; otherwise, and with autograd, the centred fold of ``conv``.
+    """
+    if _autocasting(x.device):
+        return conv_impl(x, weight, nw, nb, norm, eps)
+    if _cpu_float32(x):
+        nw32 = None if nw is None else nw.float()
+        nb32 = None if nb is None else nb.float()
+        return conv_cw_impl(x.float(), weight.float(), nw32, nb32, norm, eps).to(x.dtype)
+    grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, nw, nb)
+    )
+    if norm == "pre" and not grad and _concrete(x):
+        y = _weight_centred_pre(x, weight, nw, nb, eps)
+        if y is not None:
+            return y
+    return conv_impl(x, weight, nw, nb, norm, eps)
+
+
 # The registry, in one place. Registered by call rather than as decorators: mutmut
 # (``nox -s mutants``) does not mutate decorated functions, and these bodies are the
 # code the mutation score is about.
@@ -362,6 +474,12 @@ register(
     summary="F.conv2d(k=2, s=2) on the channels-last view; pre-norm folded into the conv",
 )(conv_impl)
 register(
+    "conv_cw",
+    layout="conv",
+    gemm="conv",
+    summary="conv for throughput: pre-norm centred in the weight, not the data; float32 GEMMs on CPU",
+)(conv_cw_impl)
+register(
     "conv_channel_norm",
     layout="conv",
     gemm="conv",
@@ -371,4 +489,13 @@ register(
 
 IMPLS: tuple[str, ...] = tuple(REGISTRY)
 
-__all__ = ["IMPLS", "REGISTRY", "GemmBackend", "Impl", "ImplFn", "get_impl", "register"]
+__all__ = [
+    "IMPLS",
+    "REGISTRY",
+    "GemmBackend",
+    "Impl",
+    "ImplFn",
+    "check_impl",
+    "get_impl",
+    "register",
+]

@@ -1,0 +1,142 @@
+"""``conv_cw``: when the weight-centred pre-norm form runs, when it falls back, and why it must.
+
+The property suite checks ``conv_cw`` against the oracle through the registry like every
+impl; these tests pin down which of its paths a call takes, so both are known to be
+exercised, and show that the conditioning limits are what keeps it inside the bound.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor
+
+from pm_core import error_bounds, impls, patch_merge, reference_patch_merge
+
+
+@pytest.fixture
+def taken(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Records, per call of the weight-centred form, whether it ran (False: it fell back)."""
+    seen: list[bool] = []
+    inner = impls._weight_centred_pre
+
+    def spy(*args: object) -> Tensor | None:
+        y = inner(*args)  # type: ignore[arg-type]
+        seen.append(y is not None)
+        return y
+
+    monkeypatch.setattr(impls, "_weight_centred_pre", spy)
+    return seen
+
+
+def _call(
+    shape: tuple[int, int, int, int], mean: float = 0.0, common: float = 0.0, seed: int = 0
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g)
+    c = shape[-1]
+    w = torch.randn(2 * c, 4 * c, generator=g) / 8 + common
+    nw = 1 + torch.rand(4 * c, generator=g) / 4
+    nb = torch.randn(4 * c, generator=g)
+    return x + mean, w, nw, nb
+
+
+def _ratio(y: Tensor, args: tuple[Tensor, ...]) -> float:
+    bound = error_bounds(*args, norm="pre").output
+    err = (y.double() - reference_patch_merge(*args, norm="pre")).abs()
+    return float((err / bound).max())
+
+
+def test_the_weight_centred_form_runs_on_a_well_conditioned_call(taken: list[bool]) -> None:
+    """Swin's width: windows of 384 standard normals have ``|mean| / sigma`` near 0.05,
+    and a random weight's common mode is near ``1 / sqrt(384)``. (Narrow windows fall
+    back more often: at C = 16 a random weight's worst row reaches 0.4.)"""
+    args = _call((2, 8, 6, 96))
+    with torch.no_grad():
+        y = patch_merge(*args, norm="pre", impl="conv_cw")
+    assert taken == [True]
+    assert _ratio(y, args) <= 1
+
+
+@pytest.mark.parametrize(
+    ("mean", "common"),
+    [(3.0, 0.0), (0.0, 1.0)],
+    ids=["window mean over half its spread", "weight with a common mode"],
+)
+def test_it_falls_back_to_the_centred_fold(taken: list[bool], mean: float, common: float) -> None:
+    args = _call((2, 8, 6, 16), mean=mean, common=common)
+    with torch.no_grad():
+        y = patch_merge(*args, norm="pre", impl="conv_cw")
+        fold = patch_merge(*args, norm="pre", impl="conv")
+    assert taken == [False]
+    assert torch.equal(y, fold)
+
+
+def test_autograd_takes_the_fold(taken: list[bool]) -> None:
+    x, *params = _call((2, 4, 4, 8))
+    y = patch_merge(x.requires_grad_(), *params, norm="pre", impl="conv_cw")
+    torch.autograd.backward(y.sum())
+    assert taken == []
+    assert x.grad is not None
+
+
+def test_the_limits_are_what_keeps_it_within_the_bound(
+    taken: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows of mean 1000 and spread 1 in float32: ``E[x^2] - mu^2`` cancels 6 of float32's
+    7 digits. Without the limits the weight-centred form breaks the bound; with them
+    the call falls back and holds it."""
+    args = _call((2, 8, 8, 32), mean=1000.0)
+    with torch.no_grad():
+        held = patch_merge(*args, norm="pre", impl="conv_cw")
+        monkeypatch.setattr(impls, "CW_MAX_MEAN_RATIO", math.inf)
+        monkeypatch.setattr(impls, "CW_MAX_COMMON_MODE", math.inf)
+        broken = patch_merge(*args, norm="pre", impl="conv_cw")
+    assert taken == [False, True]
+    assert _ratio(held, args) <= 1
+    assert _ratio(broken, args) > 1
+
+
+def test_at_the_limits_it_holds_the_bound(taken: list[bool]) -> None:
+    """Every window's mean just under half its spread, and a weight whose common mode
+    brings ``rho (1 + t)`` just under 1/2: the form runs, and holds the bound."""
+    g = torch.Generator().manual_seed(1)
+    b, h, w, c = 2, 8, 8, 32
+    x = torch.randn(b, h, w, c, generator=g, dtype=torch.float64)
+    win = x.view(b, h // 2, 2, w // 2, 2, c)
+    win -= win.mean((2, 4, 5), keepdim=True)
+    win /= win.std((2, 4, 5), correction=0, keepdim=True)
+    x = (x + 0.49).float()
+    w_ = torch.randn(2 * c, 4 * c, generator=g, dtype=torch.float64)
+    w_ -= w_.mean(1, keepdim=True)  # rows summing to zero, then a common mode m
+
+    def rho(m: float) -> float:
+        return float(((4 * c * m) / (w_ + m).abs().sum(1)).max())
+
+    lo, hi = 0.0, 1.0  # rho rises with m: bisect for rho (1 + 0.49) = 0.49
+    for _ in range(60):
+        lo, hi = ((lo + hi) / 2, hi) if rho((lo + hi) / 2) * 1.49 < 0.49 else (lo, (lo + hi) / 2)
+    w_ += lo
+    args = (x, w_.float(), torch.ones(4 * c), torch.zeros(4 * c))
+    with torch.no_grad():
+        y = patch_merge(*args, norm="pre", impl="conv_cw")
+    assert taken == [True]
+    assert _ratio(y, args) <= 1
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("norm", ["pre", "post", "none"])
+def test_half_inputs_run_in_float32_on_cpu(dtype: torch.dtype, norm: str) -> None:
+    """The same float32 computation, rounded once: bit-equal to calling it on the upcast inputs."""
+    x, w, nw, nb = (t.to(dtype) for t in _call((2, 6, 4, 8)))
+    if norm == "post":
+        nw, nb = nw[:16], nb[:16]
+    params = (nw, nb) if norm != "none" else (None, None)
+    with torch.no_grad():
+        y = patch_merge(x, w, *params, norm=norm, impl="conv_cw")  # type: ignore[arg-type]
+        f32 = [None if t is None else t.float() for t in params]
+        ref = patch_merge(x.float(), w.float(), *f32, norm=norm, impl="conv_cw")  # type: ignore[arg-type]
+    assert y.dtype == dtype
+    assert torch.equal(y, ref.to(dtype))
