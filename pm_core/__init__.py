@@ -59,6 +59,7 @@ __all__ = [
     "REGISTRY",
     "WINDOW_IMPLS",
     "WINDOW_LAYOUTS",
+    "AutoCacheWarning",
     "ConvPatchMerging",
     "ConvWindowMerging",
     "ErrorBounds",
@@ -77,6 +78,9 @@ __all__ = [
     "WindowLayout",
     "WindowMerging",
     "WindowOrderError",
+    "auto_cache_path",
+    "auto_choices",
+    "check_impl",
     "check_merge_layout",
     "conv_to_focus",
     "conv_to_linear",
@@ -107,6 +111,7 @@ __all__ = [
     "space_to_depth",
     "swap_patch_merging",
     "swin_to_unfold",
+    "tune_auto",
     "unfold_to_swin",
     "window_error_bounds",
     "window_layout",
@@ -117,12 +122,16 @@ __all__ = [
 from ._checks import NORMS, Norm, Odd
 from .adopt import from_module, recognise, swap_patch_merging
 from .adopt_family import probe_layout, recognise_family
+from .auto import AutoCacheWarning
+from .auto import cache_path as auto_cache_path
+from .auto import cached_choices as auto_choices
+from .auto import tune as tune_auto
 from .bounds import ErrorBounds, error_bounds
 from .checkpoints import convert_state_dict, fold_offsets, merge_prefixes
 from .expand import PatchExpand, patch_expand
 from .focus import FocusConv, conv_to_focus, focus_to_conv
 from .functional import patch_merge
-from .impls import IMPLS, REGISTRY, Impl, get_impl, register
+from .impls import IMPLS, REGISTRY, Impl, check_impl, get_impl, register
 from .layout_check import LayoutCheck, LayoutMismatchError, check_merge_layout, layout_scores
 from .layouts import LAYOUTS, Layout, conv_to_linear, linear_to_conv, swin_to_unfold, unfold_to_swin
 from .modules import ConvPatchMerging, PatchMerging

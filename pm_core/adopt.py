@@ -36,7 +36,7 @@ from torch._subclasses.fake_tensor import is_fake
 
 from ._checks import Norm, Odd
 from .adopt_family import KNOWN_FAMILY, FamilyModule, adopt_family, recognise_family
-from .impls import get_impl
+from .impls import check_impl
 from .modules import PatchMerging
 from .window_impls import WINDOW_IMPLS
 
@@ -239,7 +239,9 @@ def from_module(m: nn.Module, *, impl: str = "conv", verify: bool = True) -> Ado
       weight :func:`pm_core.focus_to_conv`, the source's BatchNorm and activation).
     * timm ``SpaceToDepth`` becomes a :class:`pm_core.SpaceToDepth` (``"timm-s2d"``).
 
-    ``Focus`` and ``SpaceToDepth`` have one form each and ignore ``impl``.
+    ``Focus`` and ``SpaceToDepth`` have one form each and ignore ``impl``; ``impl="auto"``
+    (see :mod:`pm_core.auto`) chooses among the 2x2 merge's impls, and a MONAI merge
+    takes the general merge's ``"conv"`` form for it.
 
     The result *shares* ``m.norm`` and ``m.reduction`` (same Parameter objects, same
     state_dict keys); ``copy.deepcopy`` first for an independent module. Its
@@ -322,7 +324,7 @@ def swap_patch_merging(model: nn.Module, impl: str = "conv", *, verify: bool = T
             "use pm_core.from_module(model)"
         )
     if impl not in WINDOW_IMPLS:
-        get_impl(impl)  # reject an unknown impl before touching the model
+        check_impl(impl)  # reject an unknown impl before touching the model
     # _modules, not named_children(): that skips a second name for the same module
     targets = [
         (parent, name, child)

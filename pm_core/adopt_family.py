@@ -275,6 +275,8 @@ def _monai_structure(m: nn.Module) -> tuple[int, int, Window, Norm, float]:
 
 
 def _adopt_monai(m: nn.Module, impl: str, verify: bool) -> WindowMerging:
+    if impl == "auto":  # auto times the 2x2 merge's impls; the general merge takes its conv form
+        impl = "conv"
     if impl not in WINDOW_IMPLS:
         raise ValueError(
             f"unknown impl {impl!r} for the general merge a MONAI {type(m).__qualname__} "

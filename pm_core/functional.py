@@ -34,7 +34,9 @@ def patch_merge(
         norm: ``"pre"`` (Swin v1: LN over the 4C window, then the Linear), ``"post"``
             (Swin v2: Linear, then LN over O) or ``"none"``.
         eps: the LayerNorm epsilon.
-        impl: a name from :data:`pm_core.IMPLS`.
+        impl: a name from :data:`pm_core.IMPLS`, or ``"auto"``: the fastest impl exact
+            for ``norm`` on this machine, measured on the first call of its kind and
+            cached (:mod:`pm_core.auto`).
         odd: ``"pad"`` zero-pads a bottom row / right column (torchvision, timm, HF),
             so ``H' = ceil(H/2)``; ``"error"`` raises on odd sizes (Microsoft Swin).
 
@@ -48,13 +50,17 @@ def patch_merge(
     >>> patch_merge(x, w, norm="none", impl="conv").shape
     torch.Size([2, 4, 3, 16])
     """
-    spec = get_impl(impl)
+    spec = None if impl == "auto" else get_impl(impl)
     call = check_call(x, reduction_weight, norm_weight, norm_bias, hw, norm, eps, odd)
     x4 = call.x
     h, w = x4.shape[1:3]
     if h % 2 or w % 2:
         # F.pad's last-dim-first order: (C: 0, 0), (W: 0, W%2), (H: 0, H%2)
         x4 = F.pad(x4, (0, 0, 0, w % 2, 0, h % 2))
+    if spec is None:
+        from .auto import choose  # measures on first use: only imported when asked for
+
+        spec = REGISTRY[choose(x4, reduction_weight, norm_weight, norm_bias, norm, eps)]
     fn = REGISTRY["slice"].fn if x4.numel() == 0 else spec.fn
     y = fn(x4, reduction_weight, norm_weight, norm_bias, norm, eps)
     return y.flatten(1, 2) if call.flat else y

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ._checks import Norm, Odd, check_dim, check_options
 from .functional import patch_merge
-from .impls import get_impl
+from .impls import check_impl
 from .layouts import conv_to_linear, linear_to_conv
 
 
@@ -32,7 +32,7 @@ class _Base(nn.Module):
     def __init__(self, dim: int, out_dim: int | None, norm: Norm, impl: str, odd: Odd, eps: float):
         super().__init__()
         check_options(norm, odd, eps)
-        get_impl(impl)
+        check_impl(impl)
         check_dim(dim)
         self.dim = dim
         self.out_dim = 2 * dim if out_dim is None else out_dim
