@@ -11,6 +11,7 @@ On CUDA each round is timed with CUDA events after an L2 flush.
 from __future__ import annotations
 
 import functools
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,13 +20,54 @@ from typing import Any
 import pytest
 import torch
 
-from pm_core import NORMS, REGISTRY, Norm, gemm_precision, patch_merge
+from pm_core import (
+    NORMS,
+    REGISTRY,
+    Norm,
+    error_bounds,
+    gemm_precision,
+    patch_merge,
+    reference_patch_merge,
+)
+from pm_core.auto import choose
 from pm_core.lab.profiling import case_inputs
 from pm_core.lab.roofline import Roofline, merge_flops, roofline_fraction
 from pm_core.lab.shapes import SWIN_T_STAGES
 from pm_core.lab.traffic import measure_traffic, minimum_traffic
 
 from .conftest import bench_device
+
+#: ``impl="auto"``: a row of its own, timed like an impl (its choice comes from the cache
+#: ``pm-core tune`` or an earlier run filled, or is measured in the warm-up call).
+AUTO = "auto"
+#: torch.compile peers: ``"<peer>:<form>"`` compiles ``patch_merge(..., impl=form)`` with
+#: ``dynamic=False`` in the peer's mode. Not pm-core impls: shown beside them, marked.
+PEER_MODES = {"inductor": "default", "inductor-max-autotune": "max-autotune-no-cudagraphs"}
+PEER_FORMS = ("slice", "reshape", "conv")
+
+
+def peer_of(impl: str) -> tuple[str, str] | None:
+    """``(torch.compile mode, form)`` for a peer's name, None for an impl or ``auto``."""
+    peer, _, form = impl.partition(":")
+    return (PEER_MODES[peer], form) if form else None
+
+
+def base_impl(impl: str) -> str:
+    """The registered impl a row runs: a peer's form; ``auto`` stays ``auto``."""
+    peer = peer_of(impl)
+    return impl if peer is None else peer[1]
+
+
+def _peers(*modes: str) -> list[str]:
+    return [f"{m}:{f}" for m in modes for f in PEER_FORMS]
+
+
+def inductor_skip_reason(device: torch.device) -> str | None:
+    """Why the compile peers cannot run here, or None: inductor's CPU backend compiles C++."""
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        return "no C++ compiler for inductor's CPU backend (install g++: apt install g++)"
+    return None
+
 
 # Swin stage inputs to the merges: C per model; resolutions 56/28/14 at 224, 96/48/24 at 384
 MODELS = {"swin_t": 96, "swin_s": 96, "swin_b": 128, "swin_l": 192}
@@ -88,10 +130,10 @@ def build_cases(config: pytest.Config) -> list[Case]:
         return [
             Case(i, n, torch.float32, bwd, s)
             for s in shapes
-            for i in impls
+            for i in (*impls, AUTO)
             for n in quick_norms
             for bwd in (False, True)
-        ]
+        ] + [Case("inductor:conv", "none", torch.float32, False, shapes[1])]
     dtypes = [torch.float32, torch.bfloat16] + ([torch.float16] if cuda else [])
     if config.getoption("--report"):
         shapes = [Shape(f"swin_t_224_s{k}", *s) for k, s in enumerate(SWIN_T_STAGES, 1)]
@@ -99,14 +141,28 @@ def build_cases(config: pytest.Config) -> list[Case]:
     else:
         shapes = stage_shapes(64, 32) if cuda else stage_shapes(8, 4)
         shapes.append(Shape("odd", 8 if not cuda else 64, 55, 37, 96))
-    return [
+    cases = [
         Case(i, n, dt, bwd, s)
         for s in shapes
         for dt in dtypes
         for bwd in (False, True)
         for n in norms
-        for i in impls
+        for i in (*impls, AUTO)
     ]
+    # the peers on the first shape (Swin-T stage 1): inductor in float32 and bfloat16,
+    # forward and forward+backward; max-autotune (minutes of compiling) float32 forward
+    first = shapes[0]
+    for dt in dtypes:
+        for bwd in (False, True):
+            modes = (
+                ("inductor", "inductor-max-autotune")
+                if (dt, bwd) == (torch.float32, False)
+                else ("inductor",)
+            )
+            if dt != torch.float32 and bwd:
+                continue
+            cases += [Case(p, n, dt, bwd, first) for n in norms for p in _peers(*modes)]
+    return cases
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -132,15 +188,29 @@ def _inputs(
 
 
 @functools.cache
-def _traffic(case: Case, device: torch.device) -> tuple[int, int, int]:
+def _traffic(case: Case, device: torch.device) -> tuple[int | None, int, int]:
     """(bytes this impl moves, the analytic minimum, the GEMM FLOPs), counted on ``device``
-    (kernels' output layouts, and so later copies, can differ on meta)."""
+    (kernels' output layouts, and so later copies, can differ on meta). A compile peer's
+    bytes are None: inductor's generated C++ kernels run outside the aten dispatcher the
+    count hooks (only its extern GEMM calls pass through it), and
+    ``torch._inductor.metrics.num_bytes_accessed`` counts only Triton kernels (0 on CPU)."""
     args = _inputs(case, device, False)
-    t = measure_traffic(patch_merge, *args, norm=case.norm, impl=case.impl, backward=case.backward)
     minimum = minimum_traffic(*args, norm=case.norm, backward=case.backward)
     s = case.shape
     flops = merge_flops(s.b, s.h, s.w, s.c, 2 * s.c, backward=case.backward)
+    if peer_of(case.impl) is not None:
+        return None, minimum, flops
+    t = measure_traffic(patch_merge, *args, norm=case.norm, impl=case.impl, backward=case.backward)
     return t.total, minimum, flops
+
+
+def _resolved(case: Case, device: torch.device) -> str:
+    """The registered impl a row runs: ``auto``'s choice for the case, a peer's form."""
+    if case.impl != AUTO:
+        return base_impl(case.impl)
+    x, w, nw, nb = _inputs(case, device, case.backward)
+    with torch.set_grad_enabled(case.backward):
+        return choose(x, w, nw, nb, case.norm, 1e-5)
 
 
 class _L2Flush:
@@ -155,11 +225,38 @@ class _L2Flush:
         self.buf.zero_()
 
 
+#: Each peer case's compiled function, for its one check against the oracle.
+_COMPILED: dict[Case, Callable[..., torch.Tensor]] = {}
+
+
+def _compiled(case: Case) -> Callable[..., torch.Tensor]:
+    peer = peer_of(case.impl)
+    assert peer is not None
+    mode, form = peer
+    norm = case.norm
+
+    def merge(*args: torch.Tensor | None) -> torch.Tensor:
+        return patch_merge(*args, norm=norm, impl=form)  # type: ignore[arg-type]
+
+    torch._dynamo.reset()  # a cold compile: no earlier peer's graphs to reuse,
+    torch._inductor.config.fx_graph_cache = False  # nor an earlier run's on disk
+    fn: Callable[..., torch.Tensor] = torch.compile(merge, dynamic=False, mode=mode)
+    return fn
+
+
 def _runner(case: Case, device: torch.device) -> Callable[[], object]:
     args = _inputs(case, device, case.backward)
+    impl = case.impl
+    if peer_of(impl) is not None:
+        compiled = _COMPILED[case] = _compiled(case)
 
-    def merge() -> torch.Tensor:
-        return patch_merge(*args, norm=case.norm, impl=case.impl)
+        def merge() -> torch.Tensor:
+            return compiled(*args)
+
+    else:
+
+        def merge() -> torch.Tensor:
+            return patch_merge(*args, norm=case.norm, impl=impl)
 
     if not case.backward:
 
@@ -191,7 +288,14 @@ def test_patch_merge(
     """Time one impl x norm x dtype x mode x shape; record traffic and roofline figures."""
     if case.dtype == torch.float16 and device.type == "cpu":
         pytest.skip("float16 is benchmarked on GPU only")
+    peer = peer_of(case.impl) is not None
+    if peer and (reason := inductor_skip_reason(device)) is not None:
+        pytest.skip(reason)
+    t_build = time.perf_counter()
     fn = _runner(case, device)
+    if peer:  # the first call compiles; the compile time is that call less a warm call
+        fn()
+        first = time.perf_counter() - t_build
     benchmark.group = case.shape.label
     cuda = device.type == "cuda"
     event_times: list[float] = []
@@ -230,6 +334,7 @@ def test_patch_merge(
     benchmark.pedantic(target, setup=setup, rounds=rounds, warmup_rounds=1, iterations=1)
 
     nbytes, minimum, flops = _traffic(case, device)
+    runs = _resolved(case, device)
     info = benchmark.extra_info
     info.update(
         impl=case.impl,
@@ -237,14 +342,19 @@ def test_patch_merge(
         dtype=str(case.dtype).removeprefix("torch."),
         mode="fwd+bwd" if case.backward else "fwd",
         shape=[case.shape.b, case.shape.h, case.shape.w, case.shape.c],
-        exact=case.norm in REGISTRY[case.impl].exact_for,
-        bytes=nbytes,
+        exact=case.norm in REGISTRY[runs].exact_for,
+        runs=runs,
         min_bytes=minimum,
-        traffic_ratio=nbytes / minimum,
         flops=flops,
         device=str(device),
-        gemm_precision=gemm_precision(case.impl, device, case.dtype),
+        gemm_precision=gemm_precision(runs, device, case.dtype),
     )
+    if nbytes is not None:
+        info.update(bytes=nbytes, traffic_ratio=nbytes / minimum)
+    if peer:
+        info.update(compile_s=max(first - once, 0.0), peer=True)
+        if not case.backward:  # the same forward graph serves fwd+bwd
+            info["error_bound_ratio"] = _peer_error_ratio(case, device)
     stats = getattr(benchmark, "stats", None)
     if stats is None or roofline is None:
         return
@@ -252,13 +362,25 @@ def test_patch_merge(
     roof = roofline.time(minimum, flops, case.dtype)
     info.update(
         median_s=median,
-        gbps=nbytes / median / 1e9,
         gflops=flops / median / 1e9,
+        **({} if nbytes is None else {"gbps": nbytes / median / 1e9}),
         roofline_s=roof,
         roofline_fraction=roofline_fraction(median, roof),
-        roofline_fraction_own_bytes=roofline_fraction(
-            median, roofline.time(nbytes, flops, case.dtype)
-        ),
     )
+    if nbytes is not None:
+        info["roofline_fraction_own_bytes"] = roofline_fraction(
+            median, roofline.time(nbytes, flops, case.dtype)
+        )
     if cuda:
         info["max_memory_allocated"] = torch.cuda.max_memory_allocated(device)
+
+
+def _peer_error_ratio(case: Case, device: torch.device) -> float:
+    """max |compiled - oracle| / bound on the benchmark's inputs: the property suite does
+    not run the peers, so each is checked here against the float64 oracle once."""
+    x, w, nw, nb = _inputs(case, device, False)
+    with torch.no_grad():
+        y = _COMPILED.pop(case)(x, w, nw, nb)
+    ref = reference_patch_merge(x, w, nw, nb, norm=case.norm)
+    bound = error_bounds(x, w, nw, nb, norm=case.norm).output
+    return float(((y.double() - ref).abs() / bound).max())

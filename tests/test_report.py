@@ -87,13 +87,21 @@ def test_update_readme_touches_only_the_findings_block(tmp_path: Path) -> None:
     assert plain.read_text() == "# no markers\n"
 
 
-def _timing(impl: str, median: float, *, exact: bool, roofline_fraction: float) -> LayerTiming:
+def _timing(
+    impl: str,
+    median: float,
+    *,
+    exact: bool,
+    roofline_fraction: float,
+    runs: str = "",
+    peer: bool = False,
+) -> LayerTiming:
     """A pre-norm float32 forward row at shape (1, 2, 2, 1); its byte counts, device and
     GEMM precision do not reach the speed table."""
     return LayerTiming(
-        impl=impl, norm="pre", dtype="float32", mode="fwd", shape=[1, 2, 2, 1], exact=exact,
-        bytes=0, min_bytes=0, device="cpu", gemm_precision="ieee", median=median,
-        roofline_fraction=roofline_fraction,
+        impl=impl, runs=runs or impl, norm="pre", dtype="float32", mode="fwd", shape=[1, 2, 2, 1],
+        exact=exact, bytes=0, min_bytes=0, device="cpu", gemm_precision="ieee", median=median,
+        roofline_fraction=roofline_fraction, peer=peer,
     )  # fmt: skip
 
 
@@ -106,3 +114,40 @@ def test_speed_table_marks_inexact_cells_and_speedups() -> None:
     (table,) = report._speed_tables(rows)
     assert "| 1,2,2,1 | slice | 2.00 (1.00x, 50%) |" in table
     assert "*1.00 (2.00x, 100%)*" in table
+
+
+def test_speed_table_shows_auto_and_peers_beside_the_impls() -> None:
+    """auto's row names the impl it ran; a compile peer is marked, after the impls."""
+    rows = [
+        _timing("slice", 2e-3, exact=True, roofline_fraction=0.5),
+        _timing("auto", 1e-3, exact=True, roofline_fraction=1.0, runs="conv_cw"),
+        _timing("inductor:slice", 4e-3, exact=True, roofline_fraction=0.25, peer=True),
+    ]
+    (table,) = report._speed_tables(rows)
+    assert "| 1,2,2,1 | auto | `conv_cw` 1.00 (2.00x, 100%) |" in table
+    assert "| 1,2,2,1 | inductor:slice (peer) | 4.00 (0.50x, 25%) |" in table
+    assert table.index("| slice |") < table.index("| auto |") < table.index("| inductor:slice (peer) |")
+
+
+def test_peer_duel_picks_own_best_exact_and_best_peer() -> None:
+    """The duel's best is pm-core's fastest *exact* impl (never auto, a peer or an inexact
+    impl); the peer column is the fastest peer."""
+    from pm_core.lab.peers import duel_table, duels
+
+    rows = [
+        _timing("slice", 2e-3, exact=True, roofline_fraction=0.5),
+        _timing("conv", 1.5e-3, exact=True, roofline_fraction=0.6),
+        _timing("conv_channel_norm", 0.5e-3, exact=False, roofline_fraction=1.0),
+        _timing("auto", 1.4e-3, exact=True, roofline_fraction=0.7, runs="conv"),
+        _timing("inductor:slice", 3e-3, exact=True, roofline_fraction=0.3, peer=True),
+        _timing("inductor:conv", 1.8e-3, exact=True, roofline_fraction=0.5, peer=True),
+    ]
+    (d,) = duels(rows)
+    assert d["best"]["impl"] == "conv"
+    assert d["peer"] is not None
+    assert d["peer"]["impl"] == "inductor:conv"
+    table = duel_table(rows)
+    assert (
+        "| `conv` 1.50 (60%) | 1.33x | `inductor:conv` 1.80 (50%) | 1.20 | `conv` 1.40 | 0.93 |"
+        in table
+    )

@@ -17,24 +17,28 @@ from .checkout import LAYER_BENCH, MODEL_BENCH, benchmark_command, stream
 
 
 class _LayerTimingRequired(TypedDict):
-    impl: str
+    impl: str  # a registered impl, "auto", or a compile peer "<peer>:<form>"
+    runs: str  # the registered impl it runs: auto's choice, a peer's form
     norm: str
     dtype: str
     mode: str  # "fwd" or "fwd+bwd"
     shape: list[int]  # (B, H, W, C)
-    exact: bool  # the impl is exact for this norm (otherwise a different function)
-    bytes: int  # bytes moved, counted at the aten dispatcher
+    exact: bool  # what it runs is exact for this norm (otherwise a different function)
     min_bytes: int  # the analytic minimum
     device: str
     gemm_precision: str
     median: float  # seconds
+    peer: bool  # a torch.compile peer, not a pm-core impl
 
 
 class LayerTiming(_LayerTimingRequired, total=False):
     """One case of ``benchmarks/test_patch_merge_bench.py``."""
 
+    bytes: int  # bytes moved, counted at the aten dispatcher; absent for compile peers
     roofline_fraction: float  # roofline time / median; absent when timing was off
     max_memory_allocated: int  # CUDA only
+    compile_s: float  # compile peers: the first call's time less a warm call's
+    error_bound_ratio: float  # compile peers, forward: max |compiled - oracle| / bound
 
 
 class ModelTiming(TypedDict):
@@ -78,19 +82,23 @@ def run_layer_bench(
     for b in rows:
         row = LayerTiming(
             impl=str(b["impl"]),
+            runs=str(b.get("runs", b["impl"])),
             norm=str(b["norm"]),
             dtype=str(b["dtype"]),
             mode=str(b["mode"]),
             shape=[int(s) for s in b["shape"]],
             exact=bool(b["exact"]),
-            bytes=int(b["bytes"]),
             min_bytes=int(b["min_bytes"]),
             device=str(b["device"]),
             gemm_precision=str(b["gemm_precision"]),
             median=float(b["median"]),
+            peer=bool(b.get("peer", False)),
         )
-        if "roofline_fraction" in b:
-            row["roofline_fraction"] = float(b["roofline_fraction"])
+        if "bytes" in b:
+            row["bytes"] = int(b["bytes"])
+        for key in ("roofline_fraction", "compile_s", "error_bound_ratio"):
+            if key in b:
+                row[key] = float(b[key])
         if "max_memory_allocated" in b:
             row["max_memory_allocated"] = int(b["max_memory_allocated"])
         out.append(row)

@@ -15,10 +15,13 @@ from pathlib import Path
 
 import torch
 
+from pm_core import auto_cache_path
+
 from .checkout import benchmark_command, checkout_root
+from .peers import choices_table, run_tune
 from .profiling import run_profiles
 from .report import build_report
-from .shapes import SWIN_T_STAGE1
+from .shapes import SWIN_T_STAGE1, SWIN_T_STAGES
 from .terminal import Progress, without_kineto_chatter
 from .trace_viewer import (
     DEFAULT_CACHE,
@@ -119,6 +122,21 @@ def cmd_view(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    shapes = args.shape or list(SWIN_T_STAGES)
+    dtypes = tuple(DTYPES[d] for d in args.dtype or ["float32", "bfloat16"])
+    if args.device != "cpu" and not torch.cuda.is_available():
+        raise SystemExit(f"pm-core tune: --device {args.device} but torch sees no CUDA device")
+    progress = Progress("tune impl='auto'", total=len(shapes) * len(dtypes) * 6)
+    try:
+        run_tune(shapes, dtypes, device=args.device, tick=progress.tick)
+    finally:
+        progress.close()
+    print(f"impl='auto' choices ({auto_cache_path()}), median ms per exact candidate:")
+    print(choices_table(args.device))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     ok = build_report(Path(args.out), quick=args.quick, update_readme_file=args.update_readme)
     return 0 if ok else 1
@@ -177,6 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-open", action="store_true", help="print the file:// URL only")
     w.add_argument("--cache", default=str(DEFAULT_CACHE), help="where speedscope is kept")
     w.set_defaults(func=cmd_view)
+
+    u = sub.add_parser(
+        "tune", help="measure impl='auto''s choices and cache them (default: Swin-T's merges)"
+    )
+    u.add_argument(
+        "--shape",
+        type=_shape,
+        action="append",
+        help="B,H,W,C (repeatable; default: Swin-T 224 stages at B=8)",
+    )
+    u.add_argument(
+        "--dtype", choices=list(DTYPES), action="append", help="default: float32 and bfloat16"
+    )
+    u.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    u.set_defaults(func=cmd_tune)
 
     r = sub.add_parser("report", help="everything above into profiles/report/report.md plus plots")
     r.add_argument("--quick", action="store_true", help="about one minute instead of about five")

@@ -28,9 +28,19 @@ from . import gpu_model as gm
 from .bench import LayerTiming, ModelTiming, run_layer_bench, run_model_bench
 from .bench import command as bench_command
 from .checkout import LAYER_BENCH, MODEL_BENCH, CheckoutNotFound, checkout_root
+from .family import section_family
 from .mutation import MIN_SCORE, SUMMARY_FILE, load_summary, score_table
+from .peers import (
+    choices_table,
+    duel_table,
+    duels,
+    peer_table,
+    run_tune,
+    swin_recompiles,
+    use_report_cache,
+)
 from .profiling import run_profiles, summarize_trace
-from .shapes import QUICK_SHAPE, SWIN_T_STAGE1
+from .shapes import QUICK_SHAPE, SWIN_T_STAGE1, SWIN_T_STAGES
 from .terminal import Progress, without_kineto_chatter
 from .traffic import TrafficRow, traffic_rows, traffic_table
 from .verify import Verification, format_table, run_verify
@@ -55,6 +65,8 @@ class Report:
     verification: Verification | None = None  # set by the verify step
     traffic: list[TrafficRow] | None = None  # set by the traffic step
     bench: list[LayerTiming] | None = None  # set by the benchmarks step
+    auto_tuned: list[dict[str, object]] | None = None  # set by the auto tune step
+    auto_cache: Path | None = None  # set by the auto tune step
 
     def add(self, title: str, *body: str) -> None:
         self.sections.append("\n\n".join([f"## {title}", *body]))
@@ -380,13 +392,19 @@ def _speed_tables(rows: list[LayerTiming]) -> list[str]:
         lines = [
             f"**{dtype}, {mode}**: median ms; x = speedup against `slice` in the same column; "
             "% = fraction of this machine's roofline (minimum bytes / peak bandwidth, or GEMM "
-            "FLOPs / peak FLOP/s, whichever is longer). *italic* = not the same function.",
+            "FLOPs / peak FLOP/s, whichever is longer). *italic* = not the same function. "
+            "`auto` shows the impl it ran; (peer) rows are `torch.compile` of that form.",
             "",
             "| shape (B,H,W,C) | impl | pre | post | none |",
             "|---|---|---|---|---|",
         ]
         for shape in shapes:
-            for impl in IMPLS:
+            extra = dict.fromkeys(
+                b["impl"] for b in rows
+                if b["impl"] not in REGISTRY and tuple(b["shape"]) == shape
+                and (b["dtype"], b["mode"]) == (dtype, mode)
+            )  # fmt: skip
+            for impl in (*IMPLS, *extra):
                 cells = []
                 for norm in NORMS:
                     b = keyed.get((impl, norm, dtype, mode, shape))
@@ -399,9 +417,12 @@ def _speed_tables(rows: list[LayerTiming]) -> list[str]:
                         cell += f" ({base['median'] / b['median']:.2f}x"
                         frac = b.get("roofline_fraction")
                         cell += f", {frac:.0%})" if frac is not None else ")"
+                    if impl == "auto":
+                        cell = f"`{b['runs']}` {cell}"
                     cells.append(cell if b["exact"] else f"*{cell}*")
+                label = f"{impl} (peer)" if impl not in REGISTRY and impl != "auto" else impl
                 lines.append(
-                    f"| {','.join(map(str, shape))} | {impl} | " + " | ".join(cells) + " |"
+                    f"| {','.join(map(str, shape))} | {label} | " + " | ".join(cells) + " |"
                 )
         out.append("\n".join(lines))
     return out
@@ -417,7 +438,8 @@ def _headline_speed(r: Report, rows: list[LayerTiming]) -> None:
             cell = [
                 b for b in rows
                 if b["norm"] == norm and b["mode"] == mode and b["dtype"] == "float32"
-                and tuple(b["shape"]) == s1 and len(REGISTRY[b["impl"]].exact_for) == len(NORMS)
+                and tuple(b["shape"]) == s1 and b["impl"] in REGISTRY
+                and len(REGISTRY[b["impl"]].exact_for) == len(NORMS)
             ]  # fmt: skip
             base = next((b for b in cell if b["impl"] == "slice"), None)
             if not cell or base is None:
@@ -436,6 +458,70 @@ def _headline_speed(r: Report, rows: list[LayerTiming]) -> None:
                 + "; ".join(parts)
                 + "."
             )
+
+
+def section_tune(r: Report, tick: Tick) -> None:
+    """Fill impl="auto"'s cache in this process; the benchmarks (another process) time it."""
+    path = use_report_cache()
+    shapes = [(2, 56, 56, 96), (1, 16, 10, 32)] if r.quick else list(SWIN_T_STAGES)
+    dtypes = (torch.float32,) if r.quick else (torch.float32, torch.bfloat16)
+    r.auto_tuned = run_tune(shapes, dtypes, tick=tick)
+    r.auto_cache = path
+
+
+def section_peers(r: Report, tick: Tick) -> None:
+    rows = r.bench or []
+    body = [
+        "The fastest exact pm-core impl against `torch.compile` (inductor, `dynamic=False`) "
+        "of the slice form, the reshape form and the `conv` impl, measured side by side in "
+        'the benchmark run above, on its first shape. *auto* is `impl="auto"`, timed in '
+        "that run on the choices the tune step measured in this process before it (a "
+        "separate run).",
+        duel_table(rows),
+    ]
+    verdicts = []
+    for d in duels(rows):
+        if d["dtype"] != "float32" or d["mode"] != "fwd":
+            continue
+        frac = d["best"].get("roofline_fraction")
+        peer = d["peer"]
+        verdicts.append(
+            f"- `{d['norm']}`: best exact `{d['best']['impl']}`"
+            + (f" at {frac:.0%} of the roofline" if frac is not None else "")
+            + (
+                f"; {'as fast as or faster than' if d['best']['median'] <= peer['median'] else 'slower than'}"
+                f" the best peer `{peer['impl']}` ({peer['median'] / d['best']['median']:.2f}x its time)"
+                if peer is not None
+                else ""
+            )
+            + "."
+        )
+    if verdicts:
+        body.append("**float32 forward:**\n\n" + "\n".join(verdicts))
+    body += [
+        "**The peers.** Compile time is the first call less a warm call (a cold compile: "
+        "dynamo reset, inductor's FX graph cache off). Each forward peer is checked once "
+        "against the float64 oracle on the benchmark's inputs (error / bound <= 1 is within "
+        "`error_bounds`); the property suite does not run them. Their bytes are not counted: "
+        "inductor's generated C++ kernels run outside the aten dispatcher that pm-core's "
+        "traffic count hooks, and `torch._inductor.metrics.num_bytes_accessed` counts Triton "
+        "kernels only (0 on a CPU).",
+        peer_table(rows) if any(b["peer"] for b in rows) else "(no peers ran)",
+        f'**`impl="auto"`\'s choices** on this machine (cache: `{r.auto_cache}`), median ms '
+        "of every exact candidate as the tune step measured them:",
+        choices_table(),
+    ]
+    if not r.quick:
+        tick("compiled swin_t at 4 input sizes")
+        rc = swin_recompiles()
+        body.append(
+            "**A compiled Swin fed several sizes** (compare pytorch/pytorch#121637): "
+            f"torchvision `swin_t` (random weights, batch 1) under `torch.compile` "
+            f"(default `dynamic=None`) at {', '.join(f'{s}x{s}' for s in rc['sizes'])}: "
+            f"{rc['frames']} graphs compiled, {rc['recompiles']} recompiles; compile time per "
+            "size " + ", ".join(f"{t:.0f} s" for t in rc["compile_s"]) + "."
+        )
+    r.add('Compile peers and impl="auto"', *body)
 
 
 def section_models(r: Report, tick: Tick) -> None:
@@ -550,8 +636,11 @@ STEPS: tuple[Step, ...] = (
     Step("channel norm", section_channel_norm),
     Step("traffic", section_traffic),
     Step("gpu model", section_gpu_model),
+    Step("auto tune", section_tune),
     Step("benchmarks", section_bench),
+    Step("compile peers", section_peers),
     Step("whole models", section_models),
+    Step("family", section_family),
     Step("profiles", section_profiles),
     Step("screenshots", section_screenshots),
     Step("plots", section_plots),

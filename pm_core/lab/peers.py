@@ -1,0 +1,209 @@
+"""The compile peers, ``impl="auto"``'s choices, and a compiled Swin fed several sizes.
+
+* :func:`run_tune` fills the ``impl="auto"`` cache for the report's classes (the bench,
+  a separate process, then times ``auto`` against what it measured: the "second run").
+* :func:`peer_rows` and :func:`auto_rows` read the benchmark rows: per dtype, mode and
+  norm, pm-core's best exact impl against the best ``torch.compile`` peer, and ``auto``
+  against the best impl measured beside it.
+* :func:`swin_recompiles` compiles torchvision's ``swin_t`` and feeds it several input
+  sizes, counting graph compilations (compare pytorch/pytorch#121637, where a compiled
+  Swin recompiled on every new size).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypedDict
+
+import torch
+
+from pm_core import NORMS, auto_choices, tune_auto
+
+from .bench import LayerTiming
+from .shapes import SWIN_T_STAGES
+
+#: Where the report keeps ``impl="auto"``'s cache (beside the roofline's), unless
+#: ``PM_CORE_AUTO_CACHE`` says otherwise.
+REPORT_AUTO_CACHE = Path("profiles/.cache/auto.json")
+
+
+def use_report_cache() -> Path:
+    """Point ``impl="auto"`` at the report's cache unless the environment already chose one;
+    child processes (the benchmarks) inherit it."""
+    os.environ.setdefault("PM_CORE_AUTO_CACHE", str(REPORT_AUTO_CACHE.resolve()))
+    return Path(os.environ["PM_CORE_AUTO_CACHE"])
+
+
+def run_tune(
+    shapes: Sequence[tuple[int, int, int, int]] = SWIN_T_STAGES,
+    dtypes: Sequence[torch.dtype] = (torch.float32, torch.bfloat16),
+    *,
+    device: str = "cpu",
+    tick: Callable[[str], None] = lambda _m: None,
+) -> list[dict[str, object]]:
+    """Measure ``auto``'s choice for every class: each shape x dtype x norm, fwd and fwd+bwd."""
+    return tune_auto(list(shapes), dtypes=tuple(dtypes), device=device, tick=tick)
+
+
+class Duel(TypedDict):
+    """One dtype x mode x norm: pm-core's best exact impl against the best compile peer."""
+
+    dtype: str
+    mode: str
+    norm: str
+    best: LayerTiming
+    peer: LayerTiming | None
+    auto: LayerTiming | None
+
+
+def duels(rows: Sequence[LayerTiming]) -> list[Duel]:
+    """On the first shape of ``rows`` (Swin-T stage 1 in the report), per dtype, mode, norm."""
+    if not rows:
+        return []
+    s1 = rows[0]["shape"]
+    out: list[Duel] = []
+    combos = dict.fromkeys((b["dtype"], b["mode"]) for b in rows)
+    for dtype, mode in combos:
+        for norm in NORMS:
+            cell = [
+                b for b in rows
+                if (b["dtype"], b["mode"], b["norm"]) == (dtype, mode, norm) and b["shape"] == s1
+            ]  # fmt: skip
+            own = [b for b in cell if not b["peer"] and b["impl"] != "auto" and b["exact"]]
+            if not own:
+                continue
+            peers = [b for b in cell if b["peer"]]
+            auto = next((b for b in cell if b["impl"] == "auto"), None)
+            best = min(own, key=lambda b: b["median"])
+            peer = min(peers, key=lambda b: b["median"]) if peers else None
+            out.append(Duel(dtype=dtype, mode=mode, norm=norm, best=best, peer=peer, auto=auto))
+    return out
+
+
+def _ms(b: LayerTiming) -> str:
+    frac = b.get("roofline_fraction")
+    return f"{b['median'] * 1e3:.2f}" + (f" ({frac:.0%})" if frac is not None else "")
+
+
+def duel_table(rows: Sequence[LayerTiming]) -> str:
+    """Markdown: best exact impl, best peer, and auto, per dtype x mode x norm."""
+    lines = [
+        "| dtype | mode | norm | best exact pm-core impl, ms (% roofline) | vs `slice` "
+        "| best compile peer, ms | peer / best | `auto` chose, ms | `auto` / best |",
+        "|---|---|---|---|---:|---|---:|---|---:|",
+    ]
+    slice_of = {
+        (b["dtype"], b["mode"], b["norm"], tuple(b["shape"])): b
+        for b in rows
+        if b["impl"] == "slice"
+    }
+    for d in duels(rows):
+        best = d["best"]
+        base = slice_of.get((d["dtype"], d["mode"], d["norm"], tuple(best["shape"])))
+        vs = f"{base['median'] / best['median']:.2f}x" if base else "-"
+        peer = d["peer"]
+        pcell = f"`{peer['impl']}` {_ms(peer)}" if peer else "-"
+        pratio = f"{peer['median'] / best['median']:.2f}" if peer else "-"
+        auto = d["auto"]
+        acell = f"`{auto['runs']}` {auto['median'] * 1e3:.2f}" if auto else "-"
+        aratio = f"{auto['median'] / best['median']:.2f}" if auto else "-"
+        lines.append(
+            f"| {d['dtype']} | {d['mode']} | {d['norm']} | `{best['impl']}` {_ms(best)} | {vs} "
+            f"| {pcell} | {pratio} | {acell} | {aratio} |"
+        )
+    return "\n".join(lines)
+
+
+def peer_table(rows: Sequence[LayerTiming]) -> str:
+    """Markdown: every compile peer's run time, compile time and error against the oracle."""
+    peers = [b for b in rows if b["peer"]]
+    lines = [
+        "| peer | dtype | mode | norm | run ms (% roofline) | compile s | error / bound |",
+        "|---|---|---|---|---|---:|---:|",
+    ]
+    for b in peers:
+        ratio = b.get("error_bound_ratio")
+        lines.append(
+            f"| `{b['impl']}` | {b['dtype']} | {b['mode']} | {b['norm']} | {_ms(b)} "
+            f"| {b.get('compile_s', float('nan')):.1f} | "
+            + (f"{ratio:.3f}" if ratio is not None else "(fwd's graph)")
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def choices_table(device: str = "cpu") -> str:
+    """Markdown: the ``auto`` cache's choices on this machine, with every candidate's median."""
+    table = auto_choices(device)
+    if not table:
+        return "(no cached choices)"
+    names = sorted({n for e in table.values() for n in e.get("medians", {})})
+    lines = [
+        "| class (dtype, norm, mode, windows, C) | chose | " + " | ".join(names) + " |",
+        "|---|---|" + "---:|" * len(names),
+    ]
+    for key, e in sorted(table.items()):
+        med = e.get("medians", {})
+        cells = [f"{med[n] * 1e3:.2f}" if n in med else "-" for n in names]
+        lines.append(
+            f"| {key.replace('|', ', ')} | `{e.get('impl')}` | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
+class Recompiles(TypedDict):
+    sizes: list[int]
+    frames: int  # graph compilations dynamo reports
+    recompiles: int  # compilations after the first
+    compile_s: list[float]  # first call at each size, less a warm call
+    dynamic: str
+
+
+def swin_recompiles(
+    sizes: Sequence[int] = (224, 256, 288, 320), *, dynamic: bool | None = None
+) -> Recompiles:
+    """Compile torchvision's ``swin_t`` (random weights) and feed it ``sizes`` x ``sizes``
+    images at batch 1, counting the graphs dynamo compiles. ``dynamic=None`` is
+    torch.compile's default: static first, then dynamic shapes on a size change."""
+    from torch._dynamo.utils import counters
+    from torchvision.models import swin_t
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = swin_t().eval()
+    fn = torch.compile(model, dynamic=dynamic)
+    times: list[float] = []
+    with torch.no_grad():
+        for s in sizes:
+            x = torch.randn(1, 3, s, s)
+            t0 = time.perf_counter()
+            fn(x)  # type: ignore[no-untyped-call]
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            fn(x)  # type: ignore[no-untyped-call]
+            times.append(max(first - (time.perf_counter() - t0), 0.0))
+    frames = int(counters["stats"]["unique_graphs"])
+    return Recompiles(
+        sizes=list(sizes),
+        frames=frames,
+        recompiles=max(frames - 1, 0),
+        compile_s=times,
+        dynamic=str(dynamic),
+    )
+
+
+__all__ = [
+    "REPORT_AUTO_CACHE",
+    "Duel",
+    "Recompiles",
+    "choices_table",
+    "duel_table",
+    "duels",
+    "peer_table",
+    "run_tune",
+    "swin_recompiles",
+    "use_report_cache",
+]
