@@ -54,6 +54,7 @@ nitpick_ignore = [
         "collections.abc.Callable",
         "collections.abc.Mapping",
         "collections.abc.Sequence",
+        "pathlib.Path",
         "pm_core.adopt.Known",
     )
 ] + [

@@ -2,7 +2,7 @@
 
 A call is classed by device, dtype, norm, grad mode and a shape bucket (the number of
 windows and ``C``, each rounded to a power of two). The first call in a class times
-every impl that is exact for its norm (:attr:`pm_core.Impl.exact_for`) on random inputs
+every impl that is exact for its norm (``Impl.exact_for``) on random inputs
 of the call's shape, interleaved, and keeps the one with the lowest median. Inexact
 impls are never timed, so never chosen.
 
@@ -13,13 +13,13 @@ stage shapes. A cache that cannot be read, or an entry that names an impl that i
 registered or not exact for its norm, is re-measured with one :class:`AutoCacheWarning`:
 never a crash, never an inexact choice.
 
-**Cost of the first call in a class:** every candidate runs :data:`ROUNDS` times plus a
+**Cost of the first call in a class:** every candidate runs ``ROUNDS`` (5) times plus a
 warm-up, so about ``(ROUNDS + 1) x`` the sum of the candidates' times: about 0.4 s for
 Swin-T stage 1 at batch 8 forward in float32 on a 2-core CPU (6 candidates near 5 ms),
 and seconds with autograd or in bfloat16. Later calls in the class cost a dict lookup.
 
 Where nothing can be timed (meta or fake tensors, tracing under ``torch.compile``) a
-cached choice is used if there is one, else :data:`FALLBACK`.
+cached choice is used if there is one, else ``FALLBACK`` (``"conv"``).
 """
 
 from __future__ import annotations
