@@ -80,6 +80,7 @@ __all__ = [
     "WindowOrderError",
     "auto_cache_path",
     "auto_choices",
+    "auto_class_key",
     "check_impl",
     "check_merge_layout",
     "conv_to_focus",
@@ -125,6 +126,7 @@ from .adopt_family import probe_layout, recognise_family
 from .auto import AutoCacheWarning
 from .auto import cache_path as auto_cache_path
 from .auto import cached_choices as auto_choices
+from .auto import class_key as auto_class_key
 from .auto import tune as tune_auto
 from .bounds import ErrorBounds, error_bounds
 from .checkpoints import convert_state_dict, fold_offsets, merge_prefixes

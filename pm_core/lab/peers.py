@@ -20,7 +20,7 @@ from typing import TypedDict
 
 import torch
 
-from pm_core import NORMS, auto_choices, tune_auto
+from pm_core import NORMS, Norm, auto_choices, auto_class_key, patch_merge, tune_auto
 
 from .bench import LayerTiming
 from .shapes import SWIN_T_STAGES
@@ -154,6 +154,88 @@ def choices_table(device: str = "cpu") -> str:
     return "\n".join(lines)
 
 
+class AutoCheck(TypedDict):
+    """``impl="auto"`` against the impl the benchmark found fastest, timed interleaved."""
+
+    dtype: str
+    mode: str
+    norm: str
+    best: str  # the fastest exact impl in the benchmark run
+    runs: str  # what auto ran
+    auto_s: float  # median seconds
+    best_s: float  # median seconds
+
+
+def _merge_call(
+    shape: list[int], dtype: torch.dtype, norm: Norm, grad: bool
+) -> tuple[Callable[[str], None], torch.Tensor]:
+    """``call(impl)``: one forward (and backward) of a merge on fixed random inputs; and x."""
+    b, h, w, c = shape
+    gen = torch.Generator().manual_seed(0)
+    n = 4 * c if norm == "pre" else 2 * c
+    x, wt, *params = (
+        torch.randn(size, generator=gen).to(dtype).requires_grad_(grad)
+        for size in ((b, h, w, c), (2 * c, 4 * c), (n,), (n,))
+    )
+    p: list[torch.Tensor | None] = list(params) if norm != "none" else [None, None]
+
+    def call(impl: str) -> None:
+        with torch.set_grad_enabled(grad):
+            y = patch_merge(x, wt, p[0], p[1], norm=norm, impl=impl)
+            if grad:
+                torch.autograd.backward(y, torch.ones_like(y))
+
+    return call, x
+
+
+def check_auto(
+    rows: Sequence[LayerTiming], rounds: int = 15, tick: Callable[[str], None] = lambda _m: None
+) -> list[AutoCheck]:
+    """For each dtype x mode x norm on the benchmark's first shape: ``rounds`` interleaved
+    calls of ``impl="auto"`` (from the cache on disk: re-read, not this process's memory)
+    and of the fastest exact impl the benchmark measured, on the same inputs; medians.
+
+    Interleaving puts both under the same load, which on a shared machine moves more
+    between one benchmark case and the next than the 10% this compares."""
+    auto_choices()  # re-reads the cache file: auto then runs what is on disk
+    out: list[AutoCheck] = []
+    for d in duels(rows):
+        best = d["best"]["impl"]
+        norm: Norm = d["norm"]  # type: ignore[assignment]
+        grad = d["mode"] == "fwd+bwd"
+        tick(f"auto vs {best} {d['dtype']} {d['mode']} {norm}")
+        call, x = _merge_call(d["best"]["shape"], getattr(torch, d["dtype"]), norm, grad)
+        times: dict[str, list[float]] = {"auto": [], best: []}
+        for impl in times:
+            call(impl)  # warm-up
+        for _ in range(rounds):
+            for impl, ts in times.items():
+                t0 = time.perf_counter()
+                call(impl)
+                ts.append(time.perf_counter() - t0)
+        med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+        runs = auto_choices().get(auto_class_key(x, norm, grad), {}).get("impl", "?")
+        check = AutoCheck(
+            dtype=d["dtype"], mode=d["mode"], norm=norm, best=best, runs=str(runs),
+            auto_s=med["auto"], best_s=med[best],
+        )  # fmt: skip
+        out.append(check)
+    return out
+
+
+def auto_check_table(checks: Sequence[AutoCheck]) -> str:
+    lines = [
+        "| dtype | mode | norm | fastest exact in the bench | `auto` ran | auto ms | fastest ms | auto / fastest |",
+        "|---|---|---|---|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {c['dtype']} | {c['mode']} | {c['norm']} | `{c['best']}` | `{c['runs']}` "
+        f"| {c['auto_s'] * 1e3:.2f} | {c['best_s'] * 1e3:.2f} | {c['auto_s'] / c['best_s']:.2f} |"
+        for c in checks
+    ]
+    return "\n".join(lines)
+
+
 class Recompiles(TypedDict):
     sizes: list[int]
     frames: int  # graph compilations dynamo reports
@@ -207,8 +289,11 @@ def swin_recompiles(
 
 __all__ = [
     "REPORT_AUTO_CACHE",
+    "AutoCheck",
     "Duel",
     "Recompiles",
+    "auto_check_table",
+    "check_auto",
     "choices_table",
     "duel_table",
     "duels",

@@ -31,6 +31,8 @@ from .checkout import LAYER_BENCH, MODEL_BENCH, CheckoutNotFound, checkout_root
 from .family import section_family
 from .mutation import MIN_SCORE, SUMMARY_FILE, load_summary, score_table
 from .peers import (
+    auto_check_table,
+    check_auto,
     choices_table,
     duel_table,
     duels,
@@ -499,14 +501,21 @@ def section_peers(r: Report, tick: Tick) -> None:
     if verdicts:
         body.append("**float32 forward:**\n\n" + "\n".join(verdicts))
     body += [
-        "**The peers.** Compile time is the first call less a warm call (a cold compile: "
-        "dynamo reset, inductor's FX graph cache off). Each forward peer is checked once "
+        "**The peers.** Compile time is the first call less a warm call, with dynamo reset "
+        "and inductor's FX graph cache off; inductor's on-disk cache of built C++ kernels is "
+        "kept, so a machine's first-ever compile of a graph takes longer (15 s for the slice "
+        "form's pre-norm forward here). Each forward peer is checked once "
         "against the float64 oracle on the benchmark's inputs (error / bound <= 1 is within "
         "`error_bounds`); the property suite does not run them. Their bytes are not counted: "
         "inductor's generated C++ kernels run outside the aten dispatcher that pm-core's "
         "traffic count hooks, and `torch._inductor.metrics.num_bytes_accessed` counts Triton "
         "kernels only (0 on a CPU).",
         peer_table(rows) if any(b["peer"] for b in rows) else "(no peers ran)",
+        '**`impl="auto"` against the fastest exact impl**, timed interleaved after the '
+        "benchmarks (15 rounds each, medians, the same inputs), `auto` reading its choice "
+        "from the cache file the tune step wrote. Separate benchmark cases move by more than "
+        "10% between neighbours on a shared machine, so the comparison is made here:",
+        auto_check_table(check_auto(rows, tick=tick)),
         f'**`impl="auto"`\'s choices** on this machine (cache: `{r.auto_cache}`), median ms '
         "of every exact candidate as the tune step measured them:",
         choices_table(),
