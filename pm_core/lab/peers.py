@@ -20,7 +20,7 @@ from typing import TypedDict
 
 import torch
 
-from pm_core import NORMS, Norm, auto_choices, auto_class_key, patch_merge, tune_auto
+from pm_core import NORMS, REGISTRY, Norm, auto_choices, auto_class_key, patch_merge, tune_auto
 
 from .bench import LayerTiming
 from .shapes import SWIN_T_STAGES
@@ -72,7 +72,12 @@ def duels(rows: Sequence[LayerTiming]) -> list[Duel]:
                 b for b in rows
                 if (b["dtype"], b["mode"], b["norm"]) == (dtype, mode, norm) and b["shape"] == s1
             ]  # fmt: skip
-            own = [b for b in cell if not b["peer"] and b["impl"] != "auto" and b["exact"]]
+            # pm-core's own impls exact in every norm (conv_channel_norm is the foil; in
+            # post and none it *is* conv, so listing it would only add noise)
+            own = [
+                b for b in cell
+                if b["impl"] in REGISTRY and len(REGISTRY[b["impl"]].exact_for) == len(NORMS)
+            ]  # fmt: skip
             if not own:
                 continue
             peers = [b for b in cell if b["peer"]]

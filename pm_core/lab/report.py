@@ -42,6 +42,7 @@ from .peers import (
     use_report_cache,
 )
 from .profiling import run_profiles, summarize_trace
+from .roofline import get_roofline
 from .shapes import QUICK_SHAPE, SWIN_T_STAGE1, SWIN_T_STAGES
 from .terminal import Progress, without_kineto_chatter
 from .traffic import TrafficRow, traffic_rows, traffic_table
@@ -471,6 +472,23 @@ def section_tune(r: Report, tick: Tick) -> None:
     r.auto_cache = path
 
 
+def _roof_line(rows: list[LayerTiming]) -> str:
+    """The roofline's rates, and why a bfloat16 fraction can pass 100%."""
+    if not rows:
+        return ""
+    roof = get_roofline(torch.device(rows[0]["device"]))
+    rates = "; ".join(
+        f"{dt}: " + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in sorted(per.items()))
+        for dt, per in sorted(roof.per_backend.items())
+    )
+    return (
+        f"The roofline here: copy bandwidth {roof.bandwidth / 1e9:.1f} GB/s; GEMM GFLOP/s by "
+        f"backend, {rates}. A bfloat16 fraction over 100% is real: the roof is priced at the "
+        "bfloat16 GEMM rate, and `conv_cw` runs its GEMMs in float32 on a CPU, which here "
+        "(no bf16 dot-product units) is several times faster."
+    )
+
+
 def section_peers(r: Report, tick: Tick) -> None:
     rows = r.bench or []
     body = [
@@ -480,6 +498,7 @@ def section_peers(r: Report, tick: Tick) -> None:
         "that run on the choices the tune step measured in this process before it (a "
         "separate run).",
         duel_table(rows),
+        _roof_line(rows),
     ]
     verdicts = []
     for d in duels(rows):
@@ -487,15 +506,16 @@ def section_peers(r: Report, tick: Tick) -> None:
             continue
         frac = d["best"].get("roofline_fraction")
         peer = d["peer"]
+        if peer is None:
+            versus = ""
+        elif d["best"]["median"] <= peer["median"]:
+            versus = f"; the best peer `{peer['impl']}` takes {peer['median'] / d['best']['median']:.2f}x its time"
+        else:
+            versus = f"; **slower** than the best peer `{peer['impl']}` ({d['best']['median'] / peer['median']:.2f}x the peer's time)"
         verdicts.append(
             f"- `{d['norm']}`: best exact `{d['best']['impl']}`"
             + (f" at {frac:.0%} of the roofline" if frac is not None else "")
-            + (
-                f"; {'as fast as or faster than' if d['best']['median'] <= peer['median'] else 'slower than'}"
-                f" the best peer `{peer['impl']}` ({peer['median'] / d['best']['median']:.2f}x its time)"
-                if peer is not None
-                else ""
-            )
+            + versus
             + "."
         )
     if verdicts:
