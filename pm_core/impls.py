@@ -366,6 +366,14 @@ def _concrete(t: Tensor) -> bool:
     return t.device.type != "meta" and not isinstance(t, torch._subclasses.FakeTensor)
 
 
+def _sum_2x2(t: Tensor) -> Tensor:
+    """``(B, H, W)`` -> ``(B, H/2, W/2)``: the sum of each 2x2 block, as three adds (a
+    reduction over two strided dims of a small tensor is several times slower on CPU)."""
+    b, h, w = t.shape
+    q = t.view(b, h // 2, 2, w // 2, 2)
+    return (q[:, :, 0, :, 0] + q[:, :, 0, :, 1]) + (q[:, :, 1, :, 0] + q[:, :, 1, :, 1])
+
+
 def _weight_centred_pre(
     x: Tensor, weight: Tensor, nw: Tensor | None, nb: Tensor | None, eps: float
 ) -> Tensor | None:
@@ -407,8 +415,8 @@ def _weight_centred_pre(
     b, h, w, c = x.shape
     n = 4 * c
     # per-pixel reductions read x whatever its strides; their (B, H, W) results are contiguous
-    s1 = x.sum(-1).view(b, h // 2, 2, w // 2, 2).sum((2, 4))
-    s2 = torch.linalg.vector_norm(x, dim=-1).square_().view(b, h // 2, 2, w // 2, 2).sum((2, 4))
+    s1 = _sum_2x2(x.sum(-1))
+    s2 = _sum_2x2(torch.linalg.vector_norm(x, dim=-1).square_())
     mean = s1.div_(n)
     var = s2.div_(n).sub_(mean.square()).clamp_min_(0)
     rstd = var.add_(eps).rsqrt_()
@@ -420,10 +428,9 @@ def _weight_centred_pre(
     if mean_ratio > CW_MAX_MEAN_RATIO or common * (1 + mean_ratio) > CW_MAX_COMMON_MODE:
         return None
     z = _conv(x, (wg - s / n).to(x.dtype))
-    z.mul_(rstd.unsqueeze(-1))
-    if nb is not None:
-        z.add_(_matvec(weight, nb))
-    return z
+    if nb is None:
+        return z.mul_(rstd.unsqueeze(-1))
+    return torch.addcmul(_matvec(weight, nb), z, rstd.unsqueeze(-1), out=z)  # one pass, in place
 
 
 def conv_cw_impl(
