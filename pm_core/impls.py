@@ -412,8 +412,7 @@ def _weight_centred_pre(
     tensor, and autograd (whose backward needs the centred window anyway), take the
     fold; on CUDA the check is a synchronisation.
     """
-    b, h, w, c = x.shape
-    n = 4 * c
+    n = 4 * x.shape[-1]
     # per-pixel reductions read x whatever its strides; their (B, H, W) results are contiguous
     s1 = _sum_2x2(x.sum(-1))
     s2 = _sum_2x2(torch.linalg.vector_norm(x, dim=-1).square_())

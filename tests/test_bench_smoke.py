@@ -34,7 +34,7 @@ def test_quick_benchmarks_run(tmp_path: Path) -> None:
 
     for impl in (*IMPLS, "auto", "inductor:conv"):
         assert any(n.startswith(f"test_patch_merge[{impl}-") for n in cases), f"no case for {impl}"
-    skipped = {n: c.find("skipped") for n, c in cases.items() if c.find("skipped") is not None}
+    skipped = {n: s for n, c in cases.items() if (s := c.find("skipped")) is not None}
     for name, skip in skipped.items():
         assert name.startswith("test_patch_merge[inductor"), f"{name} was skipped"
         assert "C++ compiler" in (skip.get("message") or ""), skip.get("message")

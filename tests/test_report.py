@@ -126,7 +126,11 @@ def test_speed_table_shows_auto_and_peers_beside_the_impls() -> None:
     (table,) = report._speed_tables(rows)
     assert "| 1,2,2,1 | auto | `conv_cw` 1.00 (2.00x, 100%) |" in table
     assert "| 1,2,2,1 | inductor:slice (peer) | 4.00 (0.50x, 25%) |" in table
-    assert table.index("| slice |") < table.index("| auto |") < table.index("| inductor:slice (peer) |")
+    assert (
+        table.index("| slice |")
+        < table.index("| auto |")
+        < table.index("| inductor:slice (peer) |")
+    )
 
 
 def test_peer_duel_picks_own_best_exact_and_best_peer() -> None:
