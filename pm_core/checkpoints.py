@@ -23,6 +23,7 @@ from typing import cast
 import torch
 from torch import Tensor
 
+from .focus import conv_to_focus, focus_to_conv
 from .layouts import LAYOUTS, Layout, conv_to_linear, linear_to_conv, swin_to_unfold, unfold_to_swin
 from .window import Window
 from .window_layouts import (
@@ -139,6 +140,7 @@ def convert_state_dict(
     dst: Layout | str | WindowLayout,
     *,
     window: Window | None = None,
+    focus: str | Sequence[str] | None = None,
 ) -> dict[str, Tensor]:
     """Re-order every patch merge's weights in ``sd`` from layout ``src`` to ``dst``.
 
@@ -172,9 +174,19 @@ def convert_state_dict(
     its ``layout``, so to and from ``"conv"`` they are left as they are: go
     ``"conv" -> L -> L'`` to change that layout too. Round trips are bit-exact. MONAI's
     ``SwinUNETR`` keys (``swinViT.layers1.0.downsample.``) are found as they are.
+
+    **Focus** (``focus`` given: the prefix of each ultralytics ``Focus`` in ``sd``, e.g.
+    ``"model.0."``; its keys look like every other ``Conv``'s, so they are named, not
+    searched for): ``src`` / ``dst`` are ``"focus"`` and ``"conv"``, either way round.
+    ``<p>conv.conv.weight`` becomes :class:`pm_core.FocusConv`'s ``[O, C, 2k, 2k]`` weight
+    (:func:`pm_core.focus_to_conv`; :func:`pm_core.conv_to_focus` back); the BatchNorm and
+    every other key are kept, and the key names are the same in both modules. A
+    permutation: round trips are bit-exact.
     """
     if not isinstance(sd, Mapping):
         raise TypeError(f"sd must be a state dict (a Mapping), got {type(sd).__name__}")
+    if focus is not None:
+        return _convert_focus(sd, src, dst, (focus,) if isinstance(focus, str) else tuple(focus))
     if window is not None:
         if not isinstance(window, Window):
             raise TypeError(f"window must be a pm_core.Window, got {type(window).__name__}")
@@ -211,6 +223,28 @@ def convert_state_dict(
                 )
             out[key] = _permute_norm(v, src, dst)
         out[p + "reduction.weight"] = _permute_weight(w, src, dst)
+    return out
+
+
+def _convert_focus(
+    sd: Mapping[str, Tensor], src: object, dst: object, prefixes: tuple[str, ...]
+) -> dict[str, Tensor]:
+    if {src, dst} != {"focus", "conv"}:
+        raise ValueError(
+            f"with focus=, src and dst are 'focus' and 'conv' (either way round), got {src!r} "
+            f"and {dst!r}"
+        )
+    out: OrderedDict[str, Tensor] = OrderedDict(sd)
+    meta = getattr(sd, "_metadata", None)
+    if meta is not None:
+        out._metadata = copy.copy(meta)  # type: ignore[attr-defined]
+    for p in prefixes:
+        if not isinstance(p, str):
+            raise TypeError(f"focus prefixes must be strings, got {p!r}")
+        key = p + "conv.conv.weight"
+        if key not in sd:
+            raise KeyError(f"no Focus at prefix {p!r}: {key!r} is not in the state dict")
+        out[key] = focus_to_conv(sd[key]) if src == "focus" else conv_to_focus(sd[key])
     return out
 
 

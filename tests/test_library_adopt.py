@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import math
+import re
+from typing import cast
 
 import pytest
 import torch
@@ -372,3 +374,59 @@ def test_space_to_depth_module_matches_function() -> None:
     mc = SpaceToDepth(CORNER2, "focus", channels_first=True)
     assert torch.equal(mc(x.movedim(-1, 1)), space_to_depth(x, CORNER2, "focus").movedim(-1, 1))
     assert copy.deepcopy(mc).layout == mc.layout
+
+
+class _Wrapped(nn.Module):
+    """A later layer whose conv keys (``conv.conv.weight``) look like a Focus's, as
+    ultralytics' blocks' do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = lib.UltralyticsConv(8, 8, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.conv(x)
+        return out
+
+
+class _YoloLike(nn.Module):
+    """``model.0`` a Focus (or its FocusConv), ``model.1`` a later conv block."""
+
+    def __init__(self, first: nn.Module, later: nn.Module | None = None) -> None:
+        super().__init__()
+        self.model = nn.Sequential(first, _Wrapped() if later is None else later)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.model(x)
+        return out
+
+
+def test_focus_checkpoint_converts_to_focus_conv_and_back() -> None:
+    """A YOLO-style checkpoint with a Focus at ``model.0.``: ``convert_state_dict(...,
+    focus="model.0.")`` re-shapes only that conv weight, a :class:`pm_core.FocusConv` loads
+    it strictly under the same keys and computes the same function bit for bit (integer
+    data), the later layer's ``conv.conv.weight`` is left alone, and the way back is
+    bit-exact."""
+    focus, later = lib.UltralyticsFocus(3, 8, 3, 1), _Wrapped()
+    src = _YoloLike(focus, later).double().eval()
+    with torch.no_grad():
+        for i, layer in enumerate((focus.conv, later.conv)):
+            conv = layer.conv
+            conv.weight.copy_(_ints(*conv.weight.shape, seed=10 + i, high=3))
+            _randomise(cast(nn.Module, layer.bn), 20 + i)
+    sd = src.state_dict()
+    conv_sd = convert_state_dict(sd, "focus", "conv", focus="model.0.")
+    assert list(conv_sd) == list(sd)
+    assert conv_sd["model.0.conv.conv.weight"].shape == (8, 3, 6, 6)
+    assert conv_sd["model.1.conv.conv.weight"] is sd["model.1.conv.conv.weight"]
+    dst = _YoloLike(FocusConv(3, 8, 3, 1)).double().eval()
+    dst.load_state_dict(conv_sd, strict=True)
+    x = _ints(2, 3, 12, 16, seed=3)
+    with torch.no_grad():
+        assert torch.equal(dst(x), src(x))
+    back = convert_state_dict(conv_sd, "conv", "focus", focus=["model.0."])
+    assert all(torch.equal(back[k], sd[k]) for k in sd)
+    with pytest.raises(KeyError, match=re.escape("no Focus at prefix 'model.1.conv.'")):
+        convert_state_dict(sd, "focus", "conv", focus="model.1.conv.")
+    with pytest.raises(ValueError, match="src and dst are 'focus' and 'conv'"):
+        convert_state_dict(sd, "swin", "conv", focus="model.0.")
