@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.set_defaults(func=cmd_tune)
 
     r = sub.add_parser("report", help="everything above into profiles/report/report.md plus plots")
-    r.add_argument("--quick", action="store_true", help="about one minute instead of about five")
+    r.add_argument("--quick", action="store_true", help="about one minute instead of about ten")
     r.add_argument(
         "--out", default="profiles/report", help="report folder (default: profiles/report)"
     )
