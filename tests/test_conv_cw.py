@@ -74,6 +74,14 @@ def test_it_falls_back_to_the_centred_fold(taken: list[bool], mean: float, commo
     assert torch.equal(y, fold)
 
 
+def test_grad_mode_alone_does_not_take_the_fold(taken: list[bool]) -> None:
+    """Inference outside ``torch.no_grad()``: grad mode is on but nothing requires a
+    gradient, so no graph is recorded and the weight-centred form runs."""
+    y = patch_merge(*_call((2, 8, 6, 96)), norm="pre", impl="conv_cw")
+    assert taken == [True]
+    assert not y.requires_grad
+
+
 def test_autograd_takes_the_fold(taken: list[bool]) -> None:
     x, *params = _call((2, 4, 4, 8))
     y = patch_merge(x.requires_grad_(), *params, norm="pre", impl="conv_cw")
@@ -99,31 +107,103 @@ def test_the_limits_are_what_keeps_it_within_the_bound(
     assert _ratio(broken, args) > 1
 
 
-def test_at_the_limits_it_holds_the_bound(taken: list[bool]) -> None:
-    """Every window's mean just under half its spread, and a weight whose common mode
-    brings ``rho (1 + t)`` just under 1/2: the form runs, and holds the bound."""
+def _windows_at(t: float, shape: tuple[int, int, int, int] = (2, 8, 8, 32)) -> Tensor:
+    """float32 ``x`` whose every 2x2 window has mean ``t`` and population spread 1."""
     g = torch.Generator().manual_seed(1)
-    b, h, w, c = 2, 8, 8, 32
-    x = torch.randn(b, h, w, c, generator=g, dtype=torch.float64)
+    b, h, w, c = shape
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
     win = x.view(b, h // 2, 2, w // 2, 2, c)
     win -= win.mean((2, 4, 5), keepdim=True)
     win /= win.std((2, 4, 5), correction=0, keepdim=True)
-    x = (x + 0.49).float()
-    w_ = torch.randn(2 * c, 4 * c, generator=g, dtype=torch.float64)
-    w_ -= w_.mean(1, keepdim=True)  # rows summing to zero, then a common mode m
+    return (x + t).float()
 
-    def rho(m: float) -> float:
-        return float(((4 * c * m) / (w_ + m).abs().sum(1)).max())
 
-    lo, hi = 0.0, 1.0  # rho rises with m: bisect for rho (1 + 0.49) = 0.49
+def _weight_with_common_mode(rho: float, c: int, scale: float = 1.0) -> Tensor:
+    """A float32 ``(2C, 4C)`` weight whose largest ``|row sum| / row abs-sum`` is ``rho``."""
+    w = torch.randn(2 * c, 4 * c, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    w -= w.mean(1, keepdim=True)  # rows summing to zero, then a common mode m
+
+    def common(m: float) -> float:
+        return float(((4 * c * m) / (w + m).abs().sum(1)).max())
+
+    lo, hi = 0.0, 1.0  # the common mode rises with m: bisect for rho
     for _ in range(60):
-        lo, hi = ((lo + hi) / 2, hi) if rho((lo + hi) / 2) * 1.49 < 0.49 else (lo, (lo + hi) / 2)
-    w_ += lo
-    args = (x, w_.float(), torch.ones(4 * c), torch.zeros(4 * c))
+        lo, hi = ((lo + hi) / 2, hi) if common((lo + hi) / 2) < rho else (lo, (lo + hi) / 2)
+    return ((w + lo) * scale).float()
+
+
+def _pre_call(x: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    c = x.shape[-1]
+    return x, w, torch.ones(4 * c), torch.zeros(4 * c)
+
+
+def test_at_the_limits_it_holds_the_bound(taken: list[bool]) -> None:
+    """Every window's mean just under half its spread, and a weight whose common mode
+    brings ``rho (1 + t)`` just under 1/2: the form runs, and holds the bound."""
+    args = _pre_call(_windows_at(0.49), _weight_with_common_mode(0.49 / 1.49, 32))
     with torch.no_grad():
         y = patch_merge(*args, norm="pre", impl="conv_cw")
     assert taken == [True]
     assert _ratio(y, args) <= 1
+
+
+@pytest.mark.parametrize(
+    ("t", "rho", "runs"),
+    [(0.45, 0.40, False), (0.45, 0.30, True), (0.0, 0.49, True), (0.0, 0.51, False)],
+    ids=["rho (1 + t) over 1/2", "rho (1 + t) under 1/2", "rho under 1/2", "rho over 1/2"],
+)
+def test_the_common_mode_limit_grows_with_the_mean(
+    taken: list[bool], t: float, rho: float, runs: bool
+) -> None:
+    """The weight's limit is on ``rho (1 + t)``: a common mode of 0.4 is allowed on centred
+    windows and not on windows of mean 0.45 sigma."""
+    args = _pre_call(_windows_at(t), _weight_with_common_mode(rho, 32))
+    with torch.no_grad():
+        patch_merge(*args, norm="pre", impl="conv_cw")
+    assert taken == [runs]
+
+
+def test_the_limits_do_not_depend_on_scale(taken: list[bool]) -> None:
+    """``|mean| / sigma`` and ``rho`` are scale-free: the same call scaled by 1000 (and the
+    weight by 1e-3) takes the same paths; a weight with a common mode falls back however
+    small its entries."""
+    x = _windows_at(0.3)
+    with torch.no_grad():
+        for scale in (1e-3, 1.0, 1e3):
+            patch_merge(*_pre_call(x * scale, _weight_with_common_mode(0.2, 32)), impl="conv_cw")
+        small_common = _weight_with_common_mode(0.9, 32, scale=1e-4)
+        patch_merge(*_pre_call(x, small_common), impl="conv_cw")
+    assert taken == [True, True, True, False]
+
+
+def test_the_common_mode_is_per_row(taken: list[bool]) -> None:
+    """Each row's ``|sum| / abs-sum`` is its own: one large row and one tiny row (and an
+    all-zero row, whose ratio is taken as 0) do not make a common mode together."""
+    w = _weight_with_common_mode(0.2, 32)
+    w[0] *= 1e3
+    w[1] *= 1e-3
+    w[2] = 0
+    with torch.no_grad():
+        y = patch_merge(*_pre_call(_windows_at(0.1), w), impl="conv_cw")
+    assert taken == [True]
+    assert _ratio(y, _pre_call(_windows_at(0.1), w)) <= 1
+
+
+@pytest.mark.parametrize("fake", [False, True], ids=["meta", "fake"])
+def test_meta_and_fake_tensors_take_the_fold(taken: list[bool], fake: bool) -> None:
+    """No values to read the limits from: the fold runs, with the right shape and dtype."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    x, w, nw, nb = _call((2, 8, 6, 96))
+    if fake:
+        with FakeTensorMode() as mode:
+            args = [mode.from_tensor(t) for t in (x, w, nw, nb)]
+            y = patch_merge(*args, norm="pre", impl="conv_cw")
+    else:
+        y = patch_merge(*(t.to("meta") for t in (x, w, nw, nb)), norm="pre", impl="conv_cw")
+    assert taken == []
+    assert y.shape == (2, 4, 3, 192)
+    assert y.dtype == torch.float32
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
