@@ -187,6 +187,10 @@ def test_the_common_mode_is_per_row(taken: list[bool]) -> None:
         y = patch_merge(*_pre_call(_windows_at(0.1), w), impl="conv_cw")
     assert taken == [True]
     assert _ratio(y, _pre_call(_windows_at(0.1), w)) <= 1
+    w[3] = _weight_with_common_mode(0.9, 32)[3]  # a zero row must not hide this one
+    with torch.no_grad():
+        patch_merge(*_pre_call(_windows_at(0.1), w), impl="conv_cw")
+    assert taken == [True, False]
 
 
 @pytest.mark.parametrize("fake", [False, True], ids=["meta", "fake"])
