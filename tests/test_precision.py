@@ -29,28 +29,54 @@ needs_no_gpu = pytest.mark.skipif(
 )
 
 
+#: Every fp32 precision flag torch has: the generic one, each backend's, and each op's.
+#: The legacy ``allow_tf32`` setters write several of them at once (``cudnn.allow_tf32``
+#: sets cuDNN's conv *and* RNN flags), so restoring only the ones a test means to change
+#: leaves them disagreeing, and a later ``torch.export`` refuses the mix.
+_FLAGS = [
+    ("", torch.backends),
+    *((f"{m}.", getattr(torch.backends, m)) for m in ("cudnn", "mkldnn")),
+    *(
+        (f"{m}.{op}.", getattr(getattr(torch.backends, m), op))
+        for m, ops in (
+            ("cudnn", ("conv", "rnn")),
+            ("mkldnn", ("conv", "rnn", "matmul")),
+            ("cuda", ("matmul",)),
+        )
+        for op in ops
+    ),
+]
+
+
 @pytest.fixture
 def flags() -> Iterator[None]:
     """Restore every precision flag a test changes (they are process-wide)."""
     b = torch.backends
     matmul_precision = torch.get_float32_matmul_precision()
-    saved = {
-        "cudnn.conv": CUDNN.conv.fp32_precision,
-        "cuda.matmul": b.cuda.matmul.fp32_precision,
-        "mkldnn.conv": MKLDNN.conv.fp32_precision,
-        "mkldnn.matmul": MKLDNN.matmul.fp32_precision,
-    }
+    saved = {name: obj.fp32_precision for name, obj in _FLAGS}
+    # the legacy booleans are state of their own: cudnn.allow_tf32 = False leaves the
+    # getter raising until it is set back, whatever the fp32_precision flags say
+    legacy = (b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32)
     cudnn_enabled = b.cudnn.enabled
     yield
+    b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32 = legacy
     torch.set_float32_matmul_precision(matmul_precision)
-    CUDNN.conv.fp32_precision = saved["cudnn.conv"]
-    b.cuda.matmul.fp32_precision = saved["cuda.matmul"]
-    MKLDNN.conv.fp32_precision = saved["mkldnn.conv"]
-    MKLDNN.matmul.fp32_precision = saved["mkldnn.matmul"]
+    for name, obj in _FLAGS:
+        obj.fp32_precision = saved[name]
     b.cudnn.enabled = cudnn_enabled
 
 
-@needs_no_gpu
+def test_the_fixture_leaves_every_flag_as_it_found_it(flags: None) -> None:
+    """A mix of the legacy and the new flag API makes ``torch.backends.cudnn.allow_tf32``
+    raise until both are set back; the fixture restores both, so a later
+    ``torch.export`` (tests/test_onnx.py, which failed after this module in one
+    process) can read it."""
+    torch.backends.cudnn.allow_tf32 = False
+    CUDNN.conv.fp32_precision = "tf32"
+    with pytest.raises(RuntimeError, match="different TF32 flags"):
+        _ = torch.backends.cudnn.allow_tf32
+
+
 def test_defaults_without_a_gpu(flags: None) -> None:
     """Under PyTorch's default flags, with no GPU present: cuDNN convs are TF32, cuBLAS
     matmuls IEEE, and every impl reports its own backend's mode."""
@@ -181,3 +207,10 @@ def test_cpu_bf16_flag_matches_what_runs(flags: None) -> None:
                 err <= pm_core.error_bounds(x, w, norm="none", gemm_precision="bf16").output
             ).all()
             assert not (err <= pm_core.error_bounds(x, w, norm="none").output).all()
+
+
+def test_the_flags_are_readable_after_the_tests_above() -> None:
+    """Last in the module: every test above that changed a flag left both APIs agreeing
+    (in one process, the order pytest runs this file in; xdist may split it)."""
+    assert isinstance(torch.backends.cudnn.allow_tf32, bool)
+    assert isinstance(torch.backends.cuda.matmul.allow_tf32, bool)
