@@ -7,7 +7,7 @@ the implementations still share no arithmetic.
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple, get_args
+from typing import Literal, NamedTuple, cast, get_args
 
 import torch
 from torch import Tensor
@@ -24,7 +24,6 @@ class Call(NamedTuple):
 
     x: Tensor
     flat: bool
-    out_features: int
 
 
 def check_options(norm: object, odd: object, eps: object) -> None:
@@ -106,6 +105,47 @@ def _check_like(t: Tensor, name: str, x: Tensor, autocast: bool) -> None:
         )
 
 
+def check_projection(
+    x: Tensor,
+    reduction_weight: object,
+    norm_weight: object,
+    norm_bias: object,
+    norm: Norm,
+    n: int,
+    width: str,
+    context: str,
+) -> int:
+    """Validate a merge's Linear and LayerNorm parameters for windows of ``n`` entries
+    (``width`` names it in messages: ``"4C"``; ``context`` says what fixed it: ``"x with
+    C=8"``) against the validated input ``x``; returns the output width ``O``."""
+    if not isinstance(reduction_weight, Tensor):
+        raise TypeError(
+            f"reduction_weight must be a torch.Tensor, got {type(reduction_weight).__name__}"
+        )
+    if reduction_weight.dim() != 2 or reduction_weight.shape[1] != n:
+        raise ValueError(
+            f"reduction_weight must be [O, {width}] = [O, {n}] for {context}, "
+            f"got {tuple(reduction_weight.shape)}"
+        )
+    out = reduction_weight.shape[0]
+    if out == 0:
+        raise ValueError("reduction_weight has O == 0 outputs: there is nothing to project to")
+    autocast = _autocasting(x.device)
+    _check_like(reduction_weight, "reduction_weight", x, autocast)
+    if norm == "none":
+        if norm_weight is not None or norm_bias is not None:
+            raise ValueError(
+                "norm='none' takes no norm_weight/norm_bias; pass None or pick norm='pre'/'post'"
+            )
+    else:
+        size, what = (
+            (n, f"LN over the {width} window") if norm == "pre" else (out, "LN over the O outputs")
+        )
+        _check_param(norm_weight, "norm_weight", size, what, x, autocast)
+        _check_param(norm_bias, "norm_bias", size, what, x, autocast)
+    return out
+
+
 def check_call(
     x: object,
     reduction_weight: object,
@@ -122,36 +162,15 @@ def check_call(
     _, h, w, c = x4.shape
     if c == 0:
         raise ValueError("x has C == 0 channels: there is nothing to merge or normalise")
-    if not isinstance(reduction_weight, Tensor):
-        raise TypeError(
-            f"reduction_weight must be a torch.Tensor, got {type(reduction_weight).__name__}"
-        )
-    if reduction_weight.dim() != 2 or reduction_weight.shape[1] != 4 * c:
-        raise ValueError(
-            f"reduction_weight must be [O, 4C] = [O, {4 * c}] for x with C={c}, "
-            f"got {tuple(reduction_weight.shape)}"
-        )
-    out = reduction_weight.shape[0]
-    if out == 0:
-        raise ValueError("reduction_weight has O == 0 outputs: there is nothing to project to")
-    autocast = _autocasting(x4.device)
-    _check_like(reduction_weight, "reduction_weight", x4, autocast)
-    if norm == "none":
-        if norm_weight is not None or norm_bias is not None:
-            raise ValueError(
-                "norm='none' takes no norm_weight/norm_bias; pass None or pick norm='pre'/'post'"
-            )
-    else:
-        size, what = (
-            (4 * c, "LN over the 4C window") if norm == "pre" else (out, "LN over the O outputs")
-        )
-        _check_param(norm_weight, "norm_weight", size, what, x4, autocast)
-        _check_param(norm_bias, "norm_bias", size, what, x4, autocast)
+    check_projection(
+        x4, reduction_weight, norm_weight, norm_bias, cast(Norm, norm), 4 * c, "4C",
+        f"x with C={c}",
+    )  # fmt: skip
     if odd == "error" and (h % 2 or w % 2):
         raise ValueError(
             f"odd='error' and H, W = ({h}, {w}) is not even; use odd='pad' to zero-pad"
         )
-    return Call(x4, flat, out)
+    return Call(x4, flat)
 
 
 __all__ = [
@@ -164,4 +183,5 @@ __all__ = [
     "as_bhwc",
     "check_call",
     "check_options",
+    "check_projection",
 ]

@@ -5,11 +5,11 @@ Only checks live here, as in :mod:`pm_core._checks`: nothing computes a merge.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from torch import Tensor
 
-from ._checks import FLOAT_DTYPES, _autocasting, _check_like, _check_param, check_options
+from ._checks import FLOAT_DTYPES, Norm, check_options, check_projection
 from .window import Pads, Window
 from .window_layouts import WindowLayout, window_layout
 
@@ -73,33 +73,10 @@ def check_window_call(
     x5 = check_window_input(x, win)
     c = x5.shape[-1]
     n = win.size * c
-    if not isinstance(reduction_weight, Tensor):
-        raise TypeError(
-            f"reduction_weight must be a torch.Tensor, got {type(reduction_weight).__name__}"
-        )
-    if reduction_weight.dim() != 2 or reduction_weight.shape[1] != n:
-        raise ValueError(
-            f"reduction_weight must be [O, prod(kernel)*C] = [O, {n}] for x with C={c} and "
-            f"kernel {win.kernel}, got {tuple(reduction_weight.shape)}"
-        )
-    out = reduction_weight.shape[0]
-    if out == 0:
-        raise ValueError("reduction_weight has O == 0 outputs: there is nothing to project to")
-    autocast = _autocasting(x5.device)
-    _check_like(reduction_weight, "reduction_weight", x5, autocast)
-    if norm == "none":
-        if norm_weight is not None or norm_bias is not None:
-            raise ValueError(
-                "norm='none' takes no norm_weight/norm_bias; pass None or pick norm='pre'/'post'"
-            )
-    else:
-        size, what = (
-            (n, "LN over the prod(kernel)*C window")
-            if norm == "pre"
-            else (out, "LN over the O outputs")
-        )
-        _check_param(norm_weight, "norm_weight", size, what, x5, autocast)
-        _check_param(norm_bias, "norm_bias", size, what, x5, autocast)
+    out = check_projection(
+        x5, reduction_weight, norm_weight, norm_bias, cast(Norm, norm), n,
+        "prod(kernel)*C", f"x with C={c} and kernel {win.kernel}",
+    )  # fmt: skip
     spatial = tuple(x5.shape[1:-1])
     pads = win.pads(spatial)
     out_size = win.output_size(spatial)
