@@ -101,29 +101,48 @@ def _window_prefixes(sd: Mapping[str, Tensor], window: Window, conv: bool) -> li
     return out
 
 
+def _copy(sd: Mapping[str, Tensor]) -> OrderedDict[str, Tensor]:
+    """A shallow copy of ``sd`` that keeps its key order and ``_metadata``."""
+    out: OrderedDict[str, Tensor] = OrderedDict(sd)
+    meta = getattr(sd, "_metadata", None)
+    if meta is not None:
+        out._metadata = copy.copy(meta)  # type: ignore[attr-defined]
+    return out
+
+
+def _pre_norm_keys(sd: Mapping[str, Tensor], p: str, n: int, o: int, by_hand: str) -> list[str]:
+    """``<p>norm.weight`` / ``<p>norm.bias`` when they are ``n``-entry vectors (a pre-norm
+    over the window). With ``o == n`` a post-norm over the ``O`` outputs looks the same,
+    and this raises, naming ``by_hand``, the converter to use instead."""
+    keys = []
+    for key in (p + "norm.weight", p + "norm.bias"):
+        v = sd.get(key)
+        if v is None or v.dim() != 1 or v.shape[0] != n:
+            continue
+        if o == n:
+            raise ValueError(
+                f"{key} has {n} entries and {p}reduction.weight is [{o}, {n}]: a pre-norm "
+                f"(permute) and a post-norm (keep) look the same; convert this merge by hand "
+                f"with {by_hand}"
+            )
+        keys.append(key)
+    return keys
+
+
 def _convert_windows(
     sd: Mapping[str, Tensor], src: str | WindowLayout, dst: str | WindowLayout, window: Window
 ) -> OrderedDict[str, Tensor]:
     s = None if src == "conv" else window_layout(src, window)
     d = None if dst == "conv" else window_layout(dst, window)
-    out: OrderedDict[str, Tensor] = OrderedDict(sd)
+    out = _copy(sd)
     if (s is None and d is None) or s == d:
         return out
     for p in _window_prefixes(sd, window, conv=s is None):
         w = sd[p + "reduction.weight"]
         o, n = w.shape[0], (w.shape[1] * window.size if s is None else w.shape[1])
         if s is not None and d is not None:
-            for key in (p + "norm.weight", p + "norm.bias"):
-                v = sd.get(key)
-                if v is None or v.dim() != 1 or v.shape[0] != n:
-                    continue
-                if o == n:
-                    raise ValueError(
-                        f"{key} has {n} entries and {p}reduction.weight is [{o}, {n}]: a "
-                        "pre-norm (permute) and a post-norm (keep) look the same; convert "
-                        "this merge by hand with pm_core.convert_window_layout"
-                    )
-                out[key] = convert_window_layout(v, window, s, d).contiguous()
+            for key in _pre_norm_keys(sd, p, n, o, "pm_core.convert_window_layout"):
+                out[key] = convert_window_layout(sd[key], window, s, d).contiguous()
         if s is None:
             assert d is not None
             out[p + "reduction.weight"] = conv_to_window(w, window, d).contiguous()
@@ -190,11 +209,7 @@ def convert_state_dict(
     if window is not None:
         if not isinstance(window, Window):
             raise TypeError(f"window must be a pm_core.Window, got {type(window).__name__}")
-        wout = _convert_windows(sd, src, dst, window)
-        meta = getattr(sd, "_metadata", None)
-        if meta is not None:
-            wout._metadata = copy.copy(meta)  # type: ignore[attr-defined]
-        return wout
+        return _convert_windows(sd, src, dst, window)
     for arg, layout in (("src", src), ("dst", dst)):
         if layout not in LAYOUTS:
             raise ValueError(
@@ -202,26 +217,15 @@ def convert_state_dict(
                 "layout needs window=)"
             )
     src, dst = cast(Layout, src), cast(Layout, dst)
-    out: OrderedDict[str, Tensor] = OrderedDict(sd)
-    meta = getattr(sd, "_metadata", None)
-    if meta is not None:
-        out._metadata = copy.copy(meta)  # type: ignore[attr-defined]
+    out = _copy(sd)
     if src == dst:
         return out
     for p in merge_prefixes(sd, src):
         w = sd[p + "reduction.weight"]
         o, four_c = (w.shape[0], 4 * w.shape[1]) if src == "conv" else tuple(w.shape)
-        for key in (p + "norm.weight", p + "norm.bias"):
-            v = sd.get(key)
-            if v is None or v.dim() != 1 or v.shape[0] != four_c:
-                continue
-            if o == four_c:
-                raise ValueError(
-                    f"{key} has {four_c} entries and {p}reduction.weight is [{o}, {four_c}]: "
-                    "a pre-norm (permute) and a post-norm (keep) look the same; convert this "
-                    "merge by hand with pm_core.swin_to_unfold / unfold_to_swin"
-                )
-            out[key] = _permute_norm(v, src, dst)
+        by_hand = "pm_core.swin_to_unfold / unfold_to_swin"
+        for key in _pre_norm_keys(sd, p, four_c, o, by_hand):
+            out[key] = _permute_norm(sd[key], src, dst)
         out[p + "reduction.weight"] = _permute_weight(w, src, dst)
     return out
 
@@ -234,10 +238,7 @@ def _convert_focus(
             f"with focus=, src and dst are 'focus' and 'conv' (either way round), got {src!r} "
             f"and {dst!r}"
         )
-    out: OrderedDict[str, Tensor] = OrderedDict(sd)
-    meta = getattr(sd, "_metadata", None)
-    if meta is not None:
-        out._metadata = copy.copy(meta)  # type: ignore[attr-defined]
+    out = _copy(sd)
     for p in prefixes:
         if not isinstance(p, str):
             raise TypeError(f"focus prefixes must be strings, got {p!r}")
