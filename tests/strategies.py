@@ -35,7 +35,7 @@ import pytest
 import torch
 from hypothesis import assume, settings
 from hypothesis import strategies as st
-from torch import Tensor
+from torch import Tensor, nn
 
 import pm_core
 from pm_core import Norm
@@ -555,3 +555,15 @@ def window_cases(
     vals = draw(values(dtype, max_decade))
     affine = draw(st.booleans().map(lambda b: not b))
     return WindowCase(shape, win, lay, dtype_name(dtype), memory, vals, cm, affine)
+
+
+def randomise_params(m: nn.Module, seed: int) -> nn.Module:
+    """Give ``m`` non-trivial parameters, in place: normal matrices, and vectors near 1.
+    A fresh LayerNorm (g=1, b=0) would hide a permuted norm vector; returns ``m``."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * (0.5 if p.dim() == 1 else 1))
+            if p.dim() == 1:
+                p.add_(1.0)
+    return m

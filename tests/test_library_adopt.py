@@ -39,21 +39,11 @@ from pm_core import (
     window_error_bounds,
 )
 from tests import library_code as lib
+from tests.strategies import randomise_params
 
 CORNER3 = Window((2, 2, 2), padding="corner")
 CORNER2 = Window((2, 2), padding="corner")
 MISSING_1_4 = ((0, 1, 1), (1, 1, 0))
-
-
-def _randomise(m: nn.Module, seed: int) -> nn.Module:
-    """Non-trivial LN affine parameters (a fresh LN's g=1, b=0 hides a permuted vector)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * (0.5 if p.dim() == 1 else 1))
-            if p.dim() == 1:
-                p.add_(1.0)
-    return m
 
 
 def _ints(*shape: int, seed: int = 0, high: int = 5) -> torch.Tensor:
@@ -79,7 +69,7 @@ def test_monai_merge_adopted_within_bound(name: str, dtype: torch.dtype, impl: s
     module and the adopted WindowMerging lie within window_error_bounds of the float64
     oracle, on odd, unequal sizes (the corner padding shows)."""
     cls, dims, layout = MONAI[name]
-    src = _randomise(cls(6, spatial_dims=dims), 1).to(dtype).eval()
+    src = randomise_params(cls(6, spatial_dims=dims), 1).to(dtype).eval()
     pm = from_module(src, impl=impl)
     assert isinstance(pm, WindowMerging)
     assert (pm.layout.name, pm.window, pm.impl) == (layout, CORNER3 if dims == 3 else CORNER2, impl)
@@ -182,7 +172,7 @@ def test_focus_is_one_conv_exactly(k: int, s: int) -> None:
     assert bn.running_var is not None
     with torch.no_grad():
         src.conv.conv.weight.copy_(_ints(8, 12, k, k, seed=1, high=3))
-        _randomise(bn, 2)
+        randomise_params(bn, 2)
         bn.running_mean.normal_()
         bn.running_var.uniform_(0.5, 2)
     x = _ints(2, 3, 12, 16, seed=3)
@@ -207,7 +197,7 @@ def test_focus_adopted_within_bound(dtype: torch.dtype) -> None:
     window_error_bounds of the float64 oracle of the 6x6, s2, p2 conv (a window merge
     with norm='none' in the unfold layout)."""
     src = lib.UltralyticsFocus(3, 16, 3)
-    _randomise(src, 0)
+    randomise_params(src, 0)
     src = src.to(dtype).eval()
     pm = from_module(src)
     assert isinstance(pm, FocusConv)
@@ -325,7 +315,7 @@ def test_1_4_function_with_pre_norm_is_no_1_5_merge() -> None:
     r, and a >= 1.5 merge with any weights (here drawn at random, 5 seeds) forgets r as
     t grows, at the 1/t rate the proof gives.
     """
-    old = _randomise(lib.MonaiPatchMerging14(3), 0).double().eval()
+    old = randomise_params(lib.MonaiPatchMerging14(3), 0).double().eval()
     g = torch.Generator().manual_seed(1)
     r1, r2 = (torch.randn(1, 2, 2, 2, 3, generator=g, dtype=torch.float64) for _ in range(2))
     e = torch.randn(2, 3, generator=g, dtype=torch.float64)
@@ -343,7 +333,7 @@ def test_1_4_function_with_pre_norm_is_no_1_5_merge() -> None:
         gap_old = (old(r2) - f_r1).abs().max().item()
         assert gap_old > 0.1, "F14 is not constant in r"
         for seed in range(5):
-            new = _randomise(WindowMerging(3, CORNER3, layout="monai-legacy"), seed).double()
+            new = randomise_params(WindowMerging(3, CORNER3, layout="monai-legacy"), seed).double()
             gaps = [
                 (new(with_u(r1, t * e)) - new(with_u(r2, t * e))).abs().max().item()
                 for t in (1e2, 1e4)
@@ -355,7 +345,7 @@ def test_1_4_function_with_pre_norm_is_no_1_5_merge() -> None:
 def test_1_5_function_is_no_1_4_merge() -> None:
     """The other way: a >= 1.5 merge reads the 2 voxels <= 1.4 never sees, so no
     permutation or rewrite of a <= 1.4 module's weight computes it."""
-    new = _randomise(WindowMerging(3, CORNER3, layout="monai-legacy"), 0).double()
+    new = randomise_params(WindowMerging(3, CORNER3, layout="monai-legacy"), 0).double()
     x = torch.randn(1, 2, 2, 2, 3, dtype=torch.float64)
     x2 = x.clone()
     x2[0, 1, 1, 0] += 1.0  # a voxel <= 1.4 never reads
@@ -413,7 +403,7 @@ def test_focus_checkpoint_converts_to_focus_conv_and_back() -> None:
         for i, layer in enumerate((focus.conv, later.conv)):
             conv = layer.conv
             conv.weight.copy_(_ints(*conv.weight.shape, seed=10 + i, high=3))
-            _randomise(cast(nn.Module, layer.bn), 20 + i)
+            randomise_params(cast(nn.Module, layer.bn), 20 + i)
     sd = src.state_dict()
     conv_sd = convert_state_dict(sd, "focus", "conv", focus="model.0.")
     assert list(conv_sd) == list(sd)

@@ -29,7 +29,7 @@ from pm_core import (
     swap_patch_merging,
 )
 from pm_core.bounds import error_bounds
-from tests.strategies import examples, shapes
+from tests.strategies import examples, randomise_params, shapes
 
 tv = pytest.importorskip("torchvision.models.swin_transformer")
 timm = pytest.importorskip("timm")
@@ -79,17 +79,6 @@ LIBRARY_MERGES: dict[str, tuple[Callable[[int, int | None], nn.Module], str, Nor
 }
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16]
-
-
-def _randomise(m: nn.Module, seed: int) -> nn.Module:
-    """Non-trivial LN affine parameters: a fresh LN (g=1, b=0) hides a permuted norm vector."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * (0.5 if p.dim() == 1 else 1))
-            if p.dim() == 1:
-                p.add_(1.0)
-    return m
 
 
 def _call(m: nn.Module, convention: str, x: torch.Tensor) -> torch.Tensor:
@@ -145,7 +134,7 @@ def test_from_module_matches_library(
     )
     b, h, w, c = shape
     out_dim = None if out_extra is None or not takes_out else 2 * c + out_extra
-    src = _randomise(factory(c, out_dim), seed).to(dtype).eval()
+    src = randomise_params(factory(c, out_dim), seed).to(dtype).eval()
     pm = from_module(src, impl=impl)
     assert isinstance(pm, PatchMerging)
     assert (pm.norm_mode, pm.odd, pm.impl) == (norm, "pad", impl)
@@ -217,7 +206,7 @@ def test_from_module_rejects_unfoldable_norm() -> None:
 
 def test_from_module_detects_odd_error_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     """A source that rejects odd sizes (Microsoft Swin's assert) gets odd='error'."""
-    src = _randomise(tv.PatchMerging(4), 0)
+    src = randomise_params(tv.PatchMerging(4), 0)
 
     def strict(self: Any, x: torch.Tensor) -> Any:
         assert x.shape[1] % 2 == 0, "x size is not even"

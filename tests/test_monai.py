@@ -36,6 +36,7 @@ from pm_core import (
     window_error_bounds,
 )
 from tests import library_code as lib
+from tests.strategies import randomise_params
 
 monai = pytest.importorskip("monai", reason="MONAI is not installed: run `nox -s monai`")
 # attribute access on importorskip's modules: MONAI is typed Any, and not a suite dependency
@@ -46,17 +47,6 @@ VERSION = tuple(int(p) for p in monai.__version__.split("+")[0].split(".")[:2])
 FIXED = VERSION >= (1, 5)  # PR #8285
 CORNER3 = Window((2, 2, 2), padding="corner")
 IMG = 64  # SwinUNETR's decoder instance-norms a (IMG/32)^3 bottleneck: 32^3 leaves 1 voxel
-
-
-def _randomise(m: nn.Module, seed: int) -> nn.Module:
-    """Non-trivial LN affine parameters (a fresh LN's g=1, b=0 hides a permuted vector)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * (0.5 if p.dim() == 1 else 1))
-            if p.dim() == 1:
-                p.add_(1.0)
-    return m
 
 
 def _within_bound(m: WindowMerging, x: torch.Tensor, y: torch.Tensor, what: str) -> None:
@@ -75,7 +65,7 @@ def _within_bound(m: WindowMerging, x: torch.Tensor, y: torch.Tensor, what: str)
 def test_real_v2_adopted_within_bound(dims: int) -> None:
     """PatchMergingV2 (2-D: swin order; 3-D: itertools.product, "monai-v2-3d") is adopted,
     and the library's and pm_core's float32 outputs lie within the bound of the oracle."""
-    src = _randomise(su.PatchMergingV2(6, spatial_dims=dims), 0).eval()
+    src = randomise_params(su.PatchMergingV2(6, spatial_dims=dims), 0).eval()
     pm = from_module(src)
     assert isinstance(pm, WindowMerging)
     assert pm.layout.name == ("monai-v2-3d" if dims == 3 else "swin")
@@ -90,7 +80,7 @@ def test_legacy_3d_up_to_1_4_is_refused() -> None:
     """<= 1.4: the legacy 3-D merge reads (0,1,0) and (0,0,1) twice and (1,1,0), (0,1,1)
     never, so it is no merge of 8 distinct voxels: from_module refuses, naming them; the
     reproduction in tests.library_code is this class's forward, bit for bit."""
-    src = _randomise(su.PatchMerging(4), 0)
+    src = randomise_params(su.PatchMerging(4), 0)
     with pytest.raises(WindowOrderError, match=r"missing \[\(0, 1, 1\), \(1, 1, 0\)\]") as info:
         from_module(src)
     assert info.value.duplicated == {(0, 1, 0): (2, 5), (0, 0, 1): (3, 6)}
@@ -102,7 +92,7 @@ def test_legacy_3d_up_to_1_4_is_refused() -> None:
 def test_legacy_3d_from_1_5_is_a_merge_in_its_own_order() -> None:
     """>= 1.5: the legacy 3-D merge reads the 8 distinct voxels, in the "monai-legacy"
     order (neither swin's nor V2's), adopted within the bound; the reproduction matches."""
-    src = _randomise(su.PatchMerging(4), 0).eval()
+    src = randomise_params(su.PatchMerging(4), 0).eval()
     pm = from_module(src)
     assert isinstance(pm, WindowMerging)
     assert pm.layout.name == "monai-legacy"
@@ -148,7 +138,7 @@ def _swin_unetr(downsample: str) -> Any:
 
 def _randomise_merges(model: Any) -> Any:
     for i, m in enumerate(_merges(model)):
-        _randomise(m, i)
+        randomise_params(m, i)
     return model
 
 
