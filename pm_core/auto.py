@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from ._checks import Norm
-from .impls import REGISTRY
+from .impls import REGISTRY, _concrete, _records_grad
 
 AUTO = "auto"
 CACHE_ENV = "PM_CORE_AUTO_CACHE"
@@ -243,9 +243,8 @@ def measure(
 
 
 def _measurable(x: Tensor) -> bool:
-    if x.device.type == "meta" or isinstance(x, torch._subclasses.FakeTensor):
-        return False
-    return not torch.compiler.is_compiling()
+    """Values to time on, and not tracing: the impls' own test of the first, plus compiling."""
+    return _concrete(x) and not torch.compiler.is_compiling()
 
 
 def choose(
@@ -257,9 +256,7 @@ def choose(
     eps: float,
 ) -> str:
     """The impl ``impl="auto"`` runs for this call (``x``: ``(B, H, W, C)``, H and W even)."""
-    grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, weight, nw, nb)
-    )
+    grad = _records_grad(x, weight, nw, nb)
     path = cache_path()
     machines = _read(path)
     mkey = machine_key(x.device)

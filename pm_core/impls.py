@@ -361,6 +361,11 @@ CW_MAX_MEAN_RATIO = 0.5
 CW_MAX_COMMON_MODE = 0.5
 
 
+def _records_grad(*ts: Tensor | None) -> bool:
+    """Whether autograd records a call on these tensors: grad mode on, and one needs a gradient."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
+
+
 def _concrete(t: Tensor) -> bool:
     """Whether ``t`` holds values a Python branch may read (not meta, not a fake tensor)."""
     return t.device.type != "meta" and not isinstance(t, torch._subclasses.FakeTensor)
@@ -451,10 +456,7 @@ def conv_cw_impl(
         nw32 = None if nw is None else nw.float()
         nb32 = None if nb is None else nb.float()
         return conv_cw_impl(x.float(), weight.float(), nw32, nb32, norm, eps).to(x.dtype)
-    grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, weight, nw, nb)
-    )
-    if norm == "pre" and not grad and _concrete(x):
+    if norm == "pre" and not _records_grad(x, weight, nw, nb) and _concrete(x):
         y = _weight_centred_pre(x, weight, nw, nb, eps)
         if y is not None:
             return y

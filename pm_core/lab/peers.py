@@ -23,6 +23,7 @@ import torch
 from pm_core import NORMS, REGISTRY, Norm, auto_choices, auto_class_key, patch_merge, tune_auto
 
 from .bench import LayerTiming
+from .profiling import case_inputs
 from .shapes import SWIN_T_STAGES
 
 #: Where the report keeps ``impl="auto"``'s cache (beside the roofline's), unless
@@ -174,19 +175,22 @@ class AutoCheck(TypedDict):
 def _merge_call(
     shape: list[int], dtype: torch.dtype, norm: Norm, grad: bool
 ) -> tuple[Callable[[str], None], torch.Tensor]:
-    """``call(impl)``: one forward (and backward) of a merge on fixed random inputs; and x."""
+    """``call(impl)``: one forward (and backward) of a merge on the benchmark's inputs for
+    the case (:func:`~pm_core.lab.profiling.case_inputs`); and ``x``."""
     b, h, w, c = shape
-    gen = torch.Generator().manual_seed(0)
-    n = 4 * c if norm == "pre" else 2 * c
-    x, wt, *params = (
-        torch.randn(size, generator=gen).to(dtype).requires_grad_(grad)
-        for size in ((b, h, w, c), (2 * c, 4 * c), (n,), (n,))
+    x, wt, nw, nb = (
+        None if t is None else t.requires_grad_(grad)
+        for t in case_inputs((b, h, w, c), norm, dtype, "cpu")
     )
-    p: list[torch.Tensor | None] = list(params) if norm != "none" else [None, None]
+    assert x is not None
+    assert wt is not None
+    params = [t for t in (x, wt, nw, nb) if t is not None]
 
     def call(impl: str) -> None:
+        for t in params:  # as the benchmark's fwd+bwd: no accumulation into .grad
+            t.grad = None
         with torch.set_grad_enabled(grad):
-            y = patch_merge(x, wt, p[0], p[1], norm=norm, impl=impl)
+            y = patch_merge(x, wt, nw, nb, norm=norm, impl=impl)
             if grad:
                 torch.autograd.backward(y, torch.ones_like(y))
 
