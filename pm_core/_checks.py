@@ -50,6 +50,15 @@ def _autocasting(device: torch.device) -> bool:
         return False
 
 
+def _cpu_capability(name: str, unknown: bool = True) -> bool:
+    """Whether the CPU has instruction-set feature ``name``; ``unknown`` when torch cannot say."""
+    try:
+        caps = torch._C._cpu._get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        return unknown
+    return bool(caps.get(name, unknown))
+
+
 def as_bhwc(x: object, hw: object) -> tuple[Tensor, bool]:
     """View ``x`` as ``(B, H, W, C)``; the flag says it was ``(B, L, C)``. Never copies."""
     if not isinstance(x, Tensor):

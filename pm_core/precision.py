@@ -12,10 +12,16 @@ float32 GEMM *inputs* to a shorter format and accumulate in float32:
   runs as im2col + cuBLAS and follows the matmul flag instead.
 * **CPU**: oneDNN convolutions and matmuls follow ``torch.backends.mkldnn.conv`` /
   ``.matmul.fp32_precision`` (``"bf16"`` after ``set_float32_matmul_precision("medium")``).
-  oneDNN treats the request as permission, not an order: it rounds to bf16 only on a
+  oneDNN treats the request as permission, not an order: it may round to bf16 only on a
   CPU with bf16 arithmetic (``avx512_bf16`` or AMX-BF16) and to TF32 only with
-  AMX-FP16; elsewhere the GEMM stays IEEE (measured on an AVX-512 CPU without bf16: the
-  flag changes no bit of the output, which ``tests/test_precision.py`` checks).
+  AMX-FP16; elsewhere the GEMM stays IEEE (measured on an Intel AVX-512 CPU without bf16:
+  the flag changes no bit of the output, which ``tests/test_precision.py`` checks).
+  Having the units is not a promise that they are used: on an AMD EPYC (Zen 4,
+  ``avx512_bf16``, no AMX) under torch 2.14.1 the flag left the conv's output
+  bit-identical, and moved the matmul to another float32 kernel whose error stayed at
+  0.013 of the IEEE bound (Swin-T stage 1). So on such a CPU ``"bf16"`` is what the
+  GEMMs are *allowed* to do, and the bound built on it holds either way; calling it
+  IEEE would make the bound too tight wherever oneDNN does round.
 
 Which flag wins. The legacy switches (``torch.backends.cudnn.allow_tf32``,
 ``torch.backends.cuda.matmul.allow_tf32``) write the same per-backend, per-op settings
@@ -35,7 +41,7 @@ from typing import Literal, cast, get_args
 
 import torch
 
-from ._checks import FLOAT_DTYPES
+from ._checks import FLOAT_DTYPES, _cpu_capability
 from .impls import get_impl
 
 #: Float32 GEMM modes: exact IEEE float32 products, or inputs rounded to TF32 / bfloat16
@@ -63,15 +69,6 @@ def _cuda_has_tf32(device: torch.device) -> bool:
     if index is None:
         index = torch.cuda.current_device()
     return torch.cuda.get_device_capability(index)[0] >= 8
-
-
-def _cpu_capability(name: str) -> bool:
-    """Whether the CPU has instruction-set feature ``name`` (True when torch cannot say)."""
-    try:
-        caps = torch._C._cpu._get_cpu_capability()
-    except (AttributeError, RuntimeError):
-        return True
-    return bool(caps.get(name, True))
 
 
 def _flag(module: object, op: str) -> str:

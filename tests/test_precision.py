@@ -14,6 +14,7 @@ import torch
 
 import pm_core
 from pm_core import Norm
+from pm_core._checks import _cpu_capability
 from pm_core.precision import FP32_MODES
 from tests.strategies import EPS
 
@@ -186,8 +187,10 @@ def test_reduced_precision_bounds_contain_the_ieee_bound(norm: Norm) -> None:
 def test_cpu_bf16_flag_matches_what_runs(flags: None) -> None:
     """On the CPU the oneDNN flag is permission, not an order: where ``gemm_precision``
     says the GEMMs stay IEEE under ``fp32_precision="bf16"`` (a CPU without bf16
-    arithmetic, like this project's), the outputs are bit-identical to the default flags';
-    where it says ``"bf16"``, they are within the bf16 bound and not within the IEEE one."""
+    arithmetic), the outputs are bit-identical to the default flags'; where it says
+    ``"bf16"``, they are within the bf16 bound, and, on a CPU with AMX-BF16, where oneDNN
+    does round, not within the IEEE one. (With ``avx512_bf16`` alone, an AMD Zen 4 under
+    torch 2.14.1 did not round: see :mod:`pm_core.precision`.)"""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(8, 28, 28, 32, generator=g)  # oneDNN paths need GEMMs over 16^3
     w = torch.randn(64, 128, generator=g) / 128**0.5
@@ -206,7 +209,8 @@ def test_cpu_bf16_flag_matches_what_runs(flags: None) -> None:
             assert (
                 err <= pm_core.error_bounds(x, w, norm="none", gemm_precision="bf16").output
             ).all()
-            assert not (err <= pm_core.error_bounds(x, w, norm="none").output).all()
+            if _cpu_capability("amx_bf16", False):
+                assert not (err <= pm_core.error_bounds(x, w, norm="none").output).all()
 
 
 def test_the_flags_are_readable_after_the_tests_above() -> None:
