@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import NORMS, Norm, _autocasting
+from ._checks import NORMS, Norm, _autocasting, _cpu_capability
 from .layouts import conv_view, swin_to_unfold
 
 #: The backend an impl's GEMMs run on.
@@ -349,9 +349,20 @@ def conv_channel_norm_impl(
     return _conv(win.reshape(b, h, w, c), weight)
 
 
+def _cpu_half_units(dtype: torch.dtype) -> bool:
+    """Whether this CPU has dot-product units for ``dtype``'s GEMMs: AVX512-BF16 or AMX-BF16
+    for bfloat16, AMX-FP16 for float16 (oneDNN emulates the others through float32). A CPU
+    torch cannot describe is taken to have none."""
+    if dtype == torch.bfloat16:
+        return _cpu_capability("avx512_bf16", False) or _cpu_capability("amx_bf16", False)
+    return dtype == torch.float16 and _cpu_capability("amx_fp16", False)
+
+
 def _cpu_float32(x: Tensor) -> bool:
-    """Compute a half-precision call in float32 instead: on a CPU (see :func:`conv_cw_impl`)."""
-    return x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16)
+    """Compute a half-precision call in float32 instead: on a CPU without units for its
+    dtype (see :func:`conv_cw_impl`)."""
+    half = x.dtype in (torch.bfloat16, torch.float16)
+    return half and x.device.type == "cpu" and not _cpu_half_units(x.dtype)
 
 
 #: The weight-centred pre-norm form's limits on a call's conditioning (derived in
@@ -411,6 +422,11 @@ def _weight_centred_pre(
     * the scale by ``rstd`` and the shift ``W @ b`` are the fold's, and the same terms
       cover them.
 
+    In a half dtype the same roundings happen at the same places: ``Wc`` is rounded to
+    the dtype once, the GEMM accumulates in float32 (``u_acc``) and rounds ``z`` once, the
+    statistics accumulate in float32 and stay there, and the epilogue runs in float32
+    and rounds once, as the fold's does.
+
     Above the limits (a window whose mean is over half its spread, or a weight with a
     large common mode) the raw GEMM and ``E[x^2]`` could exceed the bound, so the caller
     uses the two-pass centred fold. Reading the limits needs the values: a meta or fake
@@ -418,9 +434,12 @@ def _weight_centred_pre(
     fold; on CUDA the check is a synchronisation.
     """
     n = 4 * x.shape[-1]
-    # per-pixel reductions read x whatever its strides; their (B, H, W) results are contiguous
-    s1 = _sum_2x2(x.sum(-1))
-    s2 = _sum_2x2(torch.linalg.vector_norm(x, dim=-1).square_())
+    acc = torch.promote_types(x.dtype, torch.float32)
+    # per-pixel reductions read x whatever its strides; their (B, H, W) results are contiguous.
+    # A half x is cast once: each reduction's own dtype= cast is several times slower
+    xs = x.to(acc)
+    s1 = _sum_2x2(xs.sum(-1))
+    s2 = _sum_2x2(torch.linalg.vector_norm(xs, dim=-1).square_())
     mean = s1.div_(n)
     var = s2.div_(n).sub_(mean.square()).clamp_min_(0)
     rstd = var.add_(eps).rsqrt_()
@@ -433,22 +452,30 @@ def _weight_centred_pre(
     if mean_ratio > CW_MAX_MEAN_RATIO or common * (1 + mean_ratio) > CW_MAX_COMMON_MODE:
         return None
     z = _conv(x, (wg - s / n).to(x.dtype))
+    # the epilogue in acc, rounded once to x's dtype: in place, one pass in float32
+    # (mixed-dtype elementwise ops take a slow path on CPU, so a half z is cast first)
+    r = rstd.unsqueeze(-1)
+    zs = z.to(acc)
     if nb is None:
-        return z.mul_(rstd.unsqueeze(-1))
-    return torch.addcmul(_matvec(weight, nb), z, rstd.unsqueeze(-1), out=z)  # one pass, in place
+        return zs.mul_(r).to(x.dtype)
+    return torch.addcmul(_matvec(weight.to(acc), nb.to(acc)), zs, r, out=zs).to(x.dtype)
 
 
 def conv_cw_impl(
     x: Tensor, weight: Tensor, nw: Tensor | None, nb: Tensor | None, norm: Norm, eps: float
 ) -> Tensor:
-    """``conv`` for throughput: the weight-centred pre-norm, and float32 GEMMs on a CPU.
+    """``conv`` for throughput: the weight-centred pre-norm, and float32 GEMMs on a CPU
+    without units for the half dtype.
 
-    * On a CPU, a bfloat16 / float16 call runs in float32 and rounds its result once.
-      On the one CPU measured (AVX-512 without AVX512-BF16 or AMX) oneDNN ran bf16
-      GEMMs at 62 GFLOP/s against float32's 329; a CPU with those units may be faster
-      in bf16, which ``impl="auto"`` measures. Float32 arithmetic on the rounded inputs
-      is within the half dtype's bound (it is strictly more accurate). On CUDA, half
-      calls run as ``conv`` does, in their own dtype (not measured on a GPU here).
+    * On a CPU without dot-product units for its dtype (:func:`_cpu_half_units`), a
+      bfloat16 / float16 call runs in float32 and rounds its result once: oneDNN
+      emulates such GEMMs through float32, slowly. Measured at Swin-T stage 1: on an
+      Intel CPU with AVX-512 but no AVX512-BF16 or AMX, bf16 GEMMs ran at 62 GFLOP/s
+      against float32's 329; on an AMD EPYC (Zen 4, AVX512-BF16, no AMX-FP16) the bf16
+      conv took 2.3 ms against float32's 4.9, and the float16 conv 27.8 ms. Float32
+      arithmetic on the rounded inputs is within the half dtype's bound (it is strictly
+      more accurate). With the units, a half call keeps its dtype, as on CUDA (not
+      measured on a GPU here).
     * ``pre`` without autograd: :func:`_weight_centred_pre` when the call's conditioning
       allows it; otherwise, and with autograd, the centred fold of ``conv``.
     """

@@ -210,17 +210,105 @@ def test_meta_and_fake_tensors_take_the_fold(taken: list[bool], fake: bool) -> N
     assert y.dtype == torch.float32
 
 
+def _half_call(
+    dtype: torch.dtype, norm: str, c: int = 8
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    x, w, nw, nb = (t.to(dtype) for t in _call((2, 6, 4, c)))
+    if norm == "post":
+        return x, w, nw[: 2 * c], nb[: 2 * c]
+    return (x, w, nw, nb) if norm == "pre" else (x, w, None, None)
+
+
+@pytest.fixture
+def no_half_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(impls, "_cpu_half_units", lambda dtype: False)
+
+
+@pytest.fixture
+def half_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(impls, "_cpu_half_units", lambda dtype: True)
+
+
+@pytest.mark.usefixtures("no_half_units")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("norm", ["pre", "post", "none"])
-def test_half_inputs_run_in_float32_on_cpu(dtype: torch.dtype, norm: str) -> None:
+def test_half_inputs_run_in_float32_on_a_cpu_without_half_units(
+    dtype: torch.dtype, norm: str
+) -> None:
     """The same float32 computation, rounded once: bit-equal to calling it on the upcast inputs."""
-    x, w, nw, nb = (t.to(dtype) for t in _call((2, 6, 4, 8)))
-    if norm == "post":
-        nw, nb = nw[:16], nb[:16]
-    params = (nw, nb) if norm != "none" else (None, None)
+    x, w, nw, nb = _half_call(dtype, norm)
+    f32 = [None if t is None else t.float() for t in (nw, nb)]
     with torch.no_grad():
-        y = patch_merge(x, w, *params, norm=norm, impl="conv_cw")  # type: ignore[arg-type]
-        f32 = [None if t is None else t.float() for t in params]
+        y = patch_merge(x, w, nw, nb, norm=norm, impl="conv_cw")  # type: ignore[arg-type]
         ref = patch_merge(x.float(), w.float(), *f32, norm=norm, impl="conv_cw")  # type: ignore[arg-type]
     assert y.dtype == dtype
     assert torch.equal(y, ref.to(dtype))
+
+
+@pytest.fixture
+def conv_dtypes(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
+    """The dtype of every conv an impl runs."""
+    seen: list[torch.dtype] = []
+    inner = impls._conv
+
+    def spy(x: Tensor, weight: Tensor) -> Tensor:
+        seen.append(x.dtype)
+        return inner(x, weight)
+
+    monkeypatch.setattr(impls, "_conv", spy)
+    return seen
+
+
+@pytest.mark.usefixtures("half_units")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_inputs_keep_their_dtype_on_a_cpu_with_half_units(
+    dtype: torch.dtype, taken: list[bool], conv_dtypes: list[torch.dtype]
+) -> None:
+    """The weight-centred form runs its GEMM in the half dtype (statistics and epilogue in
+    float32) and holds the half bound."""
+    args = _half_call(dtype, "pre", c=96)  # Swin's width: the form runs (narrow C falls back)
+    with torch.no_grad():
+        y = patch_merge(*args, norm="pre", impl="conv_cw")
+    assert (taken, conv_dtypes, y.dtype) == ([True], [dtype], dtype)
+    assert _ratio(y, args) <= 1  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("half_units")
+@pytest.mark.parametrize("norm", ["post", "none"])
+def test_with_half_units_post_and_none_are_conv(norm: str) -> None:
+    args = _half_call(torch.bfloat16, norm)
+    with torch.no_grad():
+        y = patch_merge(*args, norm=norm, impl="conv_cw")  # type: ignore[arg-type]
+        conv = patch_merge(*args, norm=norm, impl="conv")  # type: ignore[arg-type]
+    assert torch.equal(y, conv)
+
+
+@pytest.mark.usefixtures("half_units")
+def test_at_the_limits_the_native_bfloat16_form_holds_the_bound(taken: list[bool]) -> None:
+    """:func:`test_at_the_limits_it_holds_the_bound` with the GEMM in bfloat16: the weight
+    ``Wc`` is rounded to bfloat16 and its row sums are no longer zero, which the derivation
+    charges to the mean's term."""
+    f32 = _pre_call(_windows_at(0.49), _weight_with_common_mode(0.49 / 1.49, 32))
+    args = tuple(t.bfloat16() for t in f32)
+    with torch.no_grad():
+        y = patch_merge(*args, norm="pre", impl="conv_cw")
+    assert taken == [True]
+    assert _ratio(y, args) <= 1
+
+
+def test_the_half_units_probe_follows_the_cpu_capabilities(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bfloat16 needs AVX512-BF16 or AMX-BF16, float16 AMX-FP16; a CPU torch cannot
+    describe is taken to have neither (the float32 path is exact either way)."""
+    caps = {"avx512_bf16": False, "amx_bf16": True, "amx_fp16": False}
+    monkeypatch.setattr(torch._C._cpu, "_get_cpu_capability", lambda: caps)
+    assert impls._cpu_half_units(torch.bfloat16)
+    assert not impls._cpu_half_units(torch.float16)
+    caps.update(amx_bf16=False, amx_fp16=True)
+    assert not impls._cpu_half_units(torch.bfloat16)
+    assert impls._cpu_half_units(torch.float16)
+
+    def unknown() -> dict[str, bool]:
+        raise RuntimeError("no cpuinfo")
+
+    monkeypatch.setattr(torch._C._cpu, "_get_cpu_capability", unknown)
+    assert not impls._cpu_half_units(torch.bfloat16)

@@ -481,12 +481,18 @@ def _roof_line(rows: list[LayerTiming]) -> str:
         f"{dt}: " + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in sorted(per.items()))
         for dt, per in sorted(roof.per_backend.items())
     )
-    return (
+    line = (
         f"The roofline here: copy bandwidth {roof.bandwidth / 1e9:.1f} GB/s; GEMM GFLOP/s by "
-        f"backend, {rates}. A bfloat16 fraction over 100% is real: the roof is priced at the "
-        "bfloat16 GEMM rate, and `conv_cw` runs its GEMMs in float32 on a CPU, which here "
-        "(no bf16 dot-product units) is several times faster."
+        f"backend, {rates}."
     )
+    peak = roof.peak_flops
+    if peak.get("bfloat16", 0.0) < peak.get("float32", 0.0):
+        line += (
+            " A bfloat16 fraction over 100% is real: the roof is priced at the bfloat16 GEMM "
+            "rate, and on a CPU without bf16 dot-product units, as here, `conv_cw` runs its "
+            "GEMMs in float32, which is faster."
+        )
+    return line
 
 
 def section_peers(r: Report, tick: Tick) -> None:
