@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from pm_core import error_bounds, impls, patch_merge, reference_patch_merge
+from pm_core._checks import _cpu_capability
 
 
 @pytest.fixture
@@ -82,12 +83,14 @@ def test_grad_mode_alone_does_not_take_the_fold(taken: list[bool]) -> None:
     assert not y.requires_grad
 
 
-def test_autograd_takes_the_fold(taken: list[bool]) -> None:
-    x, *params = _call((2, 4, 4, 8))
-    y = patch_merge(x.requires_grad_(), *params, norm="pre", impl="conv_cw")
+@pytest.mark.parametrize("needs_grad", range(4), ids=["x", "weight", "norm_weight", "norm_bias"])
+def test_autograd_takes_the_fold(taken: list[bool], needs_grad: int) -> None:
+    args = list(_call((2, 4, 4, 8)))
+    leaf = args[needs_grad].requires_grad_()
+    y = patch_merge(*args, norm="pre", impl="conv_cw")
     torch.autograd.backward(y.sum())
     assert taken == []
-    assert x.grad is not None
+    assert leaf.grad is not None
 
 
 def test_the_limits_are_what_keeps_it_within_the_bound(
@@ -259,17 +262,38 @@ def conv_dtypes(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
     return seen
 
 
+@pytest.fixture
+def stats_dtypes(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
+    """The dtype of every per-pixel statistic the weight-centred form sums over a window."""
+    seen: list[torch.dtype] = []
+    inner = impls._sum_2x2
+
+    def spy(t: Tensor) -> Tensor:
+        seen.append(t.dtype)
+        return inner(t)
+
+    monkeypatch.setattr(impls, "_sum_2x2", spy)
+    return seen
+
+
 @pytest.mark.usefixtures("half_units")
+@pytest.mark.parametrize("bias", [True, False], ids=["norm bias", "no norm bias"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_inputs_keep_their_dtype_on_a_cpu_with_half_units(
-    dtype: torch.dtype, taken: list[bool], conv_dtypes: list[torch.dtype]
+    dtype: torch.dtype,
+    bias: bool,
+    taken: list[bool],
+    conv_dtypes: list[torch.dtype],
+    stats_dtypes: list[torch.dtype],
 ) -> None:
     """The weight-centred form runs its GEMM in the half dtype (statistics and epilogue in
     float32) and holds the half bound."""
-    args = _half_call(dtype, "pre", c=96)  # Swin's width: the form runs (narrow C falls back)
+    x, w, nw, nb = _half_call(dtype, "pre", c=96)  # Swin's width: it runs (narrow C falls back)
+    args = (x, w, nw, nb if bias else None)
     with torch.no_grad():
         y = patch_merge(*args, norm="pre", impl="conv_cw")
     assert (taken, conv_dtypes, y.dtype) == ([True], [dtype], dtype)
+    assert stats_dtypes == [torch.float32, torch.float32]
     assert _ratio(y, args) <= 1  # type: ignore[arg-type]
 
 
@@ -301,14 +325,29 @@ def test_the_half_units_probe_follows_the_cpu_capabilities(monkeypatch: pytest.M
     describe is taken to have neither (the float32 path is exact either way)."""
     caps = {"avx512_bf16": False, "amx_bf16": True, "amx_fp16": False}
     monkeypatch.setattr(torch._C._cpu, "_get_cpu_capability", lambda: caps)
+    bf16 = torch.zeros(1, dtype=torch.bfloat16)
     assert impls._cpu_half_units(torch.bfloat16)
     assert not impls._cpu_half_units(torch.float16)
+    assert not impls._cpu_float32(bf16)
+    assert impls._cpu_float32(bf16.half())
     caps.update(amx_bf16=False, amx_fp16=True)
     assert not impls._cpu_half_units(torch.bfloat16)
     assert impls._cpu_half_units(torch.float16)
+    assert impls._cpu_float32(bf16)
+    caps.update(avx512_bf16=True)
+    assert impls._cpu_half_units(torch.bfloat16)
+    assert not impls._cpu_float32(bf16)
+    assert not impls._cpu_float32(bf16.float())
+    caps.clear()  # a capability torch does not list
+    assert not impls._cpu_half_units(torch.bfloat16)
+    assert not impls._cpu_half_units(torch.float16)
+    assert _cpu_capability("amx_fp16")  # the default for an unknown: True
+    assert not _cpu_capability("amx_fp16", unknown=False)
 
     def unknown() -> dict[str, bool]:
         raise RuntimeError("no cpuinfo")
 
     monkeypatch.setattr(torch._C._cpu, "_get_cpu_capability", unknown)
     assert not impls._cpu_half_units(torch.bfloat16)
+    assert not impls._cpu_half_units(torch.float16)
+    assert _cpu_capability("avx512_bf16")
