@@ -14,7 +14,6 @@ import torch
 
 import pm_core
 from pm_core import Norm
-from pm_core._checks import _cpu_capability
 from pm_core.precision import FP32_MODES
 from tests.strategies import EPS
 
@@ -209,7 +208,7 @@ def test_cpu_bf16_flag_matches_what_runs(flags: None) -> None:
             assert (
                 err <= pm_core.error_bounds(x, w, norm="none", gemm_precision="bf16").output
             ).all()
-            if _cpu_capability("amx_bf16", False):
+            if pm_core.impls._cpu_capability("amx_bf16", False):
                 assert not (err <= pm_core.error_bounds(x, w, norm="none").output).all()
 
 
