@@ -349,13 +349,15 @@ def conv_channel_norm_impl(
     return _conv(win.reshape(b, h, w, c), weight)
 
 
-def _cpu_half_units(dtype: torch.dtype) -> bool:
+def _cpu_half_units(dtype: torch.dtype, unknown: bool = False) -> bool:
     """Whether this CPU has dot-product units for ``dtype``'s GEMMs: AVX512-BF16 or AMX-BF16
     for bfloat16, AMX-FP16 for float16 (oneDNN emulates the others through float32). A CPU
-    torch cannot describe is taken to have none."""
+    torch cannot describe is taken to have them if ``unknown``: ``conv_cw`` assumes not
+    (float32 is exact either way), :func:`pm_core.gemm_precision` assumes so (a looser
+    bound holds either way)."""
     if dtype == torch.bfloat16:
-        return _cpu_capability("avx512_bf16", False) or _cpu_capability("amx_bf16", False)
-    return dtype == torch.float16 and _cpu_capability("amx_fp16", False)
+        return _cpu_capability("avx512_bf16", unknown) or _cpu_capability("amx_bf16", unknown)
+    return dtype == torch.float16 and _cpu_capability("amx_fp16", unknown)
 
 
 def _cpu_float32(x: Tensor) -> bool:

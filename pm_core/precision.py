@@ -41,8 +41,8 @@ from typing import Literal, cast, get_args
 
 import torch
 
-from ._checks import FLOAT_DTYPES, _cpu_capability
-from .impls import get_impl
+from ._checks import FLOAT_DTYPES
+from .impls import _cpu_half_units, get_impl
 
 #: Float32 GEMM modes: exact IEEE float32 products, or inputs rounded to TF32 / bfloat16
 #: with float32 accumulation. Other dtypes report their own name ("float64", "bfloat16",
@@ -91,9 +91,10 @@ def _cpu_mode(backend: str) -> Fp32Mode:
     if not (enabled and mk.is_available()):  # type: ignore[no-untyped-call]
         return "ieee"
     flag = _flag(mk, "conv" if backend == "conv" else "matmul")
-    if flag == "bf16" and (_cpu_capability("avx512_bf16") or _cpu_capability("amx_bf16")):
+    # oneDNN rounds float32 GEMM inputs to bf16 with bf16 units, and to TF32 with AMX-FP16
+    if flag == "bf16" and _cpu_half_units(torch.bfloat16, unknown=True):
         return "bf16"
-    if flag == "tf32" and _cpu_capability("amx_fp16"):
+    if flag == "tf32" and _cpu_half_units(torch.float16, unknown=True):
         return "tf32"
     return "ieee"
 

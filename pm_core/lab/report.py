@@ -488,9 +488,9 @@ def _roof_line(rows: list[LayerTiming]) -> str:
     peak = roof.peak_flops
     if peak.get("bfloat16", 0.0) < peak.get("float32", 0.0):
         line += (
-            " A bfloat16 fraction over 100% is real: the roof is priced at the bfloat16 GEMM "
-            "rate, and on a CPU without bf16 dot-product units, as here, `conv_cw` runs its "
-            "GEMMs in float32, which is faster."
+            " A bfloat16 fraction over 100% can be real: the roof is priced at this machine's "
+            "bfloat16 GEMM rate, which is below its float32 rate, and on a CPU without bf16 "
+            "dot-product units `conv_cw` runs its GEMMs in float32."
         )
     return line
 
