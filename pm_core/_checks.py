@@ -50,7 +50,7 @@ def _autocasting(device: torch.device) -> bool:
         return False
 
 
-def _cpu_capability(name: str, unknown: bool = True) -> bool:
+def _cpu_capability(name: str, unknown: bool) -> bool:
     """Whether the CPU has instruction-set feature ``name``; ``unknown`` when torch cannot say."""
     try:
         caps = torch._C._cpu._get_cpu_capability()

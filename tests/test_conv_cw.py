@@ -340,8 +340,8 @@ def test_the_half_units_probe_follows_the_cpu_capabilities(monkeypatch: pytest.M
     caps.clear()  # a capability torch does not list
     assert not impls._cpu_half_units(torch.bfloat16)
     assert not impls._cpu_half_units(torch.float16)
-    assert impls._cpu_capability("amx_fp16")  # the default for an unknown: True
-    assert not impls._cpu_capability("amx_fp16", unknown=False)
+    assert impls._cpu_half_units(torch.bfloat16, unknown=True)  # as gemm_precision asks
+    assert impls._cpu_half_units(torch.float16, unknown=True)
 
     def unknown() -> dict[str, bool]:
         raise RuntimeError("no cpuinfo")
@@ -349,4 +349,4 @@ def test_the_half_units_probe_follows_the_cpu_capabilities(monkeypatch: pytest.M
     monkeypatch.setattr(torch._C._cpu, "_get_cpu_capability", unknown)
     assert not impls._cpu_half_units(torch.bfloat16)
     assert not impls._cpu_half_units(torch.float16)
-    assert impls._cpu_capability("avx512_bf16")
+    assert impls._cpu_half_units(torch.bfloat16, unknown=True)
