@@ -342,6 +342,12 @@ def test_the_half_units_probe_follows_the_cpu_capabilities(monkeypatch: pytest.M
     assert not impls._cpu_half_units(torch.float16)
     assert impls._cpu_half_units(torch.bfloat16, unknown=True)  # as gemm_precision asks
     assert impls._cpu_half_units(torch.float16, unknown=True)
+    # each unit torch does not list is unknown on its own, whatever it says of the other
+    for listed in ("avx512_bf16", "amx_bf16"):
+        caps.clear()
+        caps[listed] = False
+        assert not impls._cpu_half_units(torch.bfloat16)
+        assert impls._cpu_half_units(torch.bfloat16, unknown=True), listed
 
     def unknown() -> dict[str, bool]:
         raise RuntimeError("no cpuinfo")
