@@ -59,6 +59,12 @@ def _cpu_capability(name: str, unknown: bool) -> bool:
     return bool(caps.get(name, unknown))
 
 
+# torch.compile cannot trace the probe (it returns a dict): marked so, dynamo calls it while
+# tracing and keeps the answer, which holds for the process. By call, not as a decorator:
+# mutmut does not mutate decorated functions.
+torch.compiler.assume_constant_result(_cpu_capability)  # type: ignore[no-untyped-call]
+
+
 def as_bhwc(x: object, hw: object) -> tuple[Tensor, bool]:
     """View ``x`` as ``(B, H, W, C)``; the flag says it was ``(B, L, C)``. Never copies."""
     if not isinstance(x, Tensor):

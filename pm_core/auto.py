@@ -242,11 +242,6 @@ def measure(
     return medians()
 
 
-def _measurable(x: Tensor) -> bool:
-    """Values to time on, and not tracing: the impls' own test of the first, plus compiling."""
-    return _concrete(x) and not torch.compiler.is_compiling()
-
-
 def choose(
     x: Tensor,
     weight: Tensor,
@@ -266,7 +261,7 @@ def choose(
     name = _valid(entry, norm)
     if name is not None:
         return name
-    if not _measurable(x):
+    if not _concrete(x):  # nothing to time on, or torch.compile tracing
         return FALLBACK
     if entry is not None:
         _warn(f"impl='auto' cache {path}: entry {ckey!r} is stale ({entry!r}); re-measuring")

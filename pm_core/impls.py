@@ -380,8 +380,10 @@ def _records_grad(*ts: Tensor | None) -> bool:
 
 
 def _concrete(t: Tensor) -> bool:
-    """Whether ``t`` holds values a Python branch may read (not meta, not a fake tensor)."""
-    return t.device.type != "meta" and not isinstance(t, torch._subclasses.FakeTensor)
+    """Whether ``t`` holds values a Python branch may read: not meta, not a fake tensor,
+    and not while ``torch.compile`` traces (a branch on values would break its graph)."""
+    meta = t.device.type == "meta" or isinstance(t, torch._subclasses.FakeTensor)
+    return not meta and not torch.compiler.is_compiling()
 
 
 def _sum_2x2(t: Tensor) -> Tensor:
@@ -479,7 +481,9 @@ def conv_cw_impl(
       more accurate). With the units, a half call keeps its dtype, as on CUDA (not
       measured on a GPU here).
     * ``pre`` without autograd: :func:`_weight_centred_pre` when the call's conditioning
-      allows it; otherwise, and with autograd, the centred fold of ``conv``.
+      allows it; otherwise, and with autograd, the centred fold of ``conv``. So too
+      while ``torch.compile`` traces it: the conditioning is a branch on values, which
+      would break the graph, so a compiled ``conv_cw`` pre-norm is ``conv``'s.
     """
     if _autocasting(x.device):
         return conv_impl(x, weight, nw, nb, norm, eps)

@@ -1,0 +1,79 @@
+"""Every registered impl traces to one graph under ``torch.compile(fullgraph=True)``.
+
+A Python branch on a tensor's values, or a call dynamo cannot trace, breaks the graph (and
+fails ``fullgraph=True``), so a compiled Swin would fall back to eager around every patch
+merging. ``backend="eager"`` runs the captured graph with the same kernels, so the
+compiled result must equal the eager one bit for bit: ``conv_cw``'s pre-norm, which
+cannot read its conditioning from a traced tensor, must equal the centred fold (``conv``)
+that it takes then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import Tensor
+
+import pm_core
+from pm_core import Norm, impls
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo() -> Iterator[None]:
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _args(norm: Norm, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, 6, 32, generator=g).to(dtype)
+    w = (torch.randn(64, 128, generator=g) / 128**0.5).to(dtype)
+    n = {"pre": 128, "post": 64, "none": 0}[norm]
+    if not n:
+        return x, w, None, None
+    return x, w, (torch.rand(n, generator=g) + 0.5).to(dtype), torch.randn(n, generator=g).to(dtype)
+
+
+def _compiled_equals_eager(impl: str, norm: Norm, dtype: torch.dtype, in_float32: bool) -> None:
+    """``in_float32``: conv_cw runs this dtype in float32 (a CPU without its units), so
+    the fold it takes under tracing is ``conv``'s in float32, rounded once."""
+    x, w, nw, nb = _args(norm, dtype)
+
+    def merge(x: Tensor) -> Tensor:
+        return pm_core.patch_merge(x, w, nw, nb, norm=norm, impl=impl)
+
+    with torch.no_grad():
+        y = torch.compile(merge, backend="eager", fullgraph=True)(x)
+        if (impl, norm) != ("conv_cw", "pre"):
+            expected = merge(x)
+        elif in_float32:
+            nw32, nb32 = (None if t is None else t.float() for t in (nw, nb))
+            y32 = pm_core.patch_merge(x.float(), w.float(), nw32, nb32, norm=norm, impl="conv")
+            expected = y32.to(dtype)
+        else:
+            expected = pm_core.patch_merge(x, w, nw, nb, norm=norm, impl="conv")
+    assert y.dtype == dtype
+    assert torch.equal(y, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("norm", ["pre", "post", "none"])
+@pytest.mark.parametrize("impl", pm_core.IMPLS)
+def test_every_impl_compiles_to_one_graph(impl: str, norm: Norm, dtype: torch.dtype) -> None:
+    """With this CPU's own capability probe, which dynamo cannot trace but calls once."""
+    half = dtype != torch.float32
+    _compiled_equals_eager(impl, norm, dtype, half and not impls._cpu_half_units(dtype))
+
+
+@pytest.mark.parametrize("units", [False, True], ids=["no-half-units", "half-units"])
+@pytest.mark.parametrize("norm", ["pre", "post", "none"])
+def test_conv_cw_compiles_on_either_kind_of_cpu(
+    monkeypatch: pytest.MonkeyPatch, units: bool, norm: Norm
+) -> None:
+    """A bfloat16 call runs in float32 on a CPU without bf16 units, natively with them:
+    both paths trace to one graph, whichever this CPU takes."""
+    monkeypatch.setattr(impls, "_cpu_half_units", lambda dtype: units)
+    _compiled_equals_eager("conv_cw", norm, torch.bfloat16, in_float32=not units)
