@@ -21,7 +21,10 @@ float32, 0.66 s in bfloat16; 1.16 s and 1.85 s forward+backward (``pm-core tune`
 measures all 36 of the report's classes in under a minute). Later calls in the class cost about 13 microseconds (the cache lookup).
 
 Where nothing can be timed (meta or fake tensors, tracing under ``torch.compile``) a
-cached choice is used if there is one, else ``FALLBACK`` (``"conv"``).
+cached choice is used if there is one, else ``FALLBACK`` (``"conv"``). Under
+``torch.compile`` the cache is read while tracing, so ``auto`` stays inside one graph
+(``fullgraph=True`` works) and the graph keeps the choice it was traced with: run
+``pm-core tune``, or one eager call per class, before compiling.
 """
 
 from __future__ import annotations
@@ -242,6 +245,17 @@ def measure(
     return medians()
 
 
+def _cached_choice(device: torch.device, ckey: str, norm: Norm) -> str | None:
+    """The impl the cache validly names for class ``ckey`` on ``device`` here, if any."""
+    return _valid(_read(cache_path()).get(machine_key(device), {}).get(ckey), norm)
+
+
+# torch.compile cannot trace reading the cache file: marked so, dynamo calls this while
+# tracing and keeps the answer in the graph. By call, not as a decorator: mutmut does not
+# mutate decorated functions.
+torch.compiler.assume_constant_result(_cached_choice)  # type: ignore[no-untyped-call]
+
+
 def choose(
     x: Tensor,
     weight: Tensor,
@@ -252,17 +266,16 @@ def choose(
 ) -> str:
     """The impl ``impl="auto"`` runs for this call (``x``: ``(B, H, W, C)``, H and W even)."""
     grad = _records_grad(x, weight, nw, nb)
-    path = cache_path()
-    machines = _read(path)
-    mkey = machine_key(x.device)
     ckey = class_key(x, norm, grad)
-    table = machines.get(mkey, {})
-    entry = table.get(ckey)
-    name = _valid(entry, norm)
+    name = _cached_choice(x.device, ckey, norm)
     if name is not None:
         return name
     if not _concrete(x):  # nothing to time on, or torch.compile tracing
         return FALLBACK
+    path = cache_path()
+    machines = _read(path)
+    mkey = machine_key(x.device)
+    entry = machines.get(mkey, {}).get(ckey)
     if entry is not None:
         _warn(f"impl='auto' cache {path}: entry {ckey!r} is stale ({entry!r}); re-measuring")
     b, h, w, c = x.shape
