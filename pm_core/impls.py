@@ -397,14 +397,18 @@ def _sum_2x2(t: Tensor) -> Tensor:
 def _weight_centred_pre(
     x: Tensor, weight: Tensor, nw: Tensor | None, nb: Tensor | None, eps: float
 ) -> Tensor | None:
-    """Pre-norm with no pass that writes ``x``-sized data: ``y = conv(x, Wc) * rstd + W @ b``.
+    """Pre-norm with no centred copy of ``x``: ``y = conv(x, Wc) * rstd + W @ b``.
 
     ``Wc = Wg - rowmean(Wg)`` (``Wg = W * g``) sums to zero along each row, so
     ``sum_k Wc_ok x_k = sum_k Wc_ok (x_k - mu) = sigma * sum_k Wg_ok xhat_k`` exactly: the
     centring moves from the data to the weight, and the window mean never enters the
     output. The statistics are one read of ``x`` (per-pixel sums and sums of squares)
     and the GEMM reads raw ``x``; returns ``None`` when the call's conditioning is
-    outside the limits below, and the caller falls back to the centred fold.
+    outside the limits below, and the caller falls back to the centred fold. A half
+    ``x`` is cast to float32 once for the statistics, an ``x``-sized write of twice its
+    bytes: on the AMD EPYC (Zen 4) 2-core VM, at Swin-T stage 1 in bfloat16, that cast
+    and the two reductions took 0.58 ms against 0.74 ms for the reductions casting
+    inside (``dtype=``; interleaved, 8 rounds). Not measured on a GPU.
 
     Why the limits keep it inside :func:`pm_core.error_bounds` (units of ``u``; ``t =
     |mu| / sigma`` per window, so ``kappa = 1 + t``; ``s_o = sum_k Wg_ok``; ``rho`` the
@@ -521,7 +525,10 @@ register(
     "conv_cw",
     layout="conv",
     gemm="conv",
-    summary="conv for throughput: pre-norm centred in the weight, not the data; float32 GEMMs on CPU",
+    summary=(
+        "conv for throughput: pre-norm centred in the weight, not the data; "
+        "half dtypes in float32 on a CPU without half units"
+    ),
 )(conv_cw_impl)
 register(
     "conv_channel_norm",
