@@ -183,6 +183,32 @@ def test_reduced_precision_bounds_contain_the_ieee_bound(norm: Norm) -> None:
                 assert (b > a).all() != gemm_free, field
 
 
+@pytest.mark.parametrize(
+    ("flag", "unit"), [("bf16", "avx512_bf16"), ("bf16", "amx_bf16"), ("tf32", "amx_fp16")]
+)
+def test_a_cpu_flag_counts_only_with_units_that_act_on_it(
+    flags: None, monkeypatch: pytest.MonkeyPatch, flag: str, unit: str
+) -> None:
+    """oneDNN rounds float32 GEMM inputs to bf16 only with bf16 units, and to TF32 only
+    with AMX-FP16; on a CPU torch cannot describe, the flag is taken to act (the looser
+    bound holds either way). Capabilities faked, so every CPU checks every branch."""
+    caps = dict.fromkeys(("avx512_bf16", "amx_bf16", "amx_fp16"), False)
+    monkeypatch.setattr(torch._C._cpu, "_get_cpu_capability", lambda: caps)
+    MKLDNN.conv.fp32_precision = flag
+    MKLDNN.matmul.fp32_precision = flag
+
+    def modes() -> set[str]:
+        return {pm_core.gemm_precision(i, "cpu", torch.float32) for i in pm_core.IMPLS}
+
+    assert modes() == {"ieee"}
+    caps[unit] = True
+    assert modes() == {flag}
+    caps.clear()
+    assert modes() == {flag}
+    MKLDNN.conv.fp32_precision = MKLDNN.matmul.fp32_precision = "ieee"
+    assert modes() == {"ieee"}
+
+
 def test_cpu_bf16_flag_matches_what_runs(flags: None) -> None:
     """On the CPU the oneDNN flag is permission, not an order: where ``gemm_precision``
     says the GEMMs stay IEEE under ``fp32_precision="bf16"`` (a CPU without bf16
