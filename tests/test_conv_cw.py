@@ -212,6 +212,18 @@ def test_meta_and_fake_tensors_take_the_fold(taken: list[bool], fake: bool) -> N
     assert y.dtype == torch.float32
 
 
+def test_tracing_takes_the_fold(taken: list[bool], monkeypatch: pytest.MonkeyPatch) -> None:
+    """While torch.compile traces, the limits would be a branch on values, which breaks the
+    graph: the fold runs (tests/test_compile.py compiles it; this checks the branch without
+    dynamo, which cannot trace mutmut's trampolines)."""
+    args = _call((2, 8, 6, 96))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    with torch.no_grad():
+        y = patch_merge(*args, norm="pre", impl="conv_cw")
+        assert torch.equal(y, patch_merge(*args, norm="pre", impl="conv"))
+    assert taken == []
+
+
 def _half_call(
     dtype: torch.dtype, norm: str, c: int = 8
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
