@@ -7,7 +7,8 @@ the implementations still share no arithmetic.
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple, cast, get_args
+from collections.abc import Callable
+from typing import Literal, NamedTuple, ParamSpec, TypeVar, cast, get_args
 
 import torch
 from torch import Tensor
@@ -59,10 +60,22 @@ def _cpu_capability(name: str, unknown: bool) -> bool:
     return bool(caps.get(name, unknown))
 
 
-# torch.compile cannot trace the probe (it returns a dict): marked so, dynamo calls it while
-# tracing and keeps the answer, which holds for the process. By call, not as a decorator:
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _constant_when_traced(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Mark ``fn`` as :func:`torch.compiler.assume_constant_result` does: dynamo then calls
+    it while tracing and keeps its answer in the graph. That function imports
+    ``torch._dynamo``, 3.5 s on this project's 2-core VM, and ``import pm_core`` must stay
+    light; tests/test_compile.py checks the mark is still the one torch sets."""
+    fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
+    return fn
+
+
+# torch.compile cannot trace the probe (it returns a dict). By call, not as a decorator:
 # mutmut does not mutate decorated functions.
-torch.compiler.assume_constant_result(_cpu_capability)  # type: ignore[no-untyped-call]
+_constant_when_traced(_cpu_capability)
 
 
 def as_bhwc(x: object, hw: object) -> tuple[Tensor, bool]:

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import Norm
+from ._checks import Norm, _constant_when_traced
 from .impls import REGISTRY, _concrete, _records_grad
 
 AUTO = "auto"
@@ -250,10 +250,9 @@ def _cached_choice(device: torch.device, ckey: str, norm: Norm) -> str | None:
     return _valid(_read(cache_path()).get(machine_key(device), {}).get(ckey), norm)
 
 
-# torch.compile cannot trace reading the cache file: marked so, dynamo calls this while
-# tracing and keeps the answer in the graph. By call, not as a decorator: mutmut does not
-# mutate decorated functions.
-torch.compiler.assume_constant_result(_cached_choice)  # type: ignore[no-untyped-call]
+# torch.compile cannot trace reading the cache file. By call, not as a decorator: mutmut
+# does not mutate decorated functions.
+_constant_when_traced(_cached_choice)
 
 
 def choose(

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 import pm_core
-from pm_core import Norm, impls
+from pm_core import Norm, auto, impls
 
 
 @pytest.fixture(autouse=True)
@@ -77,3 +77,15 @@ def test_conv_cw_compiles_on_either_kind_of_cpu(
     both paths trace to one graph, whichever this CPU takes."""
     monkeypatch.setattr(impls, "_cpu_half_units", lambda dtype: units)
     _compiled_equals_eager("conv_cw", norm, torch.bfloat16, in_float32=not units)
+
+
+def test_the_constant_mark_is_the_one_torch_sets() -> None:
+    """pm_core marks its probes (the CPU's capabilities, auto's cache read) as
+    ``torch.compiler.assume_constant_result`` does, without importing ``torch._dynamo``
+    (3.5 s): if torch ever marks differently, this says so before the compile tests do."""
+
+    def probe() -> None: ...
+
+    torch.compiler.assume_constant_result(probe)  # type: ignore[no-untyped-call]
+    assert vars(probe)
+    assert vars(auto._cached_choice).items() >= vars(probe).items()
