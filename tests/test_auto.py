@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -144,13 +144,6 @@ def test_meta_tensors_take_the_fallback_without_measuring(cache: Path) -> None:
     assert not cache.exists()
 
 
-def _compiled(
-    merge: Callable[[torch.Tensor], torch.Tensor],
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    torch._dynamo.reset()
-    return torch.compile(merge, backend="eager", fullgraph=True)
-
-
 @pytest.mark.parametrize("cached", ["reshape", None], ids=["cached", "not cached"])
 def test_auto_compiles_to_one_graph_without_measuring(cache: Path, cached: str | None) -> None:
     """Tracing has no values to time on: auto takes the class's cached choice, else the
@@ -164,7 +157,13 @@ def test_auto_compiles_to_one_graph_without_measuring(cache: Path, cached: str |
             json.dumps({"schema": 1, "machines": {auto_mod.machine_key(x.device): {key: entry}}})
         )
     before = cache.read_text() if cached else None
-    y = _compiled(lambda x: patch_merge(x, w, nw, nb, norm="post", impl="auto"))(x)
+    torch._dynamo.reset()
+    merge = torch.compile(
+        lambda x: patch_merge(x, w, nw, nb, norm="post", impl="auto"),
+        backend="eager",
+        fullgraph=True,
+    )
+    y = merge(x)
     torch._dynamo.reset()
     runs = cached or auto_mod.FALLBACK
     assert torch.equal(y, patch_merge(x, w, nw, nb, norm="post", impl=runs))
