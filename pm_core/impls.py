@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import _compat
 from ._checks import NORMS, Norm, _autocasting, _cpu_capability
 from .layouts import conv_view, swin_to_unfold
 
@@ -151,7 +152,7 @@ def pixel_unshuffle_impl(
 
 def _conv(x: Tensor, weight: Tensor) -> Tensor:
     """k=2 s=2 conv of ``(B, H, W, C)`` read through its NCHW view: a channels-last input, no copy."""
-    y = F.conv2d(x.permute(0, 3, 1, 2), conv_view(weight, x.shape[-1]), stride=2)
+    y = _compat.conv(x.permute(0, 3, 1, 2), conv_view(weight, x.shape[-1]), stride=2)
     return y.permute(0, 2, 3, 1)
 
 

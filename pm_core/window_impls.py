@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import _compat
 from ._checks import Norm
 from ._window_checks import WindowCall, check_window_call
 from .functional import patch_merge
@@ -70,9 +71,8 @@ def _conv(x: Tensor, wc: Tensor, window: Window, pads: Pads) -> Tensor:
         padding = tuple(pb for pb, _ in pads)
     else:  # the conv pads symmetrically only: pad the input itself (a copy)
         x, padding = pad_spatial(x, pads), (0,) * window.dims
-    conv = F.conv2d if window.dims == 2 else F.conv3d
     xc = _plain_strides(x.movedim(-1, 1))
-    y = conv(
+    y = _compat.conv(
         xc,
         _plain_strides(wc.contiguous()),
         stride=window.stride,
