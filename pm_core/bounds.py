@@ -88,6 +88,28 @@ again a set of sums of products, with the reduction lengths of the backward:
 * ``dL/dg = sum_windows gv xhat`` and ``dL/db = sum_windows gv`` sum over N windows of
   terms that are themselves O-term sums: ``gamma(N + O)``.
 
+**Range.** The bounds are on finite results, and pm-core claims the results are finite
+wherever the layer's own values are: every input ``|x| <= finite_range(dtype, n)``, and
+every value the layer's definition rounds to the dtype (the output; in ``post`` the
+projection's output; each gradient) below the dtype's largest finite value.
+:func:`finite_range` is ``min(max_dtype, sqrt(max_acc / n) / 2)``: a LayerNorm's
+statistics accumulate ``n`` squares of ``|x - mu| <= 2 |x|`` in the accumulation dtype,
+and past that PyTorch's own ``F.layer_norm`` is wrong too (a float32 window of
+magnitude 1e20 normalises to 0). In float16 the first term binds: the whole range.
+The conv form's pre-norm fold forms a value the definition does not,
+``conv(x - mu, W*g)``, which carries the input's scale (in float16 it overflows where
+the LayerNorm's output is small). So the fold scales each centred window by a power
+of two ``p`` with ``p / rstd`` in ``(1/2, 1]`` before rounding it to the dtype, and the
+conv's output by ``rstd / p`` after: every value it forms is then of the size of
+``xhat``, ``W*g`` or the output. Scaling by a power of two is exact, so the terms above
+are unchanged, except where ``(x_k - mu) p`` falls below the dtype's smallest normal:
+it is then rounded to the subnormal spacing, an absolute error in ``xhat``'s units of
+at most half that spacing (2^-25 in float16, 2^-134 in bfloat16), against the
+centring term ``gamma(n) u kappa >= 2u`` (2^-10 in float16) that covers it. The fold's
+backward keeps its operands ``G``- and ``xhat``-sized and applies the gradient's scale
+``p`` last, once: an underflow there is the dtype's own rounding of the true gradient,
+which the ``gamma * tiny`` term below covers.
+
 **GEMMs on rounded inputs** (``gemm_precision="tf32"`` or ``"bf16"``, float32 only;
 see :mod:`pm_core.precision`). The backend rounds both float32 operands of every GEMM
 to a shorter format, relative error ``u_in`` each, multiplies them exactly (a product
@@ -127,6 +149,7 @@ Examples:
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -160,6 +183,25 @@ class ErrorBounds(NamedTuple):
 def unit_roundoff(dtype: torch.dtype) -> float:
     """``u = eps / 2``: the largest relative error of one rounding to ``dtype``."""
     return torch.finfo(dtype).eps / 2
+
+
+def finite_range(dtype: torch.dtype, n: int, accumulate: torch.dtype | None = None) -> float:
+    """The largest ``|x|`` a LayerNorm over ``n`` entries of ``dtype`` takes (see "Range" in
+    the module docstring): ``min(max_dtype, sqrt(max_acc / n) / 2)``, where ``acc`` is
+    ``accumulate`` (default: float32 for the half types, else ``dtype``).
+
+    Inside it, with every value the layer's definition rounds to ``dtype`` finite there,
+    every impl's output and gradients are finite and within the bounds.
+
+    >>> finite_range(torch.float16, 384)  # float16's own largest value
+    65504.0
+    """
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
+    if n < 1:
+        raise ValueError(f"n must be a positive window length, got {n}")
+    acc = torch.promote_types(dtype, torch.float32) if accumulate is None else accumulate
+    return min(torch.finfo(dtype).max, math.sqrt(torch.finfo(acc).max / n) / 2)
 
 
 def _mean(t: Tensor) -> Tensor:
@@ -444,6 +486,7 @@ __all__ = [
     "WindowBounds",
     "bounds_on_windows",
     "error_bounds",
+    "finite_range",
     "unit_roundoff",
     "window_conditioning",
 ]

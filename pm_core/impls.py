@@ -156,13 +156,36 @@ def _conv(x: Tensor, weight: Tensor) -> Tensor:
     return y.permute(0, 2, 3, 1)
 
 
-def _window_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """Centre each 2x2 window of ``(B, H, W, C)``: returns ``(centred, rstd)``, two-pass.
+def _unit_scale(rstd: Tensor) -> tuple[Tensor, Tensor]:
+    """``(p, rs)`` with ``rstd == p * rs``: ``p = 2**floor(log2(rstd))``, ``rs`` in ``[1, 2)``
+    (down to ``1 - 2^-23`` where ``log2`` rounds a value just below a power of two up).
 
-    ``centred`` is ``x - mu`` in ``x``'s dtype, laid out as ``x``; ``rstd`` is
-    ``(B, H/2, W/2, 1)`` in float32 (float64 for float64 input). The mean comes from
-    per-pixel channel sums (``x.sum(-1)`` is fast where ``var_mean`` is not); the
-    variance from the centred values, never from ``E[x^2] - E[x]^2``.
+    The fold scales each centred window by ``p`` before it is rounded to the input's
+    dtype and convolved, and the conv's output by ``rs`` after: the convolved values are
+    then ``xhat``-sized (``|c p| <= |xhat| (1 + 2^-23)``) whatever the input's scale, where
+    ``conv(x - mu, W*g)`` carries the input's scale and overflows float16 (a window of
+    spread 5000 times 4C weights of size 1). ``exp2`` of an integer is a power of two
+    (exact: ``tests/test_finite_range.py`` checks it on every device it runs on), so the
+    scaling is exact and the result is bit for bit the unscaled fold's wherever that one
+    neither overflows nor underflows. ``exp2(floor(log2))`` rather than ``frexp`` or bit
+    operations: ONNX has neither, and it exports. ``p`` has no gradient (it is piecewise
+    constant); ``rs`` carries ``rstd``'s.
+    """
+    p = torch.exp2(torch.floor(torch.log2(rstd.detach())))
+    rs: Tensor = rstd / p
+    return p, rs
+
+
+def _window_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Centre each 2x2 window of ``(B, H, W, C)`` and scale it to unit spread, two-pass.
+
+    Returns ``(scaled, rs, p)``: ``scaled`` is ``(x - mu) * p`` in ``x``'s dtype, laid out
+    as ``x``; ``p`` and ``rs`` (``(B, H/2, W/2, 1)``, float32, or float64 for float64
+    input) are :func:`_unit_scale`'s, ``p * rs = rstd``. The mean comes from per-pixel
+    channel sums (``x.sum(-1)`` is fast where ``var_mean`` is not); the variance from the
+    centred values in the accumulation dtype, never from ``E[x^2] - E[x]^2``; the scale
+    is applied before the rounding to ``x``'s dtype, so a half window whose centred
+    values exceed its range (``x - mu`` up to twice ``max|x|``) is still finite.
     """
     b, h, w, c = x.shape
     n = 4 * c
@@ -171,17 +194,29 @@ def _window_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     m6 = mean[:, :, None, :, None, None]
     # contiguous whatever x's strides; mixed-dtype broadcasting is a slow path on CPU,
     # so a low-precision x is cast first and centred in place
-    if x.dtype == acc and torch.is_grad_enabled() and x.requires_grad:
+    grad = torch.is_grad_enabled() and x.requires_grad
+    if x.dtype == acc and grad:
         centred = (_windows(x) - m6).contiguous()  # out= is not differentiable
     elif x.dtype == acc:
         centred = torch.sub(_windows(x), m6, out=x.new_empty(_windows(x).shape))
     else:
         centred = _windows(x).to(acc, memory_format=torch.contiguous_format).sub_(m6)
-    # rows of 2C: the (dw, c) part of a window is contiguous
-    ss = torch.linalg.vector_norm(centred.view(b, h // 2, 2, w // 2, 2 * c), dim=-1)
-    var = ss.square().sum(2) / n
-    rstd = torch.rsqrt(var + eps).unsqueeze(-1)
-    return centred.to(x.dtype).view(b, h, w, c), rstd
+
+    def mean_square(t: Tensor) -> Tensor:  # rows of 2C: a window's (dw, c) part is contiguous
+        ss: Tensor = torch.linalg.vector_norm(t.view(b, h // 2, 2, w // 2, 2 * c), dim=-1)
+        return (ss.square().sum(2) / n).unsqueeze(-1)
+
+    with torch.no_grad():
+        p, rs = _unit_scale(torch.rsqrt(mean_square(centred) + eps))
+    p6 = p[:, :, None, :, None]
+    if grad:
+        # differentiate the scaled window's statistics: rstd's own gradient, var^-3/2,
+        # underflows float32 for a spread over 2^42 where the scaled one is O(1)
+        scaled = centred * p6
+        rs = torch.rsqrt(mean_square(scaled) + eps * p * p)
+        return scaled.to(x.dtype).view(b, h, w, c), rs, p
+    # in place, then rounded to a half x's dtype (a mixed-dtype out= is a slow path on CPU)
+    return centred.mul_(p6).to(x.dtype).view(b, h, w, c), rs, p
 
 
 def _matvec(m: Tensor, v: Tensor) -> Tensor:
@@ -198,27 +233,30 @@ def _matvec(m: Tensor, v: Tensor) -> Tensor:
 
 
 class _FoldedPreNorm(torch.autograd.Function):
-    """``conv(x - mu, W*g) * rstd + W @ b`` with LayerNorm's backward written in the conv's terms.
+    """``conv((x - mu) p, W*g) * rs + W @ b`` with LayerNorm's backward written in the conv's terms.
 
-    With ``xhat = c * r`` (``c`` the centred window, ``r`` its rstd), LN's input gradient
-    is ``r * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat))``. Both means are
-    per-window dot products of the *output* gradient: ``mean(gxhat) = gy . rowsum(Wg) / n``
-    and ``mean(gxhat * xhat) = r * (gy . z) / n`` with ``z = conv(c, Wg)``. So the
-    backward is one ``convolution_backward`` (input and weight) of ``gy * r`` plus one
-    input-sized correction, instead of autograd through every elementwise op.
+    ``p * rs = rstd`` (:func:`_unit_scale`). With ``xhat = c * r`` (``c`` the scaled
+    window ``(x - mu) p``, ``r = rs``), LN's input gradient is ``p * r * (gxhat -
+    mean(gxhat) - xhat * mean(gxhat * xhat))``. Both means are per-window dot products
+    of the *output* gradient: ``mean(gxhat) = gy . rowsum(Wg) / n`` and ``mean(gxhat *
+    xhat) = r * (gy . z) / n`` with ``z = conv(c, Wg)``. So the backward is one
+    ``convolution_backward`` (input and weight) of ``gy * r`` plus one input-sized
+    correction, instead of autograd through every elementwise op. Every operand stays
+    ``xhat``- or ``gy``-sized; the true gradient's scale ``p`` is applied last, once, so
+    a half gradient underflows only where the true one is below the dtype's normal range.
     """
 
     @staticmethod
     def forward(
         ctx: Any, x: Tensor, weight: Tensor, nw: Tensor | None, nb: Tensor | None, eps: float
     ) -> Tensor:
-        centred, rstd = _window_stats(x, eps)
+        centred, rs, p = _window_stats(x, eps)
         folded = weight if nw is None else weight * nw
         z = _conv(centred, folded)
-        acc = rstd.dtype
+        acc = rs.dtype
         shift = None if nb is None else _matvec(weight.to(acc), nb.to(acc))
-        y = z * rstd if shift is None else torch.addcmul(shift, z, rstd)
-        ctx.save_for_backward(centred, rstd, z, weight, folded, nw, nb, x)
+        y = z * rs if shift is None else torch.addcmul(shift, z, rs)
+        ctx.save_for_backward(centred, rs, p, z, weight, folded, nw, nb, x)
         ctx.eps = eps
         return y.to(x.dtype)
 
@@ -241,14 +279,14 @@ class _FoldedPreNorm(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
-        centred, rstd, z, weight, folded, nw, nb, _ = ctx.saved_tensors
+        centred, rs, p, z, weight, folded, nw, nb, _ = ctx.saved_tensors
         need_x, need_w, need_nw, need_nb = ctx.needs_input_grad[:4]
         b, h, w, c = centred.shape
         o, n = weight.shape
-        acc = rstd.dtype
+        acc = rs.dtype
         lowp = centred.dtype
         gx = gw = gnw = gnb = None
-        gyr = gy * rstd.to(lowp)
+        gyr = gy * rs.to(lowp)
         need_wg = need_w or need_nw
         gxr, gwc, _ = torch.ops.aten.convolution_backward(
             gyr.permute(0, 3, 1, 2), centred.permute(0, 3, 1, 2), conv_view(folded, c),
@@ -258,13 +296,16 @@ class _FoldedPreNorm(torch.autograd.Function):
             gya = gy.to(acc)
             mean_g = _matvec(gya, folded.to(acc).sum(1)) / n  # mean(gxhat) / r
             mean_gx = torch.linalg.vecdot(gya, z.to(acc)) / n  # mean(gxhat * xhat) / r^2
-            r = rstd.squeeze(-1)
+            r = rs.squeeze(-1)
             # the correction in gxr's own layout (splitting H and W is always a view)
             alpha = (r * mean_g)[:, None, :, None, :, None].to(lowp)
             beta = (r.pow(3) * mean_gx)[:, None, :, None, :, None].to(lowp)
             g6 = gxr.view(b, c, h // 2, 2, w // 2, 2)
             c6 = centred.permute(0, 3, 1, 2).view(b, c, h // 2, 2, w // 2, 2)
-            g6.sub_(alpha).addcmul_(c6, beta, value=-1)
+            # p >= 2^-17 in float16 (|x - mu| < 2^17): a float16 subnormal, exact
+            g6.sub_(alpha).addcmul_(c6, beta, value=-1).mul_(
+                p.view(b, 1, h // 2, 1, w // 2, 1).to(lowp)
+            )
             gx = gxr.permute(0, 2, 3, 1)
         if need_wg or need_nb:
             gy_sum = gy.sum((0, 1, 2), dtype=acc)
@@ -298,7 +339,10 @@ def _folded_pre_norm(
 
     So the window is centred *before* the conv, two-pass (:func:`_window_stats`): the
     centred window is materialised once in ``x``'s dtype, the variance reads it once
-    (a row norm) and the conv reads it once. Traffic: 4 input-sized passes plus the
+    (a row norm) and the conv reads it once. The centred window is scaled by a power of
+    two ``p`` near ``rstd`` before it is rounded (:func:`_unit_scale`), and the conv's
+    output by ``rstd / p``: ``conv(x - mu, W*g)`` itself carries the input's scale, and in
+    float16 overflows where the LayerNorm's output is small and finite. Traffic: 4 input-sized passes plus the
     output's scale, against the slice form's gather-copy plus a normalised copy; the
     GEMM runs as a oneDNN convolution. The backward is :class:`_FoldedPreNorm`'s.
     """
@@ -313,12 +357,12 @@ def _folded_composite(
     x: Tensor, weight: Tensor, nw: Tensor | None, nb: Tensor | None, eps: float
 ) -> Tensor:
     """The fold in plain differentiable ops: autocast, and gradients of gradients, go through it."""
-    centred, rstd = _window_stats(x, eps)
-    acc = rstd.dtype
+    centred, rs, _ = _window_stats(x, eps)
+    acc = rs.dtype
     folded = weight if nw is None else weight * nw
     z = _conv(centred, folded)
     shift = None if nb is None else _matvec(weight.to(acc), nb.to(acc))
-    y = z * rstd if shift is None else torch.addcmul(shift, z, rstd)
+    y = z * rs if shift is None else torch.addcmul(shift, z, rs)
     return y.to(z.dtype)  # z.dtype: x.dtype, or the autocast dtype
 
 
@@ -486,7 +530,8 @@ def conv_cw_impl(
       more accurate). With the units, a half call keeps its dtype, as on CUDA (not
       measured on a GPU here).
     * ``pre`` without autograd: :func:`_weight_centred_pre` when the call's conditioning
-      allows it; otherwise, and with autograd, the centred fold of ``conv``. So too
+      allows it; otherwise, with autograd, and in float16 (whose range the raw GEMM's
+      ``sigma``-sized output can leave), the centred fold of ``conv``. So too
       while ``torch.compile`` traces it: the conditioning is a branch on values, which
       would break the graph, so a compiled ``conv_cw`` pre-norm is ``conv``'s.
     """
@@ -496,7 +541,11 @@ def conv_cw_impl(
         nw32 = None if nw is None else nw.float()
         nb32 = None if nb is None else nb.float()
         return conv_cw_impl(x.float(), weight.float(), nw32, nb32, norm, eps).to(x.dtype)
-    if norm == "pre" and not _records_grad(x, weight, nw, nb) and _concrete(x):
+    # float16's range is far narrower than its statistics' float32: the weight-centred
+    # GEMM's output z = sigma * (Wg @ xhat) carries the input's scale and overflows it
+    # where the LayerNorm's output is finite, so float16 takes the scaled fold
+    raw_ok = x.dtype != torch.float16
+    if norm == "pre" and raw_ok and not _records_grad(x, weight, nw, nb) and _concrete(x):
         y = _weight_centred_pre(x, weight, nw, nb, eps)
         if y is not None:
             return y

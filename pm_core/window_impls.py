@@ -14,7 +14,9 @@ entries, Swin v1, mmcv, MONAI), projects it to O channels, or normalises the O o
   :func:`~pm_core.window_to_conv`. For ``norm="pre"`` on windows that tile (stride ==
   kernel, dilation 1) the LayerNorm folds into the conv,
   ``y = conv(x - mu, W*g) * rstd + W @ b`` with each window centred once and its
-  variance taken two-pass from the centred values (never ``E[x^2] - E[x]^2``); windows
+  variance taken two-pass from the centred values (never ``E[x^2] - E[x]^2``), the
+  centred window scaled by a power of two near ``rstd`` before the conv, so its output
+  is ``xhat``-sized whatever the input's scale; windows
   that overlap or skip have no such fold (each input sits in several windows, with
   several means), so there ``"conv"`` runs LayerNorm on the gathered windows and the
   projection as a matmul.
@@ -38,6 +40,7 @@ from . import _compat
 from ._checks import Norm
 from ._window_checks import WindowCall, check_window_call
 from .functional import patch_merge
+from .impls import _unit_scale
 from .layouts import unfold_to_swin
 from .window import Pads, Window
 from .window_gather import pad_spatial, space_to_depth
@@ -94,19 +97,24 @@ def _plain_strides(t: Tensor) -> Tensor:
 
 
 def _window_stats(x: Tensor, kernel: tuple[int, ...], eps: float) -> tuple[Tensor, Tensor]:
-    """Centre each tiling window of ``(B, *S, C)`` (``S`` a multiple of ``kernel``), two-pass.
+    """Centre each tiling window of ``(B, *S, C)`` (``S`` a multiple of ``kernel``) and scale
+    it to unit spread, two-pass.
 
-    Returns ``(centred, rstd)``: ``centred`` is ``x - mu`` in ``x``'s dtype, laid out as
-    ``x``; ``rstd`` is ``(B, *S', 1)`` in float32 (float64 for float64 input). The mean
-    sums per-pixel channel sums; the variance is taken from the centred values in the
-    accumulation dtype, never from ``E[x^2] - E[x]^2``.
+    Returns ``(scaled, rs)``: ``scaled`` is ``(x - mu) * p`` in ``x``'s dtype, laid out as
+    ``x``, with ``p`` a power of two and ``rs = rstd / p`` in ``[1, 2)``
+    (:func:`pm_core.impls._unit_scale`), ``(B, *S', 1)`` in float32 (float64 for float64
+    input). The mean sums per-pixel channel sums; the variance is taken from the centred
+    values in the accumulation dtype, never from ``E[x^2] - E[x]^2``; the scale is
+    applied before the rounding to ``x``'s dtype, so the conv of the scaled window is
+    ``xhat``-sized whatever the input's scale (unscaled, it overflows float16).
     """
     b, *size, c = x.shape
     d = len(kernel)
     out = [s // k for s, k in zip(size, kernel, strict=True)]
-    split = [b]
+    split, per_window = [b], [b]
     for o, k in zip(out, kernel, strict=True):
         split += [o, k]
+        per_window += [o, 1]
     kdims = tuple(2 + 2 * a for a in range(d))  # the within-window dims of the split view
     n = c
     for k in kernel:
@@ -114,32 +122,41 @@ def _window_stats(x: Tensor, kernel: tuple[int, ...], eps: float) -> tuple[Tenso
     acc = torch.promote_types(x.dtype, torch.float32)
     mean = x.sum(-1, dtype=acc).view(split).sum(kdims, keepdim=True) / n
     centred = x.view(*split, c).to(acc) - mean.unsqueeze(-1)  # splitting dims is always a view
-    var = centred.square().sum((*kdims, -1)) / n
-    rstd = torch.rsqrt(var + eps).unsqueeze(-1)
-    # the subtraction keeps x's strides; reshape copies only where they do not merge
-    return centred.to(x.dtype).reshape(b, *size, c), rstd
+
+    def mean_square(t: Tensor) -> Tensor:
+        return t.square().sum((*kdims, -1)) / n
+
+    with torch.no_grad():
+        p, _ = _unit_scale(torch.rsqrt(mean_square(centred) + eps))
+    scaled = centred * p.view(*per_window, 1)  # p: (B, *S'), one per window
+    # the scaled window's statistics, so that autograd's are O(1) too (rstd's own
+    # gradient, var^-3/2, underflows float32 for a spread over 2^42)
+    rs = torch.rsqrt(mean_square(scaled) + eps * p * p)
+    # the product keeps x's strides; reshape copies only where they do not merge
+    return scaled.to(x.dtype).reshape(b, *size, c), rs.unsqueeze(-1)
 
 
 def _folded_pre_norm(
     x: Tensor, w: Tensor, nw: Tensor | None, nb: Tensor | None, call: WindowCall, eps: float
 ) -> Tensor:
-    """``conv(x - mu, W*g) * rstd + W @ b`` over tiling windows (see the module docstring).
+    """``conv((x - mu) p, W*g) * rs + W @ b`` over tiling windows (see the module docstring).
 
     The padded input is cropped to the windows (``S' * kernel``), each window centred
-    once (:func:`_window_stats`), and the conv runs with stride == kernel on the centred
-    map. Plain differentiable ops: autograd gives the backward.
+    and scaled once (:func:`_window_stats`; ``p * rs = rstd``), and the conv runs with
+    stride == kernel on the scaled map. Plain differentiable ops: autograd gives the
+    backward, whose operands are ``xhat``- and gradient-sized too.
     """
     win = call.window
     xp = pad_spatial(x, call.pads)
     for a, (o, k) in enumerate(zip(call.out_size, win.kernel, strict=True)):
         xp = xp.narrow(1 + a, 0, o * k)  # positions past the last window are never read
-    centred, rstd = _window_stats(xp, win.kernel, eps)
-    acc = rstd.dtype
+    scaled, rs = _window_stats(xp, win.kernel, eps)
+    acc = rs.dtype
     folded = w if nw is None else w * nw
     zero = ((0, 0),) * win.dims
-    z = _conv(centred, conv_weight_view(folded, win, call.layout), win, zero)
+    z = _conv(scaled, conv_weight_view(folded, win, call.layout), win, zero)
     shift = None if nb is None else torch.linalg.vecdot(w.to(acc), nb.to(acc))
-    y = z * rstd if shift is None else torch.addcmul(shift, z, rstd)
+    y = z * rs if shift is None else torch.addcmul(shift, z, rs)
     return y.to(z.dtype)
 
 

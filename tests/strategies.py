@@ -14,7 +14,11 @@ Design requirements:
   implementation that reads outside its view, or assumes contiguity, shows up;
 * values include ill-conditioned windows: a large mean offset against a small spread,
   near-constant windows, and magnitudes spread over many decades, scaled per dtype so
-  that nothing overflows.
+  that nothing overflows;
+* :func:`edge_values` draws the ``edge`` kind: magnitudes a power of two below the edge
+  of the dtype's range (:func:`pm_core.bounds.finite_range`), the edge itself included,
+  with the weights and the upstream gradient scaled so that every value the layer's
+  definition rounds to the dtype stays finite (the finite-in, finite-out property).
 
 The general merge (:func:`pm_core.window_merge`) has its own :class:`WindowCase` (the
 same value kinds and memory views, any rank): :func:`windows` draws 2-D and 3-D windows
@@ -60,7 +64,9 @@ LAYOUTS = (
     "expanded",
 )
 FORMS = ("bhwc", "blc")
-VALUE_KINDS = ("normal", "offset", "near_constant", "wide")
+VALUE_KINDS = ("normal", "offset", "near_constant", "wide", "edge")
+#: The ``edge`` kind's steps below the edge of the range: magnitude ``finite_range * 2**-step``.
+EDGE_STEPS = 24
 
 #: log10 of the largest magnitude drawn per dtype: outputs of an unnormalised projection
 #: of 4C such values stay far from float16's 65504.
@@ -162,6 +168,8 @@ class Values:
     * ``near_constant``: each window ``c * (1 + 10**spread * N(0, 1))`` with
       ``c ~ N(0, 10**decade)``: variance far below eps.
     * ``wide``: ``+-10**U(-decade, decade)`` elementwise: wide dynamic range.
+    * ``edge``: magnitude ``M = finite_range(dtype, n) * 2**-decade``; each window either
+      one-signed in ``[M/2, M]`` or spread over ``[-M, M]`` (centred values up to ``2M``).
     """
 
     kind: str
@@ -207,11 +215,47 @@ def _per_window(t: Tensor, h: int, w: int) -> Tensor:
     return t.repeat_interleave(2, 1).repeat_interleave(2, 2)[:, :h, :w, None]
 
 
+def edge_magnitude(dtype: torch.dtype, n: int, step: int) -> float:
+    """The ``edge`` kind's ``M``: ``step`` powers of two below the range of windows of ``n``."""
+    return pm_core.bounds.finite_range(dtype, n) * 2.0**-step
+
+
+def _edge(
+    shape: tuple[int, ...], blocks: tuple[int, ...], spread: Any, m: float, gen: torch.Generator
+) -> Tensor:
+    """The ``edge`` kind: per block one-signed in ``[M/2, M]`` or over ``[-M, M]``;
+    ``spread`` maps a per-block tensor to ``shape``'s (with a trailing 1)."""
+    f64 = torch.float64
+    sign = torch.randint(0, 2, blocks, generator=gen).to(f64) * 2 - 1
+    mixed = torch.randint(0, 2, blocks, generator=gen).to(f64)
+    u = torch.rand(shape, generator=gen, dtype=f64)
+    one_signed = spread(sign) * (0.5 + 0.5 * u)
+    vals: Tensor = torch.where(spread(mixed) > 0, 2 * u - 1, one_signed) * m
+    return vals
+
+
+def _edge_scales(case: Case | WindowCase, n: int, o: int, windows: int) -> tuple[float, float]:
+    """``(weight scale, upstream-gradient scale)``: ``N(0, 1) / sqrt(n)`` and ``N(0, 1)``
+    for every kind but ``edge``, where they keep the projection's output within the range
+    of a LayerNorm over O (``post``) and the gradients (``windows * |G| * (M + 1/s_w + n)``
+    at most) within the dtype's."""
+    if case.values.kind != "edge":
+        return 1 / math.sqrt(n), 1.0
+    dt = case.torch_dtype
+    m = edge_magnitude(dt, n, case.values.decade)
+    s_w = min(1 / math.sqrt(n), pm_core.bounds.finite_range(dt, o) / (4 * n * m))
+    s_g = min(1.0, torch.finfo(dt).max / (16 * windows * (m + 1 / s_w + n)))
+    return s_w, s_g
+
+
 def _values(case: Case, gen: torch.Generator) -> Tensor:
     b, h, w, c = case.shape
     v = case.values
     win = (b, -(-h // 2), -(-w // 2))
     f64 = torch.float64
+    if v.kind == "edge":
+        m = edge_magnitude(case.torch_dtype, 4 * c, v.decade)
+        return _edge(case.shape, win, lambda t: _per_window(t, h, w), m, gen)
     noise = torch.randn(b, h, w, c, generator=gen, dtype=f64)
     if v.kind == "normal":
         return noise * 10.0**v.decade
@@ -263,11 +307,12 @@ def build(case: Case, norm: Norm, device: str = "cpu") -> Inputs:
     gen = torch.Generator().manual_seed(case.values.seed)
     vals = _values(case, gen)
     n, o = 4 * c, 2 * c
-    weight = torch.randn(o, n, generator=gen, dtype=torch.float64) / math.sqrt(n)
+    s_w, s_g = _edge_scales(case, n, o, b * -(-h // 2) * -(-w // 2))
+    weight = torch.randn(o, n, generator=gen, dtype=torch.float64) * s_w
     size = n if norm == "pre" else o
     nw = 1 + 0.5 * torch.randn(size, generator=gen, dtype=torch.float64)
     nb = 0.5 * torch.randn(size, generator=gen, dtype=torch.float64)
-    grad = torch.randn(b, -(-h // 2), -(-w // 2), o, generator=gen, dtype=torch.float64)
+    grad = torch.randn(b, -(-h // 2), -(-w // 2), o, generator=gen, dtype=torch.float64) * s_g
     hw = None
     if case.form == "blc":
         vals, grad, hw = vals.flatten(1, 2), grad.flatten(1, 2), (h, w)
@@ -315,6 +360,14 @@ def values(dtype: torch.dtype, max_decade: int | None = None) -> st.SearchStrate
 
 
 @cache
+def edge_values(step: int | None = None) -> st.SearchStrategy[Values]:
+    """The ``edge`` kind at ``step`` powers of two below the range (``0``: the edge itself),
+    or at any step up to :data:`EDGE_STEPS` when ``None``."""
+    steps = st.integers(0, EDGE_STEPS) if step is None else st.just(step)
+    return st.builds(Values, st.just("edge"), steps, st.just(0), st.integers(0, 2**16))
+
+
+@cache
 def layouts(form: str, *, grad: bool) -> st.SearchStrategy[str]:
     """Layouts valid for ``form``: (B, L, C) has no H/W to transpose; stride 0 is forward-only."""
     return st.sampled_from(
@@ -336,17 +389,19 @@ def cases(
     layout: str | None = None,
     max_decade: int | None = None,
     max_c: int = 20,
+    vals: st.SearchStrategy[Values] | None = None,
 ) -> Case:
     """A :class:`Case` in ``dtype``; ``grad=True`` leaves out layouts unfit for backward.
 
-    ``max_decade`` caps magnitudes (finite differences need values near 1).
+    ``max_decade`` caps magnitudes (finite differences need values near 1); ``vals``
+    replaces the value strategy (:func:`edge_values`, say).
     """
     shape = draw(shapes(max_numel, max_c))
     form = draw(st.sampled_from(FORMS))
     lay = layout if layout is not None else draw(layouts(form, grad=grad))
-    vals = draw(values(dtype, max_decade))
+    drawn = draw(values(dtype, max_decade) if vals is None else vals)
     affine = draw(st.booleans().map(lambda b: not b))  # shrinks towards affine=True
-    return Case(shape, dtype_name(dtype), lay, form, vals, affine)
+    return Case(shape, dtype_name(dtype), lay, form, drawn, affine)
 
 
 #: Largest ``B * prod(S) * C`` a window strategy draws (override with
@@ -425,6 +480,9 @@ def _window_values(case: WindowCase, gen: torch.Generator) -> Tensor:
     block = case.window.stride
     blocks = (b, *(-(-s // k) for s, k in zip(size, block, strict=True)))
     f64 = torch.float64
+    if v.kind == "edge":
+        m = edge_magnitude(case.torch_dtype, case.window.size * case.shape[-1], v.decade)
+        return _edge(case.shape, blocks, lambda t: _blockwise(t, block, size), m, gen)
     noise = torch.randn(case.shape, generator=gen, dtype=f64)
     if v.kind == "normal":
         return noise * 10.0**v.decade
@@ -449,11 +507,12 @@ def build_window(case: WindowCase, norm: Norm, device: str = "cpu") -> WindowInp
     gen = torch.Generator().manual_seed(case.values.seed)
     vals = _window_values(case, gen)
     n, o = case.window.size * c, 2 * c
-    weight = torch.randn(o, n, generator=gen, dtype=torch.float64) / math.sqrt(n)
+    s_w, s_g = _edge_scales(case, n, o, b * math.prod(case.out_size))
+    weight = torch.randn(o, n, generator=gen, dtype=torch.float64) * s_w
     size = n if norm == "pre" else o
     nw = 1 + 0.5 * torch.randn(size, generator=gen, dtype=torch.float64)
     nb = 0.5 * torch.randn(size, generator=gen, dtype=torch.float64)
-    grad = torch.randn(b, *case.out_size, o, generator=gen, dtype=torch.float64)
+    grad = torch.randn(b, *case.out_size, o, generator=gen, dtype=torch.float64) * s_g
 
     def put(t: Tensor) -> Tensor:
         return t.to(dt).to(device)
@@ -543,18 +602,19 @@ def window_cases(
     window: pm_core.Window | None = None,
     layout: str | None = None,
     max_decade: int | None = None,
+    vals: st.SearchStrategy[Values] | None = None,
 ) -> WindowCase:
     """A :class:`WindowCase` in ``dtype``; ``grad=True`` leaves out the stride-0 memory
     layout, whose gradients sum. ``window`` / ``layout`` pin those; ``tiling``
-    restricts the drawn windows."""
+    restricts the drawn windows; ``vals`` replaces the value strategy."""
     win = draw(windows(dims, tiling=tiling)) if window is None else window
     lay, cm = (layout, False) if layout is not None else draw(layouts_for(win))
     shape = draw(window_shapes(win))
     extra = ("hw_transposed",) if win.dims == 2 else ()
     memory = draw(st.sampled_from(WINDOW_MEMORY + extra + (() if grad else ("expanded",))))
-    vals = draw(values(dtype, max_decade))
+    drawn = draw(values(dtype, max_decade) if vals is None else vals)
     affine = draw(st.booleans().map(lambda b: not b))
-    return WindowCase(shape, win, lay, dtype_name(dtype), memory, vals, cm, affine)
+    return WindowCase(shape, win, lay, dtype_name(dtype), memory, drawn, cm, affine)
 
 
 def randomise_params(m: nn.Module, seed: int) -> nn.Module:

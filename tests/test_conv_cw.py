@@ -289,7 +289,24 @@ def stats_dtypes(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
 
 @pytest.mark.usefixtures("half_units")
 @pytest.mark.parametrize("bias", [True, False], ids=["norm bias", "no norm bias"])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_float16_takes_the_scaled_fold_on_a_cpu_with_half_units(
+    bias: bool, taken: list[bool], conv_dtypes: list[torch.dtype]
+) -> None:
+    """In float16 the weight-centred GEMM's output ``sigma * (Wg @ xhat)`` carries the
+    input's scale and can leave float16's range where the LayerNorm's output is finite,
+    so float16 takes the conv fold (scaled to unit spread), its conv in float16."""
+    x, w, nw, nb = _half_call(torch.float16, "pre", c=96)
+    args = (x * 4096, w, nw, nb if bias else None)  # windows of spread ~4096: z overflows
+    with torch.no_grad():
+        y = patch_merge(*args, norm="pre", impl="conv_cw")
+    assert (taken, conv_dtypes, y.dtype) == ([], [torch.float16], torch.float16)
+    assert bool(torch.isfinite(y).all())
+    assert _ratio(y, args) <= 1  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("half_units")
+@pytest.mark.parametrize("bias", [True, False], ids=["norm bias", "no norm bias"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16])
 def test_half_inputs_keep_their_dtype_on_a_cpu_with_half_units(
     dtype: torch.dtype,
     bias: bool,

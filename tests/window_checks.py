@@ -29,7 +29,7 @@ from pm_core import (
 )
 from pm_core.lab import records
 from pm_core.window_oracle import reference_depth_to_space
-from tests.assertions import _fail, _idx, describe, record
+from tests.assertions import _fail, _idx, assert_finite, describe, differentiate, record
 from tests.strategies import EPS, WindowCase, WindowInputs
 
 F64 = torch.float64
@@ -237,10 +237,36 @@ def check_window_grads(subject: WindowSubject, case: WindowCase, *, norm: Norm) 
         )  # fmt: skip
 
 
+def check_window_finite(subject: WindowSubject, case: WindowCase, *, norm: Norm) -> None:
+    """The output and gradients of ``subject`` are finite wherever the float64 oracle's
+    are finite and within the dtype's range (:func:`tests.assertions.assert_finite`)."""
+    __tracebackhide__ = True
+    inp = case.build(norm)
+    kw = {"window": case.window, "layout": case.window_layout(), "norm": norm, "eps": EPS}
+
+    def merge(*t: Tensor | None) -> Tensor:
+        return subject.merge(*t, **kw)
+
+    def oracle(*t: Tensor | None) -> Tensor:
+        x, w, nw, nb = t
+        assert x is not None
+        assert w is not None
+        return reference_window_merge(x, w, nw, nb, **kw)  # type: ignore[arg-type]
+
+    got = differentiate(merge, inp[:4], inp.grad_out)
+    host = tuple(None if t is None else t.to(F64) for t in inp[:4])
+    assert_finite(
+        got, differentiate(oracle, host, inp.grad_out.to(F64)), inp.x.dtype,
+        what=f"{subject.name!r} (norm={norm!r}, dtype={case.dtype})",
+        repro=_repro("check_window_finite", subject, case, norm=norm),
+    )  # fmt: skip
+
+
 __all__ = [
     "WindowSubject",
     "assert_within_window_bound",
     "check_depth_to_space_inverts",
+    "check_window_finite",
     "check_window_forward",
     "check_window_gather",
     "check_window_grads",

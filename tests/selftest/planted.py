@@ -88,6 +88,23 @@ def conv_weight_transposed(
     return _ln(y, nw, nb, eps) if norm == "post" else y
 
 
+def unscaled_fold(
+    x: Tensor, w: Tensor, nw: Tensor | None, nb: Tensor | None, norm: Any, eps: float
+) -> Tensor:
+    """The conv form's pre-norm fold without its power-of-two scale: ``(W*g) @ (x - mu)``
+    rounded to ``x``'s dtype, then times ``rstd``. The product carries the input's scale,
+    so in float16 it overflows where the LayerNorm's output is small and finite."""
+    if norm != "pre":
+        return correct(x, w, nw, nb, norm, eps)
+    acc = torch.promote_types(x.dtype, torch.float32)
+    v = torch.cat(_slices(x), -1).to(acc)
+    centred = v - v.mean(-1, keepdim=True)
+    rstd = torch.rsqrt(centred.square().mean(-1, keepdim=True) + eps)
+    z = F.linear(centred.to(x.dtype), w if nw is None else w * nw)
+    y = z.to(acc) * rstd
+    return (y if nb is None else y + F.linear(nb.to(acc), w.to(acc))).to(x.dtype)
+
+
 class _OneWrongGradient(torch.autograd.Function):
     """Identity forward; backward scales the gradient of element 0 by (1 + 1e-3)."""
 
@@ -161,5 +178,6 @@ PLANTED: dict[str, ImplFn] = {
     "conv_weight_transposed": conv_weight_transposed,
     "wrong_gradient": wrong_gradient,
     "contiguous_only": contiguous_only,
+    "unscaled_fold": unscaled_fold,
 }
 ORDER_NAMES = ["order" + "".join(map(str, p)) for p in WRONG_ORDERS]

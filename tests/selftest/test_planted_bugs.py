@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from pm_core import Norm
-from tests.assertions import Subject, check_forward, check_grads
+from tests.assertions import Subject, check_finite, check_forward, check_grads
 from tests.selftest.planted import ORDER_NAMES, correct, front_door, planted
-from tests.strategies import Case, active_settings, cases
+from tests.strategies import Case, active_settings, cases, edge_values
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -117,6 +117,21 @@ def test_gradient_check_catches(norm: Norm) -> None:
     found = examples_to_catch(lambda case: check_grads(subject, case, norm=norm), grad=True)
     _record(f"wrong_gradient[{norm}]", found)
     assert found[0] >= 1
+
+
+@pytest.mark.parametrize("step", [0, None], ids=["edge", "below"])
+def test_finite_check_catches_the_unscaled_fold(step: int | None) -> None:
+    """The finite-in, finite-out property (``check_finite``, on the strategy the property
+    uses) rejects the conv fold without its power-of-two scale in float16, both pinned at
+    the edge of the range and drawn below it; and the correct merge passes the same search."""
+    bug = planted("unscaled_fold")
+    strategy = cases(torch.float16, grad=True, vals=edge_values(step))
+    found = first_failure(strategy, lambda case: check_finite(bug, case, norm="pre"), BUDGET)
+    _record(f"unscaled_fold[{'edge' if step == 0 else 'below'}]", found)
+    assert found[0] >= 1
+    control = Subject("correct", front_door(correct), "front_door(correct)")
+    with pytest.raises(pytest.fail.Exception, match="not caught"):
+        first_failure(strategy, lambda case: check_finite(control, case, norm="pre"), 50)
 
 
 def test_correct_reference_passes() -> None:
