@@ -67,8 +67,8 @@ _R = TypeVar("_R")
 def _constant_when_traced(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Mark ``fn`` as :func:`torch.compiler.assume_constant_result` does: dynamo then calls
     it while tracing and keeps its answer in the graph. That function imports
-    ``torch._dynamo``, 3.5 s on this project's 2-core VM, and ``import pm_core`` must stay
-    light; tests/test_compile.py checks the mark is still the one torch sets."""
+    ``torch._dynamo``, which takes seconds, and ``import pm_core`` must stay light;
+    tests/test_compile.py checks the mark is still the one torch sets."""
     fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
     return fn
 

@@ -451,9 +451,8 @@ def _weight_centred_pre(
     and the GEMM reads raw ``x``; returns ``None`` when the call's conditioning is
     outside the limits below, and the caller falls back to the centred fold. A half
     ``x`` is cast to float32 once for the statistics, an ``x``-sized write of twice its
-    bytes: on the AMD EPYC (Zen 4) 2-core VM, at Swin-T stage 1 in bfloat16, that cast
-    and the two reductions took 0.58 ms against 0.74 ms for the reductions casting
-    inside (``dtype=``; interleaved, 8 rounds). Not measured on a GPU.
+    bytes, because on CPU one cast and two float32 reductions cost less than two
+    reductions that each cast (``dtype=``).
 
     Why the limits keep it inside :func:`pm_core.error_bounds` (units of ``u``; ``t =
     |mu| / sigma`` per window, so ``kappa = 1 + t``; ``s_o = sum_k Wg_ok``; ``rho`` the
@@ -522,13 +521,10 @@ def conv_cw_impl(
 
     * On a CPU without dot-product units for its dtype (:func:`_cpu_half_units`), a
       bfloat16 / float16 call runs in float32 and rounds its result once: oneDNN
-      emulates such GEMMs through float32, slowly. Measured at Swin-T stage 1: on an
-      Intel CPU with AVX-512 but no AVX512-BF16 or AMX, bf16 GEMMs ran at 62 GFLOP/s
-      against float32's 329; on an AMD EPYC (Zen 4, AVX512-BF16, no AMX-FP16) the bf16
-      conv took 2.3 ms against float32's 4.9, and the float16 conv 27.8 ms. Float32
-      arithmetic on the rounded inputs is within the half dtype's bound (it is strictly
-      more accurate). With the units, a half call keeps its dtype, as on CUDA (not
-      measured on a GPU here).
+      emulates such GEMMs through float32, several times slower than float32 itself
+      (the report's roofline measures both rates where it runs). Float32 arithmetic on
+      the rounded inputs is within the half dtype's bound (it is strictly more
+      accurate). With the units, a half call keeps its dtype, as on CUDA.
     * ``pre`` without autograd: :func:`_weight_centred_pre` when the call's conditioning
       allows it; otherwise, with autograd, and in float16 (whose range the raw GEMM's
       ``sigma``-sized output can leave), the centred fold of ``conv``. So too

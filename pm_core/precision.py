@@ -14,14 +14,13 @@ float32 GEMM *inputs* to a shorter format and accumulate in float32:
   ``.matmul.fp32_precision`` (``"bf16"`` after ``set_float32_matmul_precision("medium")``).
   oneDNN treats the request as permission, not an order: it may round to bf16 only on a
   CPU with bf16 arithmetic (``avx512_bf16`` or AMX-BF16) and to TF32 only with
-  AMX-FP16; elsewhere the GEMM stays IEEE (measured on an Intel AVX-512 CPU without bf16:
-  the flag changes no bit of the output, which ``tests/test_precision.py`` checks).
-  Having the units is not a promise that they are used: on an AMD EPYC (Zen 4,
-  ``avx512_bf16``, no AMX) under torch 2.14.1 the flag left the conv's output
-  bit-identical, and moved the matmul to another float32 kernel whose error stayed at
-  0.013 of the IEEE bound (Swin-T stage 1). So on such a CPU ``"bf16"`` is what the
-  GEMMs are *allowed* to do, and the bound built on it holds either way; calling it
-  IEEE would make the bound too tight wherever oneDNN does round.
+  AMX-FP16; elsewhere the GEMM stays IEEE (on a CPU without bf16 units the flag
+  changes no bit of the output, which ``tests/test_precision.py`` checks).
+  Having the units is not a promise that they are used: oneDNN may keep a conv
+  bit-identical under the flag and move a matmul to another float32 kernel. So on such
+  a CPU ``"bf16"`` is what the GEMMs are *allowed* to do, and the bound built on it
+  holds either way; calling it IEEE would make the bound too tight wherever oneDNN
+  does round.
 
 Which flag wins. The legacy switches (``torch.backends.cudnn.allow_tf32``,
 ``torch.backends.cuda.matmul.allow_tf32``) write the same per-backend, per-op settings
