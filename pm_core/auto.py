@@ -6,8 +6,8 @@ every impl that is exact for its norm (``Impl.exact_for``) on random inputs
 of the call's shape, interleaved, and keeps the one with the lowest median. Inexact
 impls are never timed, so never chosen.
 
-The choices are cached as JSON, keyed by machine and torch version like the roofline
-cache, at ``$PM_CORE_AUTO_CACHE`` if set, else ``$XDG_CACHE_HOME/pm-core/auto.json``
+The choices are cached as JSON, keyed by what decides speed (:func:`machine_key`: the
+device's model and units, and the torch version), at ``$PM_CORE_AUTO_CACHE`` if set, else ``$XDG_CACHE_HOME/pm-core/auto.json``
 (``~/.cache/pm-core/auto.json``). ``pm-core tune`` fills it ahead of time for the Swin
 stage shapes. A cache that cannot be read, or an entry that names an impl that is not
 registered or not exact for its norm, is re-measured with one :class:`AutoCacheWarning`:
@@ -15,10 +15,9 @@ never a crash, never an inexact choice.
 
 **Cost of the first call in a class:** every candidate runs ``ROUNDS`` (5) times plus a
 warm-up, in a rotating interleaved order, and those within 15% of the fastest 10 times
-more: about ``6 x`` the sum of the candidates' times plus ``10 x`` the close ones'. On a
-2-core CPU at Swin-T stage 1, batch 8, ``norm="pre"`` (measured): 0.41 s forward in
-float32, 0.66 s in bfloat16; 1.16 s and 1.85 s forward+backward (``pm-core tune``
-measures all 36 of the report's classes in under a minute). Later calls in the class cost about 13 microseconds (the cache lookup).
+more: about ``6 x`` the sum of the candidates' times plus ``10 x`` the close ones'
+(``pm-core tune`` measures the report's classes ahead of time, and the report states
+how long that took). Later calls in the class cost one cache lookup.
 
 Where nothing can be timed (meta or fake tensors, tracing under ``torch.compile``) a
 cached choice is used if there is one, else ``FALLBACK`` (``"conv"``). Under
@@ -42,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import Norm, _constant_when_traced
+from ._checks import Norm, _constant_when_traced, _cpu_capability
 from .impls import REGISTRY, _concrete, _records_grad
 
 AUTO = "auto"
@@ -70,13 +69,32 @@ def cache_path() -> Path:
     return Path(base) / "pm-core" / "auto.json"
 
 
+#: The CPU units that change which kernel oneDNN runs, and so which impl is fastest.
+CPU_UNITS = ("avx2", "avx512_f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16")
+
+
+def _cpu_model() -> str:
+    """The CPU's model name: ``/proc/cpuinfo``'s where there is one, else the platform's."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown cpu"
+
+
 def machine_key(device: torch.device) -> str:
-    """Machine, torch version, device and thread count: a choice holds only for all four."""
+    """What decides which impl is fastest: the device (a GPU's name; a CPU's model, its
+    vector and matrix units, its cores and torch's threads) and the torch version.
+    Not the host's name: a new container on the same hardware reuses the choices."""
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)
     else:
-        where = f"{os.cpu_count()}cpu|{torch.get_num_threads()}threads"
-    return "|".join((platform.node(), platform.machine(), f"torch {torch.__version__}", where))
+        units = "+".join(u for u in CPU_UNITS if _cpu_capability(u, False)) or "no units known"
+        where = f"{_cpu_model()}|{units}|{os.cpu_count()}cpu|{torch.get_num_threads()}threads"
+    return "|".join((platform.machine(), f"torch {torch.__version__}", where))
 
 
 def _bucket(n: int) -> int:

@@ -193,3 +193,19 @@ def test_swap_accepts_auto(cache: Path) -> None:
     assert isinstance(model[0], PatchMerging)
     assert model[0].impl == "auto"
     torch.testing.assert_close(model(x), before)
+
+
+def test_machine_key_follows_the_hardware_not_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache key names the CPU's model and units and the torch version, not the host:
+    a new container on the same hardware reuses the choices, another CPU does not."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr("platform.node", lambda: "container-a")
+    a = auto_mod.machine_key(cpu)
+    monkeypatch.setattr("platform.node", lambda: "container-b")
+    assert auto_mod.machine_key(cpu) == a
+    assert "container" not in a
+    assert f"torch {torch.__version__}" in a
+    assert auto_mod._cpu_model() in a
+    monkeypatch.setattr(auto_mod, "_cpu_capability", lambda name, unknown: name == "avx2")
+    assert auto_mod.machine_key(cpu) != a
+    assert "|avx2|" in auto_mod.machine_key(cpu)
