@@ -7,11 +7,12 @@ the implementations still share no arithmetic.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Literal, NamedTuple, ParamSpec, TypeVar, cast, get_args
+from typing import Literal, NamedTuple, cast, get_args
 
 import torch
 from torch import Tensor
+
+from . import _compat
 
 Norm = Literal["pre", "post", "none"]
 Odd = Literal["pad", "error"]
@@ -53,29 +54,12 @@ def _autocasting(device: torch.device) -> bool:
 
 def _cpu_capability(name: str, unknown: bool) -> bool:
     """Whether the CPU has instruction-set feature ``name``; ``unknown`` when torch cannot say."""
-    try:
-        caps = torch._C._cpu._get_cpu_capability()
-    except (AttributeError, RuntimeError):
-        return unknown
-    return bool(caps.get(name, unknown))
-
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _constant_when_traced(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Mark ``fn`` as :func:`torch.compiler.assume_constant_result` does: dynamo then calls
-    it while tracing and keeps its answer in the graph. That function imports
-    ``torch._dynamo``, which takes seconds, and ``import pm_core`` must stay light;
-    tests/test_compile.py checks the mark is still the one torch sets."""
-    fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
-    return fn
+    return bool(_compat.cpu_capabilities().get(name, unknown))
 
 
 # torch.compile cannot trace the probe (it returns a dict). By call, not as a decorator:
 # mutmut does not mutate decorated functions.
-_constant_when_traced(_cpu_capability)
+_compat.constant_when_traced(_cpu_capability)
 
 
 def as_bhwc(x: object, hw: object) -> tuple[Tensor, bool]:

@@ -1,14 +1,72 @@
-"""Where the layer library works around PyTorch: each workaround, why, and where it was seen.
+"""Every private PyTorch API the layer library uses, and every workaround of PyTorch.
 
-Every entry names the torch versions and hardware it was seen on, and is checked by a
-test that fails if the workaround is lost (``tests/test_compat.py``).
+Each entry says why it is needed, the torch versions it was checked on, and what it
+falls back to through public API when the private name is gone. Nothing else in the
+library touches ``torch._C``, ``torch._subclasses`` or dynamo's internals.
+``tests/test_compat.py`` checks the entries and their fallbacks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def cpu_capabilities() -> dict[str, Any]:
+    """The CPU's instruction-set features as torch's dispatcher sees them (``avx512_bf16``,
+    ``amx_bf16``, ...), for choosing a kernel dtype and keying ``auto``'s cache.
+
+    Private: ``torch._C._cpu._get_cpu_capability`` (checked on torch 2.4.1 and 2.14.1).
+    Fallback: the public ``torch.backends.cpu.get_cpu_capability()`` names only the
+    widest vector ISA (``"AVX512"``, ``"AVX2"``, ...), which gives ``avx512_f`` and
+    ``avx2``; every other feature is then unknown (absent from the dict).
+    """
+    try:
+        caps: dict[str, Any] = dict(torch._C._cpu._get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        isa = torch.backends.cpu.get_cpu_capability().upper()
+        caps = {"avx512_f": isa.startswith("AVX512"), "avx2": isa.startswith(("AVX2", "AVX512"))}
+    return caps
+
+
+def has_values(t: Tensor) -> bool:
+    """Whether ``t`` holds values: not a meta tensor and not a fake one (shape-only
+    tracing). Adoption needs values to probe a module; on the others it only checks
+    shapes.
+
+    Private: ``torch._subclasses.fake_tensor.is_fake`` (checked on torch 2.4.1 and
+    2.14.1). Fallback: the class name, ``FakeTensor``, which a fake tensor has on every
+    torch that has them.
+    """
+    if t.device.type == "meta":
+        return False
+    try:
+        from torch._subclasses.fake_tensor import is_fake
+    except ImportError:
+        return type(t).__name__ != "FakeTensor"
+    return not is_fake(t)
+
+
+def constant_when_traced(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Mark ``fn`` as :func:`torch.compiler.assume_constant_result` does: dynamo then calls
+    it while tracing and keeps its answer in the graph, instead of breaking the graph on
+    it (the CPU capability probe returns a dict; ``auto``'s cache read stats a file).
+
+    Private: the attribute ``_dynamo_marked_constant`` (checked on torch 2.14.1), set
+    directly because ``assume_constant_result`` imports ``torch._dynamo``, which takes
+    seconds, and ``import pm_core`` must stay light; ``tests/test_compile.py`` checks the
+    mark is still the one torch sets. Fallback: none needed, an unknown attribute is
+    ignored; compiling then breaks the graph at the call, and stays correct.
+    """
+    fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
+    return fn
 
 
 def _out_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:

@@ -32,8 +32,8 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch._subclasses.fake_tensor import is_fake
 
+from . import _compat
 from ._checks import Norm, Odd
 from .adopt_family import KNOWN_FAMILY, FamilyModule, adopt_family, recognise_family
 from .impls import check_impl
@@ -170,7 +170,7 @@ def _detect_odd_and_verify(src: nn.Module, dst: PatchMerging, known: Known, dim:
     nothing can run). Raises if ``dst`` does not reproduce ``src`` on every probe, or if
     ``src`` accepts some odd sizes and rejects others.
     """
-    if any(p.device.type == "meta" or is_fake(p) for p in src.parameters()):
+    if not all(_compat.has_values(p) for p in src.parameters()):
         return None  # no values to run: meta or fake tensors (shape-only tracing)
     s64 = copy.deepcopy(src).double()
     d64 = copy.deepcopy(dst).double()

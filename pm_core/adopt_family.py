@@ -41,8 +41,8 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch._subclasses.fake_tensor import is_fake
 
+from . import _compat
 from ._checks import Norm
 from .focus import FocusConv, focus_to_conv
 from .window import Window
@@ -221,7 +221,7 @@ def probe_layout(
 
 
 def _has_values(m: nn.Module) -> bool:
-    return not any(p.device.type == "meta" or is_fake(p) for p in m.parameters())
+    return all(_compat.has_values(p) for p in m.parameters())
 
 
 def _check_within(

@@ -41,7 +41,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import Norm, _constant_when_traced, _cpu_capability
+from . import _compat
+from ._checks import Norm, _cpu_capability
 from .impls import REGISTRY, _concrete, _records_grad
 
 AUTO = "auto"
@@ -270,7 +271,7 @@ def _cached_choice(device: torch.device, ckey: str, norm: Norm) -> str | None:
 
 # torch.compile cannot trace reading the cache file. By call, not as a decorator: mutmut
 # does not mutate decorated functions.
-_constant_when_traced(_cached_choice)
+_compat.constant_when_traced(_cached_choice)
 
 
 def choose(

@@ -427,8 +427,8 @@ def _records_grad(*ts: Tensor | None) -> bool:
 def _concrete(t: Tensor) -> bool:
     """Whether ``t`` holds values a Python branch may read: not meta, not a fake tensor,
     and not while ``torch.compile`` traces (a branch on values would break its graph)."""
-    meta = t.device.type == "meta" or isinstance(t, torch._subclasses.FakeTensor)
-    return not meta and not torch.compiler.is_compiling()
+    # is_compiling first: dynamo does not trace into torch's fake-tensor check
+    return not torch.compiler.is_compiling() and _compat.has_values(t)
 
 
 def _sum_2x2(t: Tensor) -> Tensor:

@@ -52,3 +52,34 @@ def test_only_one_column_bfloat16_cpu_convs_change_route(monkeypatch: pytest.Mon
         seen.clear()
         y = conv(torch.randn(xs).to(dt), torch.randn(ws).to(dt), stride=2, **kw)
         assert (seen, y.dtype) == ([want], dt), (xs, dt)
+
+
+def test_cpu_capabilities_fall_back_to_the_public_isa(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without torch's private probe, the public ``get_cpu_capability`` still gives the
+    vector width, and every other feature is unknown (absent)."""
+
+    def gone() -> None:
+        raise AttributeError("no private probe")
+
+    monkeypatch.setattr(torch._C._cpu, "_get_cpu_capability", gone)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert pm_core._compat.cpu_capabilities() == {"avx512_f": True, "avx2": True}
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert pm_core._compat.cpu_capabilities() == {"avx512_f": False, "avx2": True}
+    assert pm_core.impls._cpu_half_units(torch.bfloat16) is False  # unknown: assume none
+
+
+@pytest.mark.parametrize("private", [True, False], ids=["is_fake", "fallback"])
+def test_has_values(private: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real tensors hold values; meta and fake tensors do not, with or without torch's
+    private ``is_fake``."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    if not private:
+        monkeypatch.delattr("torch._subclasses.fake_tensor.is_fake")
+    has_values = pm_core._compat.has_values
+    assert has_values(torch.zeros(2))
+    assert not has_values(torch.zeros(2, device="meta"))
+    with FakeTensorMode():
+        fake = torch.zeros(2)
+    assert not has_values(fake)
