@@ -6,7 +6,7 @@ every impl that is exact for its norm (``Impl.exact_for``) on random inputs
 of the call's shape, interleaved, and keeps the one with the lowest median. Inexact
 impls are never timed, so never chosen.
 
-The choices are cached as JSON, keyed by what decides speed (:func:`machine_key`: the
+The choices are cached as JSON, keyed by what decides speed (``machine_key``: the
 device's model and units, and the torch version), at ``$PM_CORE_AUTO_CACHE`` if set, else ``$XDG_CACHE_HOME/pm-core/auto.json``
 (``~/.cache/pm-core/auto.json``). ``pm-core tune`` fills it ahead of time for the Swin
 stage shapes. A cache that cannot be read, or an entry that names an impl that is not

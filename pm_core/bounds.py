@@ -92,7 +92,7 @@ again a set of sums of products, with the reduction lengths of the backward:
 wherever the layer's own values are: every input ``|x| <= finite_range(dtype, n)``, and
 every value the layer's definition rounds to the dtype (the output; in ``post`` the
 projection's output; each gradient) below the dtype's largest finite value.
-:func:`finite_range` is ``min(max_dtype, sqrt(max_acc / n) / 2)``: a LayerNorm's
+:func:`~pm_core.bounds.finite_range` is ``min(max_dtype, sqrt(max_acc / n) / 2)``: a LayerNorm's
 statistics accumulate ``n`` squares of ``|x - mu| <= 2 |x|`` in the accumulation dtype,
 and past that PyTorch's own ``F.layer_norm`` is wrong too (a float32 window of
 magnitude 1e20 normalises to 0). In float16 the first term binds: the whole range.
