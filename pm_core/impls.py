@@ -13,7 +13,7 @@ benchmarks enumerate :data:`~pm_core.REGISTRY`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, KeysView
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -584,7 +584,9 @@ register(
     summary="naive 'just use a conv': LN over C per pixel, then the conv (not LN over 4C)",
 )(conv_channel_norm_impl)
 
-IMPLS: tuple[str, ...] = tuple(REGISTRY)
+#: The registered impls' names, in registration order: a live view of :data:`REGISTRY`,
+#: so an impl added by :func:`register` is in it at once.
+IMPLS: KeysView[str] = REGISTRY.keys()
 
 __all__ = [
     "IMPLS",

@@ -441,6 +441,7 @@ def test_register_adds_an_impl_patch_merge_runs() -> None:
     )
     spec = pm_core.get_impl("twice_conv")
     assert (spec.gemm, spec.exact_for, spec.layout) == ("conv", frozenset({"none"}), "conv")
+    assert list(pm_core.IMPLS)[-2:] == ["twice", "twice_conv"]  # a live view: never stale
     x, w = torch.randn(1, 4, 6, 3), torch.randn(6, 12)
     torch.testing.assert_close(
         patch_merge(x, w, norm="none", impl="twice"), 2 * patch_merge(x, w, norm="none")
