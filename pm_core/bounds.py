@@ -26,7 +26,11 @@ dtype at the op boundaries adds ``2 u``; in units of ``u``::
 
 Each bound is ``u * E + gamma(L) * u * tiny`` where ``E`` is the first-order error
 coefficient below and the last term covers gradual underflow (``tiny`` is the dtype's
-smallest normal). Inputs are exact: the oracle casts the *rounded* low-precision inputs
+smallest normal). An intermediate the layer's definition rounds to the dtype (``v`` in
+``pre``, ``z`` in ``post``, and the gradients ``dL/dv``, ``dL/dz``) can underflow as
+well, by up to ``u * tiny`` absolute, which the products after it scale by their other
+factor (a float16 ``dL/dz`` of 1e-6, rounded to a multiple of 2^-24, times an input of
+3e4 in ``dL/dW``): each such intermediate's ``E`` carries ``tiny`` too. Inputs are exact: the oracle casts the *rounded* low-precision inputs
 to float64, so input rounding is not an error of the implementation.
 
 The reductions over the N windows (the parameter gradients dL/dW, dL/dg, dL/db) are
@@ -73,7 +77,17 @@ mean 1e6 and spread 1e-3, ``u c = 324``, gave dL/dx 1.93x the first-order bound.
 * ``post``: ``z = W x`` has ``E_z = gamma(n) |W| |x|``; the LN over O maps an error
   ``dz`` to ``(2 + |zhat_o|) max|dz| / sigma_z``, and adds its own ``gamma(O) kappa_z
   (1 + |zhat_o|)``: ``E_zhat = (2 + |zhat|) rho`` with ``rho = 2 max(E_z) / sigma_z +
-  gamma(O) kappa_z``, and ``E = |g| E_zhat + |y|``.
+  gamma(O) kappa_z``, and ``E = |g| E_zhat + |y|``. The LN runs on the *computed*
+  ``z' = z + dz``, whose spread can be smaller than ``z``'s: ``rms(z' - mean z') >= s -
+  max|dz|`` (``s`` the spread of ``z`` without eps; the triangle inequality, and
+  ``rms(dz - mean dz) <= max|dz|``). So every ``sigma_z`` here is ``sigma_lo =
+  sqrt(max(0, s - u max E_z)^2 + eps)``, ``kappa_z = |mu_z| / sigma_lo + 1``, and
+  ``|zhat|`` is ``(|z - mu_z| + 2 u max E_z) / sigma_lo``. Where ``z``'s rounding
+  reaches its spread, the rounded outputs can coincide and the computed variance
+  collapse to eps: a LayerNorm that computes ``(z - mu) rstd`` as ``z rstd - mu rstd``
+  (PyTorch's half-precision CPU kernel) is then off by ``u_acc |mu_z| / sqrt(eps)``,
+  which ``sigma_lo`` covers and the exact ``sigma_z`` did not (found by the finite-range
+  property: bfloat16 windows near the range's edge, 2 outputs rounding to one value).
 
 **Gradients** (upstream gradient ``G``, exact in the compute dtype). Each backward is
 again a set of sums of products, with the reduction lengths of the backward:
@@ -225,6 +239,16 @@ def _ln(v: Tensor, eps: float) -> _LN:
     d = v - mu
     sigma = torch.sqrt(_mean(d * d) + eps)
     return _LN(d / sigma, sigma, mu.abs() / sigma + 1)
+
+
+def _ln_of_computed(z: Tensor, dz: Tensor, eps: float) -> _LN:
+    """:class:`_LN` of a LayerNorm that runs on ``z + dz``, ``|dz| <= dz`` (the ``post``
+    derivation): ``sigma`` is the smallest its spread can compute to, ``sigma_lo``,
+    ``kappa`` follows it, and ``xhat`` holds the largest ``|zhat|`` it can compute."""
+    mu = _mean(z)
+    spread = torch.sqrt(_mean((z - mu) ** 2))
+    sigma = torch.sqrt((spread - dz).clamp_min(0) ** 2 + eps)
+    return _LN(((z - mu).abs() + 2 * dz) / sigma, sigma, mu.abs() / sigma + 1)
 
 
 def _second_order(c: Tensor, u: float) -> Tensor:
@@ -380,6 +404,7 @@ def bounds_on_windows(
         return _gamma_n(length) * k_in + r_in
 
     tiny = torch.finfo(dt).smallest_normal * (unit_roundoff(dt) + u_in)
+    sub = tiny / u  # an intermediate's underflow, in units of u (see the docstring)
     with torch.no_grad():
         n = v0.shape[-1]
         w = reduction_weight.detach().to(_F64)
@@ -413,12 +438,12 @@ def bounds_on_windows(
             ax = ln.xhat.abs()
             a = ag * ax + ab
             cond = _second_order(_gamma(n) * ln.kappa, u)
-            e_v = cond * ag * (1 + ax) + a
+            e_v = cond * ag * (1 + ax) + a + sub
             e_y = _gemm(n) * a @ aw.T + k_in * e_v @ aw.T
             if gq is not None:
                 ag_ = gq.abs()
                 agw = ag_ @ aw  # |G| |W|: magnitude of dL/dv, (..., n)
-                e_gv = _gemm(o) * agw
+                e_gv = _gemm(o) * agw + sub
                 flat_g = ag_.reshape(-1, o).T
                 e_gw = _gemm_n(nwin) * flat_g @ a.reshape(-1, n) + k_in * flat_g @ e_v.reshape(
                     -1, n
@@ -431,18 +456,21 @@ def bounds_on_windows(
                 m_gx_win = _ln_backward_magnitude(ag * agw, ln)
         else:  # post
             z = v0 @ w.T
-            e_z = _gemm(n) * av0 @ aw.T
-            ln = _ln(z, eps)
-            az = ln.xhat.abs()
+            e_z = _gemm(n) * av0 @ aw.T + sub
+            exact = _ln(z, eps)
+            ln = _ln_of_computed(z, u * _max(e_z), eps)
+            az = ln.xhat
             rho = _second_order(2 * _max(e_z) / ln.sigma + _gamma(o) * ln.kappa, u)
             e_zhat = (2 + az) * rho
-            e_y = ag * e_zhat + (g * ln.xhat + b).abs()
+            e_y = ag * e_zhat + (g * exact.xhat + b).abs()
             if gq is not None:
                 ag_ = gq.abs()
                 gz_mag = _ln_backward_magnitude(ag * ag_, ln)
-                e_gz = (_gamma(o) + rho) * gz_mag + (
-                    e_zhat * _mean(ag * ag_ * az) + az * _mean(ag * ag_ * e_zhat)
-                ) / ln.sigma
+                e_gz = (
+                    (_gamma(o) + rho) * gz_mag
+                    + sub
+                    + (e_zhat * _mean(ag * ag_ * az) + az * _mean(ag * ag_ * e_zhat)) / ln.sigma
+                )
                 e_gx_win = _gemm(o) * gz_mag @ aw + k_in * e_gz @ aw
                 m_gx_win = gz_mag @ aw
                 flat_gz = gz_mag.reshape(-1, o).T

@@ -86,6 +86,7 @@ class Derivation:
         self.k_in = (1 + u_in) ** 2
         self.r_in = (2 * u_in + u_in**2) / self.u
         self.tiny = SMALLEST_NORMAL[dtype] * (UNIT[dtype] + u_in)
+        self.sub = self.tiny / self.u  # a rounded intermediate's underflow, in units of u
 
     def gamma(self, length: int) -> float:
         return length * self.ratio + 2
@@ -177,14 +178,14 @@ def derive(
             ax = [abs(t) for t in ln.xhat]
             cond = d.second_order(d.gamma(n) * ln.kappa)
             a = [ag[k] * ax[k] + ab[k] for k in range(n)]
-            e_v = [cond * ag[k] * (1 + ax[k]) + a[k] for k in range(n)]
+            e_v = [cond * ag[k] * (1 + ax[k]) + a[k] + d.sub for k in range(n)]
             out[key] = [
                 d.gemm(n) * sum(a[k] * aw[p][k] for k in range(n))
                 + d.k_in * sum(e_v[k] * aw[p][k] for k in range(n))
                 for p in range(o)
             ]
             agw = [sum(aG[p] * aw[p][k] for p in range(o)) for k in range(n)]
-            e_gv = [d.gemm(o) * agw[k] for k in range(n)]
+            e_gv = [d.gemm(o) * agw[k] + d.sub for k in range(n)]
             for p in range(o):
                 for k in range(n):
                     gw[p][k] += d.gemm_n(nwin) * aG[p] * a[k] + d.k_in * aG[p] * e_v[k]
@@ -208,18 +209,25 @@ def derive(
             ]
         else:  # post
             z = [sum(v[k] * w_pk for k, w_pk in enumerate(row)) for row in weight.tolist()]
-            e_z = [d.gemm(n) * sum(av[k] * aw[p][k] for k in range(n)) for p in range(o)]
-            ln = _ln(z)
-            az = [abs(t) for t in ln.xhat]
+            e_z = [d.gemm(n) * sum(av[k] * aw[p][k] for k in range(n)) + d.sub for p in range(o)]
+            exact = _ln(z)
+            # the LN of the computed z: its spread can be smaller by up to max|dz|
+            dz = d.u * max(e_z)
+            spread = math.sqrt(_mean([(t - _mean(z)) ** 2 for t in z]))
+            sigma_lo = math.sqrt(max(0.0, spread - dz) ** 2 + EPS)
+            az = [(abs(t - _mean(z)) + 2 * dz) / sigma_lo for t in z]
+            ln = _LN(az, sigma_lo, abs(_mean(z)) / sigma_lo + 1)
             rho = d.second_order(2 * max(e_z) / ln.sigma + d.gamma(o) * ln.kappa)
             e_zhat = [(2 + az[p]) * rho for p in range(o)]
-            out[key] = [ag[p] * e_zhat[p] + abs(gv[p] * ln.xhat[p] + bv[p]) for p in range(o)]
+            out[key] = [ag[p] * e_zhat[p] + abs(gv[p] * exact.xhat[p] + bv[p]) for p in range(o)]
             m_g = [ag[p] * aG[p] for p in range(o)]
             mean_gz = _mean([m_g[p] * az[p] for p in range(o)])
             mag = [(m_g[p] + _mean(m_g) + az[p] * mean_gz) / ln.sigma for p in range(o)]
             mean_ge = _mean([m_g[p] * e_zhat[p] for p in range(o)])
             e_gz = [
-                (d.gamma(o) + rho) * mag[p] + (e_zhat[p] * mean_gz + az[p] * mean_ge) / ln.sigma
+                (d.gamma(o) + rho) * mag[p]
+                + d.sub
+                + (e_zhat[p] * mean_gz + az[p] * mean_ge) / ln.sigma
                 for p in range(o)
             ]
             mags[key] = [sum(mag[p] * aw[p][k] for p in range(o)) for k in range(n)]
