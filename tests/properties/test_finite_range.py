@@ -21,6 +21,7 @@ from tests.assertions import check_finite, check_forward, check_grads, merge_for
 from tests.strategies import (
     NORMS,
     cases,
+    device_params,
     dtype_params,
     edge_values,
     exact_combos,
@@ -146,14 +147,17 @@ def test_large_one_signed_float16_windows(
     assert (err <= bound).all(), f"{impl}: error/bound {float((err / bound).max()):.3g}"
 
 
-def test_the_fold_scale_is_a_power_of_two() -> None:
+@pytest.mark.parametrize("device", device_params())
+def test_the_fold_scale_is_a_power_of_two(device: str) -> None:
     """``_unit_scale``'s ``p`` is exactly a power of two over float32's and float64's whole
     normal range (so scaling by it is exact), and ``rstd / p`` lies in ``[1, 2)`` but
-    where ``log2`` rounds a value just below a power of two up to it."""
+    where ``log2`` rounds a value just below a power of two up to it: on every device,
+    since ``exp2`` and ``log2`` are the device's own."""
     for dt in (torch.float32, torch.float64):
         info = torch.finfo(dt)
         lo, hi = torch.log2(torch.tensor([info.smallest_normal, info.max], dtype=dt))
-        rstd = torch.exp2(torch.linspace(float(lo) + 1, float(hi) - 1, 4001, dtype=dt))
+        grid = torch.linspace(float(lo) + 1, float(hi) - 1, 4001, dtype=dt, device=device)
+        rstd = torch.exp2(grid)
         rstd = torch.cat([rstd, rstd.nextafter(torch.zeros_like(rstd)), rstd * 1.5])
         p, rs = pm_core.impls._unit_scale(rstd)
         mantissa, _ = torch.frexp(p)
