@@ -87,24 +87,47 @@ def conv(
 ) -> Tensor:
     """``F.conv2d`` / ``F.conv3d`` (by ``x``'s rank) of channels-first ``x``, no bias.
 
-    On a CPU, a bfloat16 convolution whose output's last spatial dim is 1 runs in
-    float32 and rounds once. torch 2.14.1's oneDNN bfloat16 convolution returns NaN or
-    unbounded values for such shapes on an AMX-BF16 CPU (Intel Xeon with ``amx_bf16``):
-    e.g. input ``(1, 5, 10, 2)``, weight ``(10, 5, 2, 2)``, stride 2, from stride 2 up,
-    with odd channel counts among others, in 2-D and 3-D, while float32, float16 and
-    outputs two or more wide are right. Float32 arithmetic on the rounded operands is
-    within bfloat16's error bound (it is more accurate), and such outputs are small.
+    On a CPU, a convolution whose output's last spatial dim is 1 runs one column wider
+    (``x`` zero-padded by one stride on the right) and keeps the first column. torch
+    2.14.1's oneDNN convolution gets such outputs wrong on an AMX CPU (Intel Xeon with
+    ``amx_bf16``): NaN, values of 1e19 or a segmentation fault, as if it read past its
+    input, in float32, bfloat16 and float16, 2-D and 3-D (about 1.5% of random kernel,
+    stride and dilation choices; e.g. bfloat16 input ``(1, 5, 10, 2)``, weight ``(10, 5,
+    2, 2)``, stride 2), while the same calls with a two-column output are right (none of
+    6000 in the same sweep). The padded column reads only zeros and is dropped, so the
+    result is the same function; the cost is one copy of such (small) inputs.
+
+    A dilation along a dim whose kernel is 1 is set to 1, which changes nothing: on the
+    same CPU a float16 3-D conv with kernel 1, dilation 2, stride 2 and padding 1 along
+    W segfaults (input ``(1, 2, 3, 3, 1)``, weight ``(4, 2, 2, 2, 1)``), and with
+    dilation 1 there it is right.
+
+    A half-precision CPU conv that is 3-D or dilated runs in float32 and rounds once:
+    oneDNN's bfloat16 and float16 kernels for those segfault now and then on the same
+    CPU (a bfloat16 ``(2, 3, 1, 5, 2)`` input, kernel 2, stride 2, dilation 2, padding
+    ``(1, 2, 1)``; the float32 kernels never did in the same runs). Float32 arithmetic on
+    the rounded operands is within the half dtype's bound. The 2-D undilated conv, Swin's
+    merge, keeps its dtype.
     """
     dims = x.dim() - 2
+    # a dilation along a kernel of 1 changes nothing but oneDNN's kernel choice
+    kernel = weight.shape[2:]
+    dilation = tuple(
+        1 if kk == 1 else dd for kk, dd in zip(kernel, _per_dim(dilation, dims), strict=True)
+    )
     k, s = weight.shape[-1], _per_dim(stride, dims)[-1]
-    p, d = _per_dim(padding, dims)[-1], _per_dim(dilation, dims)[-1]
+    p, d = _per_dim(padding, dims)[-1], dilation[-1]
     fn = F.conv2d if dims == 2 else F.conv3d
-    if (
-        x.dtype == torch.bfloat16
-        and x.device.type == "cpu"
-        and _out_size(x.shape[-1], k, s, p, d) == 1
-    ):
-        y: Tensor = fn(x.float(), weight.float(), stride=stride, padding=padding, dilation=dilation)
-        return y.to(x.dtype)
+    half = x.dtype in (torch.float16, torch.bfloat16)
+    if x.device.type == "cpu" and half and (dims == 3 or max(dilation) > 1):
+        x32: Tensor = conv(
+            x.float(), weight.float(), stride=stride, padding=padding, dilation=dilation
+        )
+        return x32.to(x.dtype)
+    if x.device.type == "cpu" and _out_size(x.shape[-1], k, s, p, d) == 1:
+        wide: Tensor = fn(
+            F.pad(x, (0, s)), weight, stride=stride, padding=padding, dilation=dilation
+        )
+        return wide[..., :1]
     out: Tensor = fn(x, weight, stride=stride, padding=padding, dilation=dilation)
     return out

@@ -11,47 +11,69 @@ from pm_core import Norm
 
 @pytest.mark.parametrize("norm", ["pre", "post", "none"])
 @pytest.mark.parametrize("impl", ["conv", "conv_cw"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bfloat16", "float32"])
 @pytest.mark.parametrize("shape", [(1, 10, 2, 5), (2, 12, 2, 7), (1, 2, 10, 3)])
-def test_bfloat16_conv_one_column_wide(impl: str, norm: Norm, shape: tuple[int, ...]) -> None:
-    """A bfloat16 conv whose output is one column wide (or one row) is within the bound:
-    oneDNN's native bfloat16 kernel returns NaN or garbage for such shapes on an AMX-BF16
-    CPU, so ``_compat.conv`` runs them in float32."""
+def test_conv_one_column_wide(
+    impl: str, norm: Norm, dtype: torch.dtype, shape: tuple[int, ...]
+) -> None:
+    """A conv whose output is one column wide (or one row) is within the bound: oneDNN
+    returns NaN or garbage for some such shapes on an AMX CPU, so ``_compat.conv`` runs
+    them one column wider."""
     g = torch.Generator().manual_seed(0)
     c = shape[-1]
-    x = torch.randn(shape, generator=g).bfloat16()
-    wt = (torch.randn(2 * c, 4 * c, generator=g) / (4 * c) ** 0.5).bfloat16()
+    x = torch.randn(shape, generator=g).to(dtype)
+    wt = (torch.randn(2 * c, 4 * c, generator=g) / (4 * c) ** 0.5).to(dtype)
     size = 4 * c if norm == "pre" else 2 * c
-    nw, nb = (None, None) if norm == "none" else (torch.ones(size).bfloat16(), None)
+    nw, nb = (None, None) if norm == "none" else (torch.ones(size).to(dtype), None)
     y = pm_core.patch_merge(x, wt, nw, nb, norm=norm, impl=impl)
     err = (y.double() - pm_core.reference_patch_merge(x, wt, nw, nb, norm=norm)).abs()
     assert bool((err <= pm_core.error_bounds(x, wt, nw, nb, norm=norm).output).all())
 
 
-def test_only_one_column_bfloat16_cpu_convs_change_route(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``_compat.conv`` calls the float32 conv for bfloat16 CPU outputs one column wide
-    (2-D and 3-D), and the dtype's own conv for every other call."""
-    seen: list[torch.dtype] = []
+def test_window_conv_one_column_wide() -> None:
+    """The float32 3-D conv the thorough profile found returning 4.9e19 (kernel 2, stride
+    3 along W, C = 1 sliced out of 4 channels, output one column wide) is right."""
+    win = pm_core.Window((2, 2, 2), stride=(1, 1, 3))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 3, 2, 4, generator=g)[..., 1:2]
+    w = torch.randn(2, 8, generator=g)
+    y = pm_core.window_merge(x, w, window=win, norm="none", impl="conv")
+    ref = pm_core.reference_window_merge(x, w, window=win, norm="none")
+    bound = pm_core.window_error_bounds(x, w, window=win, norm="none").output
+    assert bool(((y.double() - ref).abs() <= bound).all())
+
+
+def test_only_one_column_cpu_convs_run_wider(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_compat.conv`` pads the input by one stride for CPU outputs one column wide (2-D
+    and 3-D, every dtype), a half conv that is 3-D or dilated in float32, and every other
+    conv as it is."""
+    seen: list[tuple[torch.dtype, int]] = []
     for name in ("conv2d", "conv3d"):
         inner = getattr(torch.nn.functional, name)
 
         def spy(x: torch.Tensor, *a: object, _inner: object = inner, **k: object) -> torch.Tensor:
-            seen.append(x.dtype)
+            seen.append((x.dtype, x.shape[-1]))
             return _inner(x, *a, **k)  # type: ignore[operator,no-any-return]
 
         monkeypatch.setattr(torch.nn.functional, name, spy)
     conv = pm_core._compat.conv
-    bf, f16 = torch.bfloat16, torch.float16
+    bf, f32 = torch.bfloat16, torch.float32
     calls = [
-        ((1, 5, 10, 2), (10, 5, 2, 2), bf, {}, torch.float32),  # one column
-        ((1, 5, 10, 4), (10, 5, 2, 2), bf, {}, bf),  # two columns
-        ((1, 5, 10, 2), (10, 5, 2, 2), f16, {}, f16),  # not bfloat16
-        ((1, 5, 10, 3), (10, 5, 3, 3), bf, {"padding": 1}, bf),  # padded: two columns
-        ((1, 3, 4, 10, 2), (6, 3, 2, 2, 2), bf, {}, torch.float32),  # 3-D, one column
+        ((1, 5, 10, 2), (10, 5, 2, 2), bf, {}, 4, (1, 10, 5, 1)),  # one column: padded
+        ((1, 5, 10, 2), (10, 5, 2, 2), f32, {}, 4, (1, 10, 5, 1)),  # every dtype
+        ((1, 5, 10, 4), (10, 5, 2, 2), bf, {}, 4, (1, 10, 5, 2)),  # two columns: as is
+        ((1, 5, 10, 3), (10, 5, 3, 3), bf, {"padding": 1}, 3, (1, 10, 5, 2)),  # padded: two
+        ((1, 3, 4, 10, 2), (6, 3, 2, 2, 2), f32, {}, 4, (1, 6, 2, 5, 1)),  # 3-D, one column
+        # half and 3-D, or half and dilated: in float32 (and padded, one column wide)
+        ((1, 3, 4, 10, 2), (6, 3, 2, 2, 2), bf, {}, 4, (1, 6, 2, 5, 1)),
+        ((1, 5, 10, 6), (10, 5, 2, 2), bf, {"dilation": 2}, 6, (1, 10, 4, 2)),
     ]
-    for xs, ws, dt, kw, want in calls:
+    for xs, ws, dt, kw, width, out in calls:
         seen.clear()
         y = conv(torch.randn(xs).to(dt), torch.randn(ws).to(dt), stride=2, **kw)
-        assert (seen, y.dtype) == ([want], dt), (xs, dt)
+        half = dt == bf and (len(xs) == 5 or "dilation" in kw)
+        ran = torch.float32 if half else dt
+        assert (seen, tuple(y.shape), y.dtype) == ([(ran, width)], out, dt), (xs, dt)
 
 
 def test_cpu_capabilities_fall_back_to_the_public_isa(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,3 +105,16 @@ def test_has_values(private: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     with FakeTensorMode():
         fake = torch.zeros(2)
     assert not has_values(fake)
+
+
+def test_dilation_along_a_kernel_of_one_is_dropped() -> None:
+    """A dilation along a dim whose kernel is 1 changes nothing, and is passed as 1: the
+    float16 3-D conv below segfaulted in oneDNN with it (the test's process would die)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 3, 3, 1, generator=g).half()
+    w = torch.randn(4, 2, 2, 2, 1, generator=g).half()
+    y = pm_core._compat.conv(x, w, stride=(2, 1, 2), padding=(0, 0, 1), dilation=(2, 1, 2))
+    same = torch.nn.functional.conv3d(
+        x.float(), w.float(), stride=(2, 1, 2), padding=(0, 0, 1), dilation=(2, 1, 1)
+    )  # a half 3-D conv runs in float32
+    assert torch.equal(y, same.half())
