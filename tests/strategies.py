@@ -243,9 +243,20 @@ def _edge_scales(case: Case | WindowCase, n: int, o: int, windows: int) -> tuple
         return 1 / math.sqrt(n), 1.0
     dt = case.torch_dtype
     m = edge_magnitude(dt, n, case.values.decade)
+    # a row's sum of |W| is at most about 2 n s_w for n >= 2 normal draws; the weight is
+    # capped there too (_capped), so every |W x| stays within half the range
     s_w = min(1 / math.sqrt(n), pm_core.bounds.finite_range(dt, o) / (4 * n * m))
     s_g = min(1.0, torch.finfo(dt).max / (16 * windows * (m + 1 / s_w + n)))
     return s_w, s_g
+
+
+def _capped(weight: Tensor, case: Case | WindowCase, s_w: float) -> Tensor:
+    """``weight`` with every row's sum of ``|W|`` at most ``1.9 n s_w`` for the ``edge`` kind,
+    so the projection of inputs of size ``M`` stays within the range by construction."""
+    if case.values.kind != "edge":
+        return weight
+    cap = 1.9 * weight.shape[1] * s_w  # under 2: the rounding to the dtype may grow it
+    return weight * (cap / weight.abs().sum(1, keepdim=True).clamp_min(cap)).clamp(max=1)
 
 
 def _values(case: Case, gen: torch.Generator) -> Tensor:
@@ -308,7 +319,7 @@ def build(case: Case, norm: Norm, device: str = "cpu") -> Inputs:
     vals = _values(case, gen)
     n, o = 4 * c, 2 * c
     s_w, s_g = _edge_scales(case, n, o, b * -(-h // 2) * -(-w // 2))
-    weight = torch.randn(o, n, generator=gen, dtype=torch.float64) * s_w
+    weight = _capped(torch.randn(o, n, generator=gen, dtype=torch.float64) * s_w, case, s_w)
     size = n if norm == "pre" else o
     nw = 1 + 0.5 * torch.randn(size, generator=gen, dtype=torch.float64)
     nb = 0.5 * torch.randn(size, generator=gen, dtype=torch.float64)
@@ -508,7 +519,7 @@ def build_window(case: WindowCase, norm: Norm, device: str = "cpu") -> WindowInp
     vals = _window_values(case, gen)
     n, o = case.window.size * c, 2 * c
     s_w, s_g = _edge_scales(case, n, o, b * math.prod(case.out_size))
-    weight = torch.randn(o, n, generator=gen, dtype=torch.float64) * s_w
+    weight = _capped(torch.randn(o, n, generator=gen, dtype=torch.float64) * s_w, case, s_w)
     size = n if norm == "pre" else o
     nw = 1 + 0.5 * torch.randn(size, generator=gen, dtype=torch.float64)
     nb = 0.5 * torch.randn(size, generator=gen, dtype=torch.float64)
