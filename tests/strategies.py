@@ -243,8 +243,7 @@ def _edge_scales(case: Case | WindowCase, n: int, o: int, windows: int) -> tuple
         return 1 / math.sqrt(n), 1.0
     dt = case.torch_dtype
     m = edge_magnitude(dt, n, case.values.decade)
-    # a row's sum of |W| is at most about 2 n s_w for n >= 2 normal draws; the weight is
-    # capped there too (_capped), so every |W x| stays within half the range
+    # each row's sum of |W| is then capped at 1.9 n s_w (_capped): |W x| <= range / 2
     s_w = min(1 / math.sqrt(n), pm_core.bounds.finite_range(dt, o) / (4 * n * m))
     s_g = min(1.0, torch.finfo(dt).max / (16 * windows * (m + 1 / s_w + n)))
     return s_w, s_g
