@@ -69,6 +69,19 @@ backward, the variance about a misplaced mean) contribute ``(u c)^2``, and every
 below is taken as ``c (1 + u c)``. (Found by the thorough profile: a float32 window of
 mean 1e6 and spread 1e-3, ``u c = 324``, gave dL/dx 1.93x the first-order bound.)
 
+**As computed.** Near ``u c = 1`` the mean's error ``u c sigma`` reaches the spread, and
+the computed variance can collapse to 0 (PyTorch's Welford update normalises the float32
+window ``(1e7 + 1, 1e7 + 2)`` to ``(-316, 0)``, not ``(-1, 1)``). So a LayerNorm whose
+spread and centred values can move by ``shift`` (``u c sigma`` from its own mean, plus its
+input's error in ``post``) computes ``sigma`` no smaller than ``sigma_lo = sqrt(max(0, s -
+shift)^2 + eps)`` (``s`` the spread without eps) and ``|xhat|`` no larger than ``(|x - mu|
++ 2 shift) / sigma_lo``. The normalised value's error above is divided by the computed
+``sigma``, not the exact one: ``E_v``'s ``c (1 + |xhat|)`` is multiplied by ``sigma /
+sigma_lo``. The backward, whose kernel forms ``dx = a dy + b x + c`` on the uncentred
+``x`` (its ``b`` carries ``rstd^3``), is bounded on the LayerNorm as computed: ``sigma_lo``,
+``kappa = |mu| / sigma_lo + 1`` and that ``|xhat|``. Away from ``u c = 1`` these differ
+from the exact quantities by ``O(u c)`` relative.
+
 **Forward.**
 
 * ``none``: ``y_o = sum_k W_ok x_k``: ``E = gamma(n) sum_k |W_ok| |x_k|``.
@@ -80,9 +93,10 @@ mean 1e6 and spread 1e-3, ``u c = 324``, gave dL/dx 1.93x the first-order bound.
   gamma(O) kappa_z``, and ``E = |g| E_zhat + |y|``. The LN runs on the *computed*
   ``z' = z + dz``, whose spread can be smaller than ``z``'s: ``rms(z' - mean z') >= s -
   max|dz|`` (``s`` the spread of ``z`` without eps; the triangle inequality, and
-  ``rms(dz - mean dz) <= max|dz|``). So every ``sigma_z`` here is ``sigma_lo =
-  sqrt(max(0, s - u max E_z)^2 + eps)``, ``kappa_z = |mu_z| / sigma_lo + 1``, and
-  ``|zhat|`` is ``(|z - mu_z| + 2 u max E_z) / sigma_lo``. Where ``z``'s rounding
+  ``rms(dz - mean dz) <= max|dz|``). So every ``sigma_z`` here is the "as computed"
+  ``sigma_lo`` with ``shift = u max E_z + u c_z sigma_z`` (``c_z = gamma(O) kappa_z``),
+  ``kappa_z = |mu_z| / sigma_lo + 1``, and ``|zhat|`` is ``(|z - mu_z| + 2 shift) /
+  sigma_lo``. Where ``z``'s rounding
   reaches its spread, the rounded outputs can coincide and the computed variance
   collapse to eps: a LayerNorm that computes ``(z - mu) rstd`` as ``z rstd - mu rstd``
   (PyTorch's half-precision CPU kernel) is then off by ``u_acc |mu_z| / sqrt(eps)``,
@@ -164,6 +178,7 @@ Examples:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -242,13 +257,20 @@ def _ln(v: Tensor, eps: float) -> _LN:
 
 
 def _ln_of_computed(z: Tensor, dz: Tensor, eps: float) -> _LN:
-    """:class:`_LN` of a LayerNorm that runs on ``z + dz``, ``|dz| <= dz`` (the ``post``
-    derivation): ``sigma`` is the smallest its spread can compute to, ``sigma_lo``,
-    ``kappa`` follows it, and ``xhat`` holds the largest ``|zhat|`` it can compute."""
+    """:class:`_LN` of a LayerNorm whose computed spread and centred values are off by up
+    to ``dz`` (see "As computed" in the module docstring): ``sigma`` is the smallest its
+    spread can compute to, ``sigma_lo``, ``kappa`` follows it, and ``xhat`` holds the
+    largest ``|zhat|`` it can compute."""
     mu = _mean(z)
     spread = torch.sqrt(_mean((z - mu) ** 2))
     sigma = torch.sqrt((spread - dz).clamp_min(0) ** 2 + eps)
     return _LN(((z - mu).abs() + 2 * dz) / sigma, sigma, mu.abs() / sigma + 1)
+
+
+def _own_shift(ln: _LN, length: int, u: float, gamma: Callable[[int], float]) -> Tensor:
+    """How far a LayerNorm's own rounding can move its computed spread: ``u c sigma``,
+    ``c`` the window's ``gamma(length) kappa`` with its second-order term."""
+    return u * _second_order(gamma(length) * ln.kappa, u) * ln.sigma
 
 
 def _second_order(c: Tensor, u: float) -> Tensor:
@@ -434,11 +456,13 @@ def bounds_on_windows(
                 m_gx_win = ag_ @ aw
                 e_gw = _gemm_n(nwin) * ag_.reshape(-1, o).T @ av0.reshape(-1, n)
         elif norm == "pre":
-            ln = _ln(v0, eps)
-            ax = ln.xhat.abs()
+            exact = _ln(v0, eps)
+            ax = exact.xhat.abs()
             a = ag * ax + ab
-            cond = _second_order(_gamma(n) * ln.kappa, u)
-            e_v = cond * ag * (1 + ax) + a + sub
+            cond = _second_order(_gamma(n) * exact.kappa, u)
+            ln = _ln_of_computed(v0, _own_shift(exact, n, u, _gamma), eps)
+            e_xhat = cond * (1 + ax) * (exact.sigma / ln.sigma)
+            e_v = e_xhat * ag + a + sub
             e_y = _gemm(n) * a @ aw.T + k_in * e_v @ aw.T
             if gq is not None:
                 ag_ = gq.abs()
@@ -449,16 +473,16 @@ def bounds_on_windows(
                     -1, n
                 )
                 lead = tuple(range(v0.dim() - 1))
-                e_xhat = cond * (1 + ax)
                 e_gg = (_gemm_n(nwin + o) * agw * ax + e_gv * ax + agw * e_xhat).sum(lead)
                 e_gb = (_gemm_n(nwin + o) * agw + e_gv).sum(lead)
-                e_gx_win = _ln_backward_error(ag * agw, ag * e_gv, ln, cond)
+                cond_lo = _second_order(_gamma(n) * ln.kappa, u)
+                e_gx_win = _ln_backward_error(ag * agw, ag * e_gv, ln, cond_lo)
                 m_gx_win = _ln_backward_magnitude(ag * agw, ln)
         else:  # post
             z = v0 @ w.T
             e_z = _gemm(n) * av0 @ aw.T + sub
             exact = _ln(z, eps)
-            ln = _ln_of_computed(z, u * _max(e_z), eps)
+            ln = _ln_of_computed(z, u * _max(e_z) + _own_shift(exact, o, u, _gamma), eps)
             az = ln.xhat
             rho = _second_order(2 * _max(e_z) / ln.sigma + _gamma(o) * ln.kappa, u)
             e_zhat = (2 + az) * rho

@@ -64,7 +64,7 @@ LAYOUTS = (
     "expanded",
 )
 FORMS = ("bhwc", "blc")
-VALUE_KINDS = ("normal", "offset", "near_constant", "wide", "edge")
+VALUE_KINDS = ("normal", "offset", "near_constant", "wide", "ulp", "edge")
 #: The ``edge`` kind's steps below the edge of the range: magnitude ``finite_range * 2**-step``.
 EDGE_STEPS = 24
 
@@ -168,6 +168,9 @@ class Values:
     * ``near_constant``: each window ``c * (1 + 10**spread * N(0, 1))`` with
       ``c ~ N(0, 10**decade)``: variance far below eps.
     * ``wide``: ``+-10**U(-decade, decade)`` elementwise: wide dynamic range.
+    * ``ulp``: window level ``+-U(1/2, 1) * 10**decade`` rounded to the dtype, each value
+      that level plus ``0 .. 2**spread`` of its ulps: windows whose spread is a few ulps of
+      their mean, where the LayerNorm's own rounding of the mean reaches the spread.
     * ``edge``: magnitude ``M = finite_range(dtype, n) * 2**-decade``; each window either
       one-signed in ``[M/2, M]`` or spread over ``[-M, M]`` (centred values up to ``2M``).
     """
@@ -258,6 +261,15 @@ def _capped(weight: Tensor, case: Case | WindowCase, s_w: float) -> Tensor:
     return weight * (cap / weight.abs().sum(1, keepdim=True).clamp_min(cap)).clamp(max=1)
 
 
+def _ulp_steps(level: Tensor, dtype: torch.dtype, spread: int, gen: torch.Generator) -> Tensor:
+    """The ``ulp`` kind: ``level`` (already spread to the values' shape) rounded to
+    ``dtype``, plus ``0 .. 2**spread`` ulps of it per value."""
+    lev = level.to(dtype).to(torch.float64)
+    ulp = torch.exp2(torch.floor(torch.log2(lev.abs()))) * torch.finfo(dtype).eps
+    steps = torch.randint(0, 2**spread + 1, lev.shape, generator=gen).to(torch.float64)
+    return lev + steps * ulp
+
+
 def _values(case: Case, gen: torch.Generator) -> Tensor:
     b, h, w, c = case.shape
     v = case.values
@@ -273,6 +285,11 @@ def _values(case: Case, gen: torch.Generator) -> Tensor:
         sign = torch.randint(0, 2, win, generator=gen).to(f64) * 2 - 1
         size = 0.5 + 0.5 * torch.rand(win, generator=gen, dtype=f64)
         return _per_window(sign * size * 10.0**v.decade, h, w) + noise * 10.0**v.spread
+    if v.kind == "ulp":
+        sign = torch.randint(0, 2, win, generator=gen).to(f64) * 2 - 1
+        size = 0.5 + 0.5 * torch.rand(win, generator=gen, dtype=f64)
+        level = _per_window(sign * size * 10.0**v.decade, h, w).expand(b, h, w, c)
+        return _ulp_steps(level, case.torch_dtype, v.spread, gen)
     if v.kind == "near_constant":
         level = torch.randn(win, generator=gen, dtype=f64) * 10.0**v.decade
         return _per_window(level, h, w) * (1 + noise * 10.0**v.spread)
@@ -358,6 +375,9 @@ def shapes(
 def values(dtype: torch.dtype, max_decade: int | None = None) -> st.SearchStrategy[Values]:
     """Value distributions, scaled so ``dtype`` neither overflows nor underflows."""
     top = MAX_DECADE[dtype] if max_decade is None else min(max_decade, MAX_DECADE[dtype])
+    # two decades more reach u c >> 1 in float32 (ulp-wide windows, far inside its range);
+    # float16's top is already set by the range its gradients' sums over windows need
+    ulp_top = top + 2 if max_decade is None and dtype != torch.float16 else top
     seeds = st.integers(0, 2**16)
     return st.one_of(
         st.builds(Values, st.just("normal"), st.integers(-2, 2), st.just(0), seeds),
@@ -366,6 +386,7 @@ def values(dtype: torch.dtype, max_decade: int | None = None) -> st.SearchStrate
             Values, st.just("near_constant"), st.integers(-1, top), st.integers(-7, -3), seeds
         ),
         st.builds(Values, st.just("wide"), st.integers(1, top), st.just(0), seeds),
+        st.builds(Values, st.just("ulp"), st.integers(0, ulp_top), st.integers(0, 2), seeds),
     )
 
 
@@ -500,6 +521,11 @@ def _window_values(case: WindowCase, gen: torch.Generator) -> Tensor:
         sign = torch.randint(0, 2, blocks, generator=gen).to(f64) * 2 - 1
         level = (0.5 + 0.5 * torch.rand(blocks, generator=gen, dtype=f64)) * sign
         return _blockwise(level * 10.0**v.decade, block, size) + noise * 10.0**v.spread
+    if v.kind == "ulp":
+        sign = torch.randint(0, 2, blocks, generator=gen).to(f64) * 2 - 1
+        level = (0.5 + 0.5 * torch.rand(blocks, generator=gen, dtype=f64)) * sign
+        spread = _blockwise(level * 10.0**v.decade, block, size).expand(case.shape)
+        return _ulp_steps(spread, case.torch_dtype, v.spread, gen)
     if v.kind == "near_constant":
         level = torch.randn(blocks, generator=gen, dtype=f64) * 10.0**v.decade
         return _blockwise(level, block, size) * (1 + noise * 10.0**v.spread)

@@ -72,6 +72,15 @@ def _ln(v: Vec) -> _LN:
     return _LN([(t - mu) / sigma for t in v], sigma, abs(mu) / sigma + 1)
 
 
+def _as_computed(v: Vec, shift: float) -> _LN:
+    """The LayerNorm of ``v`` as computed, its spread and centred values off by up to
+    ``shift``: the smallest spread, and the largest ``|xhat|``, that can come out."""
+    mu = _mean(v)
+    spread = math.sqrt(_mean([(t - mu) ** 2 for t in v]))
+    sigma_lo = math.sqrt(max(0.0, spread - shift) ** 2 + EPS)
+    return _LN([(abs(t - mu) + 2 * shift) / sigma_lo for t in v], sigma_lo, abs(mu) / sigma_lo + 1)
+
+
 class Derivation:
     """The coefficients of the bounds module's docstring for one dtype and GEMM precision."""
 
@@ -174,11 +183,15 @@ def derive(
                 for k in range(n):
                     gw[p][k] += d.gemm_n(nwin) * aG[p] * av[k]
         elif norm == "pre":
-            ln = _ln(v)
-            ax = [abs(t) for t in ln.xhat]
-            cond = d.second_order(d.gamma(n) * ln.kappa)
+            exact = _ln(v)
+            ax = [abs(t) for t in exact.xhat]
+            cond = d.second_order(d.gamma(n) * exact.kappa)
+            # the LN as computed: its own mean's error can shrink the spread by u c sigma
+            ln = _as_computed(v, d.u * cond * exact.sigma)
+            lx = ln.xhat
             a = [ag[k] * ax[k] + ab[k] for k in range(n)]
-            e_v = [cond * ag[k] * (1 + ax[k]) + a[k] + d.sub for k in range(n)]
+            e_xhat = [cond * (1 + ax[k]) * exact.sigma / ln.sigma for k in range(n)]
+            e_v = [e_xhat[k] * ag[k] + a[k] + d.sub for k in range(n)]
             out[key] = [
                 d.gemm(n) * sum(a[k] * aw[p][k] for k in range(n))
                 + d.k_in * sum(e_v[k] * aw[p][k] for k in range(n))
@@ -190,33 +203,33 @@ def derive(
                 for k in range(n):
                     gw[p][k] += d.gemm_n(nwin) * aG[p] * a[k] + d.k_in * aG[p] * e_v[k]
             for k in range(n):
-                e_xhat = cond * (1 + ax[k])
-                gg[k] += d.gemm_n(nwin + o) * agw[k] * ax[k] + e_gv[k] * ax[k] + agw[k] * e_xhat
+                gg[k] += d.gemm_n(nwin + o) * agw[k] * ax[k] + e_gv[k] * ax[k] + agw[k] * e_xhat[k]
                 gb[k] += d.gemm_n(nwin + o) * agw[k] + e_gv[k]
-            # LayerNorm backward: its own rounding, and the incoming error of g * dL/dxhat
+            # LayerNorm backward, on the LN as computed: its own rounding, and the
+            # incoming error of g * dL/dxhat
+            cond_lo = d.second_order(d.gamma(n) * ln.kappa)
             m_gx = [ag[k] * agw[k] for k in range(n)]
             err_gx = max(ag[k] * e_gv[k] for k in range(n))
             mag = [
-                (m_gx[k] + _mean(m_gx) + ax[k] * _mean([m_gx[q] * ax[q] for q in range(n)]))
+                (m_gx[k] + _mean(m_gx) + lx[k] * _mean([m_gx[q] * lx[q] for q in range(n)]))
                 / ln.sigma
                 for k in range(n)
             ]
-            spread = _mean([m_gx[q] * (1 + ax[q]) for q in range(n)]) / ln.sigma
+            spread = _mean([m_gx[q] * (1 + lx[q]) for q in range(n)]) / ln.sigma
             mags[key] = mag
             gx[key] = [
-                cond * (2 * mag[k] + (1 + ax[k]) * spread) + (2 + ax[k]) * err_gx / ln.sigma
+                cond_lo * (2 * mag[k] + (1 + lx[k]) * spread) + (2 + lx[k]) * err_gx / ln.sigma
                 for k in range(n)
             ]
         else:  # post
             z = [sum(v[k] * w_pk for k, w_pk in enumerate(row)) for row in weight.tolist()]
             e_z = [d.gemm(n) * sum(av[k] * aw[p][k] for k in range(n)) + d.sub for p in range(o)]
             exact = _ln(z)
-            # the LN of the computed z: its spread can be smaller by up to max|dz|
-            dz = d.u * max(e_z)
-            spread = math.sqrt(_mean([(t - _mean(z)) ** 2 for t in z]))
-            sigma_lo = math.sqrt(max(0.0, spread - dz) ** 2 + EPS)
-            az = [(abs(t - _mean(z)) + 2 * dz) / sigma_lo for t in z]
-            ln = _LN(az, sigma_lo, abs(_mean(z)) / sigma_lo + 1)
+            # the LN of the computed z: its spread can be smaller by up to max|dz|, and by
+            # its own mean's error
+            own = d.u * d.second_order(d.gamma(o) * exact.kappa) * exact.sigma
+            ln = _as_computed(z, d.u * max(e_z) + own)
+            az = ln.xhat
             rho = d.second_order(2 * max(e_z) / ln.sigma + d.gamma(o) * ln.kappa)
             e_zhat = [(2 + az[p]) * rho for p in range(o)]
             out[key] = [ag[p] * e_zhat[p] + abs(gv[p] * exact.xhat[p] + bv[p]) for p in range(o)]
