@@ -212,8 +212,11 @@ def _window_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     if grad:
         # differentiate the scaled window's statistics: rstd's own gradient, var^-3/2,
         # underflows float32 for a spread over 2^42 where the scaled one is O(1)
+        # squares summed directly: a norm's gradient of gradient is NaN on an all-zero
+        # row (a window whose values are equal), where this sum's is 0
         scaled = centred * p6
-        rs = torch.rsqrt(mean_square(scaled) + eps * p * p)
+        sq = scaled.square().view(b, h // 2, 2, w // 2, 2 * c).sum((2, 4)) / n
+        rs = torch.rsqrt(sq.unsqueeze(-1) + eps * p * p)
         return scaled.to(x.dtype).view(b, h, w, c), rs, p
     # in place, then rounded to a half x's dtype (a mixed-dtype out= is a slow path on CPU)
     return centred.mul_(p6).to(x.dtype).view(b, h, w, c), rs, p

@@ -12,6 +12,8 @@ from tests.assertions import check_gradcheck, merge_for
 from tests.strategies import (
     GRADCHECK_MAX_C,
     GRADCHECK_MAX_NUMEL,
+    Case,
+    Values,
     cases,
     device_params,
     exact_combos,
@@ -40,3 +42,12 @@ def test_gradcheck(impl: str, norm: Norm, device: str, data: st.DataObject) -> N
         label="case",
     )
     check_gradcheck(merge_for(impl), case, norm=norm, device=device)
+
+
+@pytest.mark.parametrize(("impl", "norm"), [c for c in exact_combos() if "pre" in c.id])
+def test_gradcheck_of_windows_with_equal_values(impl: str, norm: Norm) -> None:
+    """Second derivatives are finite where a window's values are equal (its centred values
+    exactly zero), a point where a norm-based variance's gradient of gradient is NaN."""
+    case = Case((1, 2, 2, 1), "float64", "contiguous", "bhwc", Values("ulp", 0, 0, 0))
+    assert case.build(norm).x.flatten().unique().numel() == 2, "one value a ulp off the rest"
+    check_gradcheck(merge_for(impl), case, norm=norm)
