@@ -43,7 +43,7 @@ from torch import Tensor
 
 from . import _compat
 from ._checks import Norm, _cpu_capability
-from .impls import REGISTRY, _concrete, _records_grad
+from .impls import REGISTRY
 
 AUTO = "auto"
 CACHE_ENV = "PM_CORE_AUTO_CACHE"
@@ -272,6 +272,18 @@ def _cached_choice(device: torch.device, ckey: str, norm: Norm) -> str | None:
 # torch.compile cannot trace reading the cache file. By call, not as a decorator: mutmut
 # does not mutate decorated functions.
 _compat.constant_when_traced(_cached_choice)
+
+
+def _records_grad(*ts: Tensor | None) -> bool:
+    """Whether autograd records a call on these tensors: grad mode on, and one needs a gradient."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
+
+
+def _concrete(t: Tensor) -> bool:
+    """Whether ``t`` holds values to time on: not meta, not a fake tensor, and not while
+    ``torch.compile`` traces (timing would break its graph)."""
+    # is_compiling first: dynamo does not trace into torch's fake-tensor check
+    return not torch.compiler.is_compiling() and _compat.has_values(t)
 
 
 def choose(

@@ -415,139 +415,23 @@ def _cpu_float32(x: Tensor) -> bool:
     return half and x.device.type == "cpu" and not _cpu_half_units(x.dtype)
 
 
-#: The weight-centred pre-norm form's limits on a call's conditioning (derived in
-#: :func:`_weight_centred_pre`): every window's ``|mean| / sigma`` and the folded weight's
-#: common-mode ratio ``max_o |sum_k Wg_ok| / sum_k |Wg_ok|`` times ``1 + |mean| / sigma``.
-CW_MAX_MEAN_RATIO = 0.5
-CW_MAX_COMMON_MODE = 0.5
-
-
-def _records_grad(*ts: Tensor | None) -> bool:
-    """Whether autograd records a call on these tensors: grad mode on, and one needs a gradient."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
-
-
-def _concrete(t: Tensor) -> bool:
-    """Whether ``t`` holds values a Python branch may read: not meta, not a fake tensor,
-    and not while ``torch.compile`` traces (a branch on values would break its graph)."""
-    # is_compiling first: dynamo does not trace into torch's fake-tensor check
-    return not torch.compiler.is_compiling() and _compat.has_values(t)
-
-
-def _sum_2x2(t: Tensor) -> Tensor:
-    """``(B, H, W)`` -> ``(B, H/2, W/2)``: the sum of each 2x2 block, as three adds (a
-    reduction over two strided dims of a small tensor is several times slower on CPU)."""
-    b, h, w = t.shape
-    q = t.view(b, h // 2, 2, w // 2, 2)
-    return (q[:, :, 0, :, 0] + q[:, :, 0, :, 1]) + (q[:, :, 1, :, 0] + q[:, :, 1, :, 1])
-
-
-def _weight_centred_pre(
-    x: Tensor, weight: Tensor, nw: Tensor | None, nb: Tensor | None, eps: float
-) -> Tensor | None:
-    """Pre-norm with no centred copy of ``x``: ``y = conv(x, Wc) * rstd + W @ b``.
-
-    ``Wc = Wg - rowmean(Wg)`` (``Wg = W * g``) sums to zero along each row, so
-    ``sum_k Wc_ok x_k = sum_k Wc_ok (x_k - mu) = sigma * sum_k Wg_ok xhat_k`` exactly: the
-    centring moves from the data to the weight, and the window mean never enters the
-    output. The statistics are one read of ``x`` (per-pixel sums and sums of squares)
-    and the GEMM reads raw ``x``; returns ``None`` when the call's conditioning is
-    outside the limits below, and the caller falls back to the centred fold. A half
-    ``x`` is cast to float32 once for the statistics, an ``x``-sized write of twice its
-    bytes, because on CPU one cast and two float32 reductions cost less than two
-    reductions that each cast (``dtype=``).
-
-    Why the limits keep it inside :func:`pm_core.error_bounds` (units of ``u``; ``t =
-    |mu| / sigma`` per window, so ``kappa = 1 + t``; ``s_o = sum_k Wg_ok``; ``rho`` the
-    largest ``|s_o| / sum_k |Wg_ok|``). The bound's pre-norm terms are the projection's
-    ``gamma(n) sum |W| a >= gamma(n) sum |Wg| |xhat|``, the mean's ``gamma(n) kappa sum |Wg|``,
-    the sigma's ``gamma(n) kappa sum |Wg| |xhat|`` and the rounding ``sum |W| a``. Here:
-
-    * the GEMM on raw ``x``: ``gamma(n) sum |Wc| |x| / sigma <= gamma(n) (sum |Wc| |xhat| + t
-      sum |Wc|)``; with ``|Wc| <= |Wg| + |s| / n`` and ``sum |xhat| <= n`` (Cauchy-Schwarz)
-      that is ``<= gamma(n) (sum |Wg| |xhat| + |s| (1 + t) + t sum |Wg|)``. The first part is
-      the projection's term; no mean is computed, so the mean's term pays for the rest
-      while ``|s| (1 + t) <= sum |Wg| / 2``, i.e. ``rho (1 + t) <= 1/2``
-      (:data:`CW_MAX_COMMON_MODE`), leaving ``gamma(n) sum |Wg| / 2`` for the rounding of
-      ``Wc`` (``sum_k Wc_ok`` is then ``u sum |Wc|`` from zero, worth ``u t sum |Wc|``);
-    * the variance is single-pass, ``E[x^2] - mu^2``: its relative error is ``gamma(n) (1 +
-      2t + 3t^2)``, so sigma's is half that, within the bound's ``gamma(n) kappa`` while
-      ``t <= 1/sqrt(3)``; :data:`CW_MAX_MEAN_RATIO` takes ``1/2``. The sigma error scales
-      ``|y - W b| = |sum Wg xhat| <= sum |Wg| |xhat|``, the sigma's term;
-    * the scale by ``rstd`` and the shift ``W @ b`` are the fold's, and the same terms
-      cover them.
-
-    In a half dtype the same roundings happen at the same places: ``Wc`` is rounded to
-    the dtype once, the GEMM accumulates in float32 (``u_acc``) and rounds ``z`` once, the
-    statistics accumulate in float32 and stay there, and the epilogue runs in float32
-    and rounds once, as the fold's does.
-
-    Above the limits (a window whose mean is over half its spread, or a weight with a
-    large common mode) the raw GEMM and ``E[x^2]`` could exceed the bound, so the caller
-    uses the two-pass centred fold. Reading the limits needs the values: a meta or fake
-    tensor, and autograd (whose backward needs the centred window anyway), take the
-    fold; on CUDA the check is a synchronisation.
-    """
-    n = 4 * x.shape[-1]
-    acc = torch.promote_types(x.dtype, torch.float32)
-    # per-pixel reductions read x whatever its strides; their (B, H, W) results are contiguous.
-    # A half x is cast once: each reduction's own dtype= cast is several times slower
-    xs = x.to(acc)
-    s1 = _sum_2x2(xs.sum(-1))
-    s2 = _sum_2x2(torch.linalg.vector_norm(xs, dim=-1).square_())
-    mean = s1.div_(n)
-    var = s2.div_(n).sub_(mean.square()).clamp_min_(0)
-    rstd = var.add_(eps).rsqrt_()
-    # patch_merge sends empty calls to slice and refuses O == 0: neither max is empty
-    mean_ratio = float((mean.abs() * rstd).amax())
-    wg = weight.double() if nw is None else weight.double() * nw.double()
-    s = wg.sum(1, keepdim=True)
-    size = wg.abs().sum(1, keepdim=True)
-    common = float(torch.where(size > 0, s.abs() / size, 0.0).amax())  # an all-zero row: 0
-    if mean_ratio > CW_MAX_MEAN_RATIO or common * (1 + mean_ratio) > CW_MAX_COMMON_MODE:
-        return None
-    z = _conv(x, (wg - s / n).to(x.dtype))
-    # the epilogue in acc, rounded once to x's dtype: in place, one pass in float32
-    # (mixed-dtype elementwise ops take a slow path on CPU, so a half z is cast first)
-    r = rstd.unsqueeze(-1)
-    zs = z.to(acc)
-    if nb is None:
-        return zs.mul_(r).to(x.dtype)
-    return torch.addcmul(_matvec(weight.to(acc), nb.to(acc)), zs, r, out=zs).to(x.dtype)
-
-
 def conv_cw_impl(
     x: Tensor, weight: Tensor, nw: Tensor | None, nb: Tensor | None, norm: Norm, eps: float
 ) -> Tensor:
-    """``conv`` for throughput: the weight-centred pre-norm, and float32 GEMMs on a CPU
-    without units for the half dtype.
+    """``conv`` for throughput on a CPU without dot-product units for a half dtype.
 
-    * On a CPU without dot-product units for its dtype (:func:`_cpu_half_units`), a
-      bfloat16 / float16 call runs in float32 and rounds its result once: oneDNN
-      emulates such GEMMs through float32, several times slower than float32 itself
-      (the report's roofline measures both rates where it runs). Float32 arithmetic on
-      the rounded inputs is within the half dtype's bound (it is strictly more
-      accurate). With the units, a half call keeps its dtype, as on CUDA.
-    * ``pre`` without autograd: :func:`_weight_centred_pre` when the call's conditioning
-      allows it; otherwise, with autograd, and in float16 (whose range the raw GEMM's
-      ``sigma``-sized output can leave), the centred fold of ``conv``. So too
-      while ``torch.compile`` traces it: the conditioning is a branch on values, which
-      would break the graph, so a compiled ``conv_cw`` pre-norm is ``conv``'s.
+    There (:func:`_cpu_half_units`) a bfloat16 / float16 call runs in float32 and rounds
+    its result once: oneDNN emulates such GEMMs through float32, several times slower
+    than float32 itself (the report's roofline measures both rates where it runs).
+    Float32 arithmetic on the rounded inputs is within the half dtype's bound (it is
+    strictly more accurate). Everywhere else (float32 and float64, a CPU with the units,
+    CUDA, and under autocast) it is ``conv``. The choice reads the dtype, the device and
+    the CPU's capabilities, never a value.
     """
-    if _autocasting(x.device):
-        return conv_impl(x, weight, nw, nb, norm, eps)
-    if _cpu_float32(x):
+    if not _autocasting(x.device) and _cpu_float32(x):
         nw32 = None if nw is None else nw.float()
         nb32 = None if nb is None else nb.float()
-        return conv_cw_impl(x.float(), weight.float(), nw32, nb32, norm, eps).to(x.dtype)
-    # float16's range is far narrower than its statistics' float32: the weight-centred
-    # GEMM's output z = sigma * (Wg @ xhat) carries the input's scale and overflows it
-    # where the LayerNorm's output is finite, so float16 takes the scaled fold
-    raw_ok = x.dtype != torch.float16
-    if norm == "pre" and raw_ok and not _records_grad(x, weight, nw, nb) and _concrete(x):
-        y = _weight_centred_pre(x, weight, nw, nb, eps)
-        if y is not None:
-            return y
+        return conv_impl(x.float(), weight.float(), nw32, nb32, norm, eps).to(x.dtype)
     return conv_impl(x, weight, nw, nb, norm, eps)
 
 
@@ -574,10 +458,7 @@ register(
     "conv_cw",
     layout="conv",
     gemm="conv",
-    summary=(
-        "conv for throughput: pre-norm centred in the weight, not the data; "
-        "half dtypes in float32 on a CPU without half units"
-    ),
+    summary="conv, with half dtypes in float32 on a CPU without half-precision units",
 )(conv_cw_impl)
 register(
     "conv_channel_norm",

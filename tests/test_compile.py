@@ -3,9 +3,7 @@
 A Python branch on a tensor's values, or a call dynamo cannot trace, breaks the graph (and
 fails ``fullgraph=True``), so a compiled Swin would fall back to eager around every patch
 merging. ``backend="eager"`` runs the captured graph with the same kernels, so the
-compiled result must equal the eager one bit for bit: ``conv_cw``'s pre-norm, which
-cannot read its conditioning from a traced tensor, must equal the centred fold (``conv``)
-that it takes then.
+compiled result must equal the eager one bit for bit.
 """
 
 from __future__ import annotations
@@ -37,9 +35,7 @@ def _args(norm: Norm, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None
     return x, w, (torch.rand(n, generator=g) + 0.5).to(dtype), torch.randn(n, generator=g).to(dtype)
 
 
-def _compiled_equals_eager(impl: str, norm: Norm, dtype: torch.dtype, in_float32: bool) -> None:
-    """``in_float32``: conv_cw runs this dtype in float32 (a CPU without its units), so
-    the fold it takes under tracing is ``conv``'s in float32, rounded once."""
+def _compiled_equals_eager(impl: str, norm: Norm, dtype: torch.dtype) -> None:
     x, w, nw, nb = _args(norm, dtype)
 
     def merge(x: Tensor) -> Tensor:
@@ -47,14 +43,7 @@ def _compiled_equals_eager(impl: str, norm: Norm, dtype: torch.dtype, in_float32
 
     with torch.no_grad():
         y = torch.compile(merge, backend="eager", fullgraph=True)(x)
-        if (impl, norm) != ("conv_cw", "pre"):
-            expected = merge(x)
-        elif in_float32:
-            nw32, nb32 = (None if t is None else t.float() for t in (nw, nb))
-            y32 = pm_core.patch_merge(x.float(), w.float(), nw32, nb32, norm=norm, impl="conv")
-            expected = y32.to(dtype)
-        else:
-            expected = pm_core.patch_merge(x, w, nw, nb, norm=norm, impl="conv")
+        expected = merge(x)
     assert y.dtype == dtype
     assert torch.equal(y, expected)
 
@@ -64,8 +53,7 @@ def _compiled_equals_eager(impl: str, norm: Norm, dtype: torch.dtype, in_float32
 @pytest.mark.parametrize("impl", pm_core.IMPLS)
 def test_every_impl_compiles_to_one_graph(impl: str, norm: Norm, dtype: torch.dtype) -> None:
     """With this CPU's own capability probe, which dynamo cannot trace but calls once."""
-    half = dtype != torch.float32
-    _compiled_equals_eager(impl, norm, dtype, half and not impls._cpu_half_units(dtype))
+    _compiled_equals_eager(impl, norm, dtype)
 
 
 @pytest.mark.parametrize("units", [False, True], ids=["no-half-units", "half-units"])
@@ -76,7 +64,7 @@ def test_conv_cw_compiles_on_either_kind_of_cpu(
     """A bfloat16 call runs in float32 on a CPU without bf16 units, natively with them:
     both paths trace to one graph, whichever this CPU takes."""
     monkeypatch.setattr(impls, "_cpu_half_units", lambda dtype: units)
-    _compiled_equals_eager("conv_cw", norm, torch.bfloat16, in_float32=not units)
+    _compiled_equals_eager("conv_cw", norm, torch.bfloat16)
 
 
 def test_the_constant_mark_is_the_one_torch_sets() -> None:
