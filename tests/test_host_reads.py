@@ -19,6 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import pm_core
 from pm_core import Norm
+from pm_core.window_impls import WindowImpl
 
 aten = torch.ops.aten
 #: The ops that return a value to the host, or a shape that depends on values.
@@ -62,12 +63,14 @@ def _reads(call: Callable[[], Tensor], params: list[Tensor]) -> dict[str, list[s
     return {k: v for k, v in out.items() if v}
 
 
-def _params(norm: Norm, n: int, o: int, dtype: torch.dtype) -> list[Tensor | None]:
+def _params(
+    norm: Norm, n: int, o: int, dtype: torch.dtype
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
     size = {"pre": n, "post": o, "none": 0}[norm]
     w = torch.randn(o, n).to(dtype)
     if not size:
-        return [w, None, None]
-    return [w, (1 + torch.rand(size)).to(dtype), torch.randn(size).to(dtype)]
+        return w, None, None
+    return w, (1 + torch.rand(size)).to(dtype), torch.randn(size).to(dtype)
 
 
 @pytest.fixture(params=[False, True], ids=["own-units", "half-units"])
@@ -87,7 +90,7 @@ def test_patch_merge_impls_make_no_host_read(impl: str, norm: Norm, dtype: torch
     params = [t for t in (x, w, nw, nb) if t is not None]
 
     def call() -> Tensor:
-        return pm_core.patch_merge(x, w, nw, nb, norm=norm, impl=impl)  # type: ignore[arg-type]
+        return pm_core.patch_merge(x, w, nw, nb, norm=norm, impl=impl)
 
     assert _reads(call, params) == {}
 
@@ -101,7 +104,7 @@ def test_patch_merge_impls_make_no_host_read(impl: str, norm: Norm, dtype: torch
     ids=["2x2", "2x2x2", "3x3-s2-same"],
 )
 def test_window_merge_impls_make_no_host_read(
-    impl: str, norm: Norm, dtype: torch.dtype, window: pm_core.Window
+    impl: WindowImpl, norm: Norm, dtype: torch.dtype, window: pm_core.Window
 ) -> None:
     x = torch.randn(2, *(4,) * window.dims, 3).to(dtype)
     n = window.size * 3
