@@ -33,8 +33,8 @@ autodoc_preserve_defaults = True  # show defaults as written (norm="pre"), not r
 # Name the library's type aliases in signatures instead of expanding them to Literal[...].
 autodoc_type_aliases = {
     "Norm": "pm_core.Norm",
-    "Odd": "pm_core.Odd",
-    "Layout": "pm_core.Layout",
+    "Odd": "pm_core.functional.Odd",
+    "Layout": "pm_core.layouts.Layout",
     "ImplFn": "pm_core.impls.ImplFn",
     "GemmBackend": "pm_core.impls.GemmBackend",
 }

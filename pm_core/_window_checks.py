@@ -67,7 +67,7 @@ def check_window_call(
     win = check_window(window)
     if not isinstance(layout, (str, WindowLayout)):
         raise TypeError(
-            f"layout must be a layout name or a pm_core.WindowLayout, got {type(layout).__name__}"
+            f"layout must be a layout name or a pm_core.window_layouts.WindowLayout, got {type(layout).__name__}"
         )
     lay = window_layout(layout, win)
     x5 = check_window_input(x, win)

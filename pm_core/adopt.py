@@ -232,11 +232,11 @@ def from_module(m: nn.Module, *, impl: str = "conv", verify: bool = True) -> Ado
     * MONAI ``PatchMergingV2`` (2-D: layout ``"swin"``; 3-D: ``"monai-v2-3d"``) and
       ``PatchMerging`` (3-D from 1.5.0: ``"monai-legacy"``; 2-D: V2's forward) become a
       :class:`pm_core.WindowMerging` over ``Window((2,)*dims, padding="corner")`` that
-      shares ``norm`` and ``reduction``; ``impl`` is one of :data:`pm_core.WINDOW_IMPLS`.
+      shares ``norm`` and ``reduction``; ``impl`` is one of :data:`pm_core.window_impls.WINDOW_IMPLS`.
       MONAI <= 1.4's legacy 3-D merge reads two offsets twice and two never: it raises
-      :class:`pm_core.WindowOrderError` naming them, since no pm_core merge computes it.
+      :class:`pm_core.window_layouts.WindowOrderError` naming them, since no pm_core merge computes it.
     * ultralytics ``Focus`` becomes a :class:`pm_core.FocusConv` (one ``2k x 2k`` conv,
-      weight :func:`pm_core.focus_to_conv`, the source's BatchNorm and activation).
+      weight :func:`pm_core.focus.focus_to_conv`, the source's BatchNorm and activation).
     * timm ``SpaceToDepth`` becomes a :class:`pm_core.SpaceToDepth` (``"timm-s2d"``).
 
     ``Focus`` and ``SpaceToDepth`` have one form each and ignore ``impl``; ``impl="auto"``
@@ -300,7 +300,7 @@ def swap_patch_merging(model: nn.Module, impl: str = "conv", *, verify: bool = T
 
     Recognised: every class :func:`from_module` adopts, the space-to-depth family
     (MONAI's merges in a ``SwinUNETR``, ``Focus``, ``SpaceToDepth``) included; ``impl``
-    may be one of :data:`pm_core.IMPLS` (2x2 merges) or :data:`pm_core.WINDOW_IMPLS`
+    may be one of :data:`pm_core.IMPLS` (2x2 merges) or :data:`pm_core.window_impls.WINDOW_IMPLS`
     (MONAI's), and a module it does not apply to raises before the model is touched.
 
     Each replacement is :func:`from_module` of the original, so parameters are shared and

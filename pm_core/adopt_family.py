@@ -8,14 +8,14 @@
 * **The order is probed, never assumed from a version.** MONAI's legacy 3-D
   ``PatchMerging`` kept its class name while its slice list changed (1.5.0, PR #8285),
   so a version string or a class name says nothing about what a module gathers.
-  :func:`~pm_core.probe_layout` asks the module itself: a shallow copy with its weighted
+  :func:`~pm_core.adopt_family.probe_layout` asks the module itself: a shallow copy with its weighted
   submodules (MONAI's ``norm`` and ``reduction``, Focus's ``conv``) replaced by
   ``nn.Identity`` is run on an *index-coded* float64 input, whose every entry is
   ``1 + its flat index`` (all distinct; zero padding reads as 0). Each entry of the
   first window's output names the ``(offset, channel)`` it was read from, so the
   offset list comes back as the module really reads it, and
-  :func:`pm_core.layout_from_offsets` turns it into a layout or raises
-  :class:`pm_core.WindowOrderError` naming the repeated and the missing offsets (MONAI
+  :func:`pm_core.window_layouts.layout_from_offsets` turns it into a layout or raises
+  :class:`pm_core.window_layouts.WindowOrderError` naming the repeated and the missing offsets (MONAI
   <= 1.4's legacy 3-D merge reads ``(0, 1, 0)`` and ``(0, 0, 1)`` twice). The whole
   gather is then compared bit for bit with :func:`pm_core.space_to_depth` in that layout
   on an index-coded input of odd size (for padded windows), which checks the stride
@@ -26,7 +26,7 @@
   :func:`pm_core.window_error_bounds` of :func:`pm_core.reference_window_merge`.
 * **Drop-in.** MONAI merges become a :class:`pm_core.WindowMerging` that *reuses* the
   source's ``norm`` and ``reduction`` (same Parameters, same keys). ``Focus`` becomes a
-  :class:`pm_core.FocusConv` whose conv weight is :func:`pm_core.focus_to_conv` of
+  :class:`pm_core.FocusConv` whose conv weight is :func:`pm_core.focus.focus_to_conv` of
   Focus's (a copy: its shape changes) and whose BatchNorm and activation are the
   source's. ``SpaceToDepth`` has no weights and becomes a :class:`pm_core.SpaceToDepth`.
 """
@@ -73,7 +73,7 @@ class FamilyKnown:
 
 _MONAI = "monai.networks.nets.swin_unetr"
 #: ``(class module, class qualname) -> FamilyKnown``. What each gathers is probed on
-#: every call (:func:`~pm_core.probe_layout`), so one entry covers every version of a class.
+#: every call (:func:`~pm_core.adopt_family.probe_layout`), so one entry covers every version of a class.
 KNOWN_FAMILY: dict[tuple[str, str], FamilyKnown] = {
     (_MONAI, "PatchMergingV2"): FamilyKnown("monai", "monai"),
     (_MONAI, "PatchMerging"): FamilyKnown("monai", "monai"),
@@ -159,7 +159,7 @@ def probe_layout(
     docstring): one window, whose output names the ``(offset, channel)`` of every entry,
     then an input of ``2*kernel`` (``+ 1`` for adaptive padding) per dim, compared bit for
     bit with :func:`pm_core.space_to_depth`. Returns the first of ``prefer``, then of
-    :data:`pm_core.WINDOW_LAYOUTS`, that orders the window the same way, else an
+    :data:`pm_core.window_layouts.WINDOW_LAYOUTS`, that orders the window the same way, else an
     explicit layout named ``name``.
 
     Raises:

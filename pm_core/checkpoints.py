@@ -7,7 +7,7 @@ the ``"unfold"`` layout (mmcv / mmseg / mmdet) and the ``"conv"`` layout
 so round trips are bit-exact.
 
 With ``window=`` it does the same for general merges (:class:`pm_core.Window`) between
-any two :data:`pm_core.WINDOW_LAYOUTS` (MONAI's ``"monai-v2-3d"`` and ``"monai-legacy"``
+any two :data:`pm_core.window_layouts.WINDOW_LAYOUTS` (MONAI's ``"monai-v2-3d"`` and ``"monai-legacy"``
 included) and ``"conv"`` (:class:`pm_core.ConvWindowMerging`'s ``[O, C, *kernel]``).
 :func:`fold_offsets` re-expresses a weight over a slice list *with repeats* (MONAI <= 1.4)
 on the window's distinct offsets, which is exact only for a merge without a pre-norm.
@@ -141,7 +141,7 @@ def _convert_windows(
         w = sd[p + "reduction.weight"]
         o, n = w.shape[0], (w.shape[1] * window.size if s is None else w.shape[1])
         if s is not None and d is not None:
-            for key in _pre_norm_keys(sd, p, n, o, "pm_core.convert_window_layout"):
+            for key in _pre_norm_keys(sd, p, n, o, "pm_core.window_layouts.convert_window_layout"):
                 out[key] = convert_window_layout(sd[key], window, s, d).contiguous()
         if s is None:
             assert d is not None
@@ -184,11 +184,11 @@ def convert_state_dict(
     tensor([0., 4., 2., 6., 1., 5., 3., 7.])
 
     **General merges** (``window`` given, e.g. ``Window((2, 2, 2), padding="corner")`` for
-    MONAI's 3-D merges): ``src`` and ``dst`` are names from :data:`pm_core.WINDOW_LAYOUTS`
-    (or :class:`pm_core.WindowLayout` s) or ``"conv"``. Every ``<p>reduction.weight``
+    MONAI's 3-D merges): ``src`` and ``dst`` are names from :data:`pm_core.window_layouts.WINDOW_LAYOUTS`
+    (or :class:`pm_core.window_layouts.WindowLayout` s) or ``"conv"``. Every ``<p>reduction.weight``
     without a bias that is ``[O, prod(kernel)*C]`` (``[O, C, *kernel]`` for ``"conv"``) is
-    converted with :func:`pm_core.convert_window_layout` (:func:`pm_core.window_to_conv` /
-    :func:`pm_core.conv_to_window` to and from ``"conv"``), and its ``n``-entry pre-norm
+    converted with :func:`pm_core.window_layouts.convert_window_layout` (:func:`pm_core.window_layouts.window_to_conv` /
+    :func:`pm_core.window_layouts.conv_to_window` to and from ``"conv"``), and its ``n``-entry pre-norm
     vectors with it. A :class:`pm_core.ConvWindowMerging` keeps its pre-norm vectors in
     its ``layout``, so to and from ``"conv"`` they are left as they are: go
     ``"conv" -> L -> L'`` to change that layout too. Round trips are bit-exact. MONAI's
@@ -198,7 +198,7 @@ def convert_state_dict(
     ``"model.0."``; its keys look like every other ``Conv``'s, so they are named, not
     searched for): ``src`` / ``dst`` are ``"focus"`` and ``"conv"``, either way round.
     ``<p>conv.conv.weight`` becomes :class:`pm_core.FocusConv`'s ``[O, C, 2k, 2k]`` weight
-    (:func:`pm_core.focus_to_conv`; :func:`pm_core.conv_to_focus` back); the BatchNorm and
+    (:func:`pm_core.focus.focus_to_conv`; :func:`pm_core.focus.conv_to_focus` back); the BatchNorm and
     every other key are kept, and the key names are the same in both modules. A
     permutation: round trips are bit-exact.
     """
@@ -223,7 +223,7 @@ def convert_state_dict(
     for p in merge_prefixes(sd, src):
         w = sd[p + "reduction.weight"]
         o, four_c = (w.shape[0], 4 * w.shape[1]) if src == "conv" else tuple(w.shape)
-        by_hand = "pm_core.swin_to_unfold / unfold_to_swin"
+        by_hand = "pm_core.layouts.swin_to_unfold / unfold_to_swin"
         for key in _pre_norm_keys(sd, p, four_c, o, by_hand):
             out[key] = _permute_norm(sd[key], src, dst)
         out[p + "reduction.weight"] = _permute_weight(w, src, dst)

@@ -101,7 +101,7 @@ def patch_expand(
             ``norm="post"`` (Swin-Unet: LN over each output pixel), ``(C_in,)`` for
             ``"pre"`` (LN over each input token first), ``None`` for no affine.
         kernel: the block each token fills, ``(kh, kw)`` or ``(kd, kh, kw)``.
-        layout: the order of the projected vector (see :data:`~pm_core.WINDOW_LAYOUTS`);
+        layout: the order of the projected vector (see :data:`~pm_core.window_layouts.WINDOW_LAYOUTS`);
             Swin-Unet's ``PatchExpand`` is ``"row-major"``.
         norm: ``"post"``, ``"pre"`` or ``"none"``.
         eps: the LayerNorm epsilon.

@@ -66,4 +66,4 @@ def patch_merge(
     return y.flatten(1, 2) if call.flat else y
 
 
-__all__ = ["patch_merge"]
+__all__ = ["Odd", "patch_merge"]

@@ -112,7 +112,7 @@ class PatchMerging(_Base):
 class ConvPatchMerging(_Base):
     """Patch merging whose ``.reduction`` is ``nn.Conv2d(dim, out_dim, 2, stride=2, bias=False)``.
 
-    Its weight ``[O, C, 2, 2]`` is :func:`pm_core.linear_to_conv` of the swin ``[O, 4C]``;
+    Its weight ``[O, C, 2, 2]`` is :func:`pm_core.layouts.linear_to_conv` of the swin ``[O, 4C]``;
     ``.norm`` is as in :class:`PatchMerging`. The conversion both ways is a permutation,
     so it is lossless.
     """

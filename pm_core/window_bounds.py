@@ -84,7 +84,7 @@ def window_error_bounds(
     Same arguments as :func:`pm_core.window_merge` (no ``impl``: the bound holds for
     both), plus ``grad_out`` ``(B, *S', O)`` to bound the gradients, and ``dtype``,
     ``accumulate`` and ``gemm_precision`` as in :func:`pm_core.error_bounds`. Returns an
-    :class:`~pm_core.ErrorBounds` of float64 tensors shaped like what they bound:
+    :class:`~pm_core.bounds.ErrorBounds` of float64 tensors shaped like what they bound:
     ``output`` ``(B, *S', O)``, ``x`` like ``x``, the parameters like theirs. See the
     module docstring for the part of the derivation that is new.
     """

@@ -2,16 +2,16 @@
 
 Every output position gathers its window (:class:`~pm_core.Window`: kernel, stride,
 padding, dilation) into a ``n = prod(kernel)*C`` vector in a layout
-(:class:`~pm_core.WindowLayout`), normalises it (``norm="pre"``: LayerNorm over the n
+(:class:`~pm_core.window_layouts.WindowLayout`), normalises it (``norm="pre"``: LayerNorm over the n
 entries, Swin v1, mmcv, MONAI), projects it to O channels, or normalises the O outputs
-(``"post"``, Swin v2). Two implementations (:data:`~pm_core.WINDOW_IMPLS`) compute it:
+(``"post"``, Swin v2). Two implementations (:data:`~pm_core.window_impls.WINDOW_IMPLS`) compute it:
 
 * ``"gather"``: :func:`~pm_core.space_to_depth` (``Tensor.unfold`` views, one copy), then
   ``F.layer_norm`` and ``F.linear`` on the gathered vectors;
 * ``"conv"``: ``F.conv2d`` / ``F.conv3d`` with the same kernel, stride, padding and
   dilation on the channels-last view of ``x`` (no input copy; padding that a conv cannot
   express, i.e. asymmetric, is one ``F.pad``), the weight mapped from the layout by
-  :func:`~pm_core.window_to_conv`. For ``norm="pre"`` on windows that tile (stride ==
+  :func:`~pm_core.window_layouts.window_to_conv`. For ``norm="pre"`` on windows that tile (stride ==
   kernel, dilation 1) the LayerNorm folds into the conv,
   ``y = conv(x - mu, W*g) * rstd + W @ b`` with each window centred once and its
   variance taken two-pass from the centred values (never ``E[x^2] - E[x]^2``), the
@@ -221,7 +221,7 @@ def window_merge(
             ``norm="pre"``, ``(O,)`` for ``"post"``, ``None`` for no affine.
         window: the :class:`~pm_core.Window` (kernel, stride, padding, dilation).
         layout: the channel order of the merged vector, a name from
-            :data:`~pm_core.WINDOW_LAYOUTS` or a :class:`~pm_core.WindowLayout`.
+            :data:`~pm_core.window_layouts.WINDOW_LAYOUTS` or a :class:`~pm_core.window_layouts.WindowLayout`.
         norm: ``"pre"`` (LN over the n window entries, then the projection), ``"post"``
             (projection, then LN over O) or ``"none"``.
         eps: the LayerNorm epsilon.

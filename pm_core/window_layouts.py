@@ -5,19 +5,19 @@ its window (offsets ``(dh, dw)`` or ``(dd, dh, dw)``, see :class:`~pm_core.Windo
 concatenates their ``C`` channels into one ``n = K*C`` vector. Libraries agree on the
 values and disagree on their *order*, and a reduction weight ``[O, n]`` (or a pre-norm's
 ``[n]`` affine vector) only means something together with that order. A
-:class:`~pm_core.WindowLayout` names one:
+:class:`~pm_core.window_layouts.WindowLayout` names one:
 
 * offset-major (``channel_major=False``): column ``i*C + c`` holds channel ``c`` of the
-  ``i``-th offset of :meth:`~pm_core.WindowLayout.order`;
+  ``i``-th offset of :meth:`~pm_core.window_layouts.WindowLayout.order`;
 * channel-major (``channel_major=True``): column ``c*K + i``.
 
 The offset order is a rule over the kernel (``fastest="last"``: row-major, the last
 spatial axis fastest; ``"first"``: the first axis fastest) or an explicit list of
-offsets (:func:`~pm_core.layout_from_offsets`), which must be a permutation of the window's
+offsets (:func:`~pm_core.window_layouts.layout_from_offsets`), which must be a permutation of the window's
 offsets: a list with repeats is not a merge of ``K`` distinct positions, and
-:class:`~pm_core.WindowOrderError` names the repeated and the missing offsets.
+:class:`~pm_core.window_layouts.WindowOrderError` names the repeated and the missing offsets.
 
-Named layouts (:data:`~pm_core.WINDOW_LAYOUTS`; read from each library's source):
+Named layouts (:data:`~pm_core.window_layouts.WINDOW_LAYOUTS`; read from each library's source):
 
 =================  ==========================================================================
 ``swin``           offsets first-axis fastest, channel minor: Microsoft Swin, timm, torchvision,
@@ -192,7 +192,7 @@ def window_layout(layout: str | WindowLayout, window: Window | None = None) -> W
     else:
         raise ValueError(
             f"unknown window layout {layout!r}; choose one of {tuple(WINDOW_LAYOUTS)} or "
-            "build one with pm_core.layout_from_offsets"
+            "build one with pm_core.window_layouts.layout_from_offsets"
         )
     if window is not None:
         resolved.check(window)
@@ -373,4 +373,5 @@ __all__ = [
     "convert_window_layout",
     "layout_from_offsets",
     "window_layout",
+    "window_to_conv",
 ]

@@ -145,7 +145,7 @@ class ConvWindowMerging(_WindowBase):
     """A general merge whose ``.reduction`` is ``nn.Conv2d`` / ``nn.Conv3d(dim, out_dim, kernel,
     stride, dilation=..., bias=False)``.
 
-    Its weight ``[O, C, *kernel]`` is :func:`pm_core.window_to_conv` of the layout's
+    Its weight ``[O, C, *kernel]`` is :func:`pm_core.window_layouts.window_to_conv` of the layout's
     ``[O, n]``. The conv's own ``padding`` is the window's where that is symmetric, so
     ``.reduction`` applied to an NCHW / NCDHW input alone is the merge without its norm;
     asymmetric and adaptive padding are applied by ``forward``. A pre-norm's

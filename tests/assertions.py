@@ -26,9 +26,10 @@ from torch import Tensor
 from torch.autograd import gradcheck, gradgradcheck
 
 import pm_core
-from pm_core import Norm, conv_to_linear, error_bounds, linear_to_conv, reference_patch_merge
+from pm_core import Norm, error_bounds, reference_patch_merge
 from pm_core.bounds import window_conditioning
 from pm_core.lab import records
+from pm_core.layouts import conv_to_linear, linear_to_conv
 from tests.strategies import EPS, Case, Inputs
 
 F64 = torch.float64
@@ -252,13 +253,17 @@ def _bounds(
     **kw: Any,
 ) -> pm_core.bounds.ErrorBounds:
     """The bound for ``subject`` on ``device``: its GEMM precision, and the accumulation
-    dtype its backend uses there (:func:`pm_core.gemm_accumulation`)."""
+    dtype its backend uses there (:func:`pm_core.precision.gemm_accumulation`)."""
     x, w, nw, nb = (_host(t) for t in inp[:4])
     assert x is not None
     assert w is not None
     if kw.get("grad_out") is not None:
         kw["grad_out"] = _host(kw["grad_out"])
-    acc = None if subject.impl is None else pm_core.gemm_accumulation(subject.impl, device, x.dtype)
+    acc = (
+        None
+        if subject.impl is None
+        else pm_core.precision.gemm_accumulation(subject.impl, device, x.dtype)
+    )
     return error_bounds(
         x.detach(), w.detach(), nw, nb, hw=inp.hw, norm=norm, eps=eps, accumulate=acc,
         gemm_precision=precision, **kw,
@@ -348,7 +353,7 @@ def check_grads(
     (its backward skips work by ``needs_input_grad``).
 
     ``weight_param="conv"`` differentiates w.r.t. a ``[O, C, 2, 2]`` conv weight and maps
-    its gradient back through :func:`pm_core.conv_to_linear` before comparing.
+    its gradient back through :func:`pm_core.layouts.conv_to_linear` before comparing.
     ``create_graph=True`` takes them as the first step of a second derivative does,
     which may run a different backward (the conv fold's differentiable one).
     """

@@ -2,7 +2,7 @@
 
 Each function below is written from that library's published source (named in its
 docstring), keeping its indexing statements as they are, so the tests can check that
-a named :data:`pm_core.WINDOW_LAYOUTS` entry is the order the library really uses. Only
+a named :data:`pm_core.window_layouts.WINDOW_LAYOUTS` entry is the order the library really uses. Only
 the gather (and, for Swin-Unet, the module) is reproduced; norms and projections are
 the plain ``nn.LayerNorm`` / ``nn.Linear`` every one of them uses. None of these
 libraries is imported: MONAI, ultralytics, Video Swin and Swin-Unet are not

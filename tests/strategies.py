@@ -449,7 +449,7 @@ WINDOW_MEMORY = ("contiguous", "channels_first", "channel_slice", "batch_stride2
 class WindowCase:
     """One drawn general-merge input: ``WindowCase(...).build(norm)`` gives the tensors.
 
-    ``layout`` is a name from :data:`pm_core.WINDOW_LAYOUTS`, or an explicit offset order
+    ``layout`` is a name from :data:`pm_core.window_layouts.WINDOW_LAYOUTS`, or an explicit offset order
     (``channel_major`` then applies); ``memory`` is how ``x`` sits in memory (a view of a
     NaN-filled buffer, see :data:`LAYOUTS`). The ``repr`` is a one-line repro.
     """
@@ -469,10 +469,10 @@ class WindowCase:
         assert isinstance(dt, torch.dtype)
         return dt
 
-    def window_layout(self) -> str | pm_core.WindowLayout:
+    def window_layout(self) -> str | pm_core.window_layouts.WindowLayout:
         if isinstance(self.layout, str):
             return self.layout
-        return pm_core.layout_from_offsets(
+        return pm_core.window_layouts.layout_from_offsets(
             self.layout, kernel=self.window.kernel, channel_major=self.channel_major
         )
 
@@ -593,7 +593,7 @@ def layouts_for(window: pm_core.Window) -> st.SearchStrategy[tuple[Any, bool]]:
     """``(layout, channel_major)``: a named layout that applies to ``window``, or an
     explicit permutation of its offsets (offset- or channel-major)."""
     named = []
-    for name, lay in pm_core.WINDOW_LAYOUTS.items():
+    for name, lay in pm_core.window_layouts.WINDOW_LAYOUTS.items():
         try:
             lay.check(window)
         except ValueError:

@@ -2,7 +2,8 @@
 
 * ``pm_core`` (the layer library) never imports ``pm_core.lab``; ``import pm_core`` loads
   no lab module and none of the lab's heavy dependencies.
-* The lab imports the library only through ``pm_core``'s public names.
+* The lab imports the library only through public names: ``pm_core.__all__`` and the
+  namespaces' ``__all__``; the top level holds at most 30 names.
 * Neither package has an import circle, counting imports inside functions too.
 * Nothing imports the CLI.
 * Tests and benchmarks import only public names: a module's ``__all__``.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import inspect
 import json
 import subprocess
 import sys
@@ -102,19 +104,44 @@ def test_library_never_imports_the_lab() -> None:
     assert bad == []
 
 
+def _public(module: str) -> set[str]:
+    """The public names of a library module: ``pm_core``'s and its namespaces' ``__all__``."""
+    namespaces = {f"pm_core.{n}" for n in pm_core.NAMESPACES}
+    if module != "pm_core" and module not in namespaces:
+        return set()
+    return set(importlib.import_module(module).__all__)
+
+
 def test_lab_uses_only_the_library_public_names() -> None:
-    """The lab imports the library as ``from pm_core import <name in pm_core.__all__>``."""
-    public = set(pm_core.__all__)
+    """The lab imports the library as ``from pm_core import <name in pm_core.__all__>`` or
+    ``from pm_core.<namespace> import <name in its __all__>``."""
     bad: list[str] = []
     for m, path in _modules().items():
         if not m.startswith("pm_core.lab"):
             continue
         for target, names, line in _imports(m, path):
-            if target == "pm_core":
-                bad += [f"{m}:{line} pm_core.{n} is not public" for n in names if n not in public]
-            elif target.startswith("pm_core.") and not target.startswith("pm_core.lab"):
-                bad.append(f"{m}:{line} imports library module {target}")
+            if not target.startswith("pm_core") or target.startswith("pm_core.lab"):
+                continue
+            public = _public(target)
+            if not public:
+                bad.append(f"{m}:{line} imports {target}, not pm_core or a namespace")
+            bad += [f"{m}:{line} {target}.{n} is not public" for n in names if n not in public]
     assert bad == []
+
+
+def test_the_top_level_is_small_and_every_namespace_declares_its_names() -> None:
+    """At most 30 names at the top level, none of them a renamed import; each namespace
+    is a module with an ``__all__`` whose names all exist."""
+    assert len(pm_core.__all__) <= 30, sorted(pm_core.__all__)
+    for name in pm_core.__all__:
+        obj = getattr(pm_core, name)
+        if inspect.isfunction(obj) or inspect.isclass(obj):
+            assert obj.__name__ == name, f"pm_core.{name} renames {obj.__name__}"
+    for ns in pm_core.NAMESPACES:
+        mod = importlib.import_module(f"pm_core.{ns}")
+        assert getattr(pm_core, ns) is mod
+        missing = [n for n in mod.__all__ if not hasattr(mod, n)]
+        assert missing == [], f"pm_core.{ns}"
 
 
 def test_no_import_circle() -> None:
@@ -176,7 +203,8 @@ def test_public_names_resolve() -> None:
     """Every name in ``pm_core.__all__`` exists, and the public types are importable."""
     missing = [n for n in pm_core.__all__ if not hasattr(pm_core, n)]
     assert missing == []
-    from pm_core import LAYOUTS, NORMS, Layout, Norm, Odd  # noqa: F401
+    from pm_core import NORMS
+    from pm_core.layouts import LAYOUTS
 
     assert set(NORMS) == {"pre", "post", "none"}
     assert set(LAYOUTS) == {"swin", "unfold", "conv"}

@@ -11,16 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from pm_core import (
-    AutoCacheWarning,
-    ConvPatchMerging,
-    PatchMerging,
-    auto_cache_path,
-    auto_choices,
-    patch_merge,
-    swap_patch_merging,
-)
+from pm_core import ConvPatchMerging, PatchMerging, patch_merge, swap_patch_merging
 from pm_core import auto as auto_mod
+from pm_core.auto import AutoCacheWarning
+from pm_core.auto import cache_path as auto_cache_path
+from pm_core.auto import cached_choices as auto_choices
 
 
 @pytest.fixture

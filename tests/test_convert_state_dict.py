@@ -11,17 +11,15 @@ from hypothesis import strategies as st
 from torch import nn
 
 from pm_core import (
-    LAYOUTS,
-    Layout,
-    LayoutMismatchError,
     PatchMerging,
     UnfoldPatchMerging,
     check_merge_layout,
     convert_state_dict,
     from_module,
-    merge_prefixes,
-    swin_to_unfold,
 )
+from pm_core.checkpoints import merge_prefixes
+from pm_core.layout_check import LayoutMismatchError
+from pm_core.layouts import LAYOUTS, Layout, swin_to_unfold
 from tests.strategies import examples
 
 tv = pytest.importorskip("torchvision.models")

@@ -273,7 +273,7 @@ def test_hw_may_be_zero_and_may_restate_a_4d_shape(merge: Merge) -> None:
     for x, hw, shape in ((torch.randn(2, 0, 4), (0, 4), (2, 0, 8)),
                          (torch.randn(2, 4, 6, 4), (4, 6), (2, 2, 3, 8))):  # fmt: skip
         y = merge(x, w, norm="none", hw=hw)
-        out = y.output if isinstance(y, pm_core.ErrorBounds) else y
+        out = y.output if isinstance(y, pm_core.bounds.ErrorBounds) else y
         assert out.shape == shape
 
 
@@ -433,13 +433,13 @@ def test_register_adds_an_impl_patch_merge_runs() -> None:
     assert (
         pm_core.register("twice", layout="swin", summary="2x slice")(_twice_slice) is _twice_slice
     )
-    assert pm_core.get_impl("twice") == pm_core.Impl(
+    assert pm_core.impls.get_impl("twice") == pm_core.impls.Impl(
         "twice", _twice_slice, frozenset(pm_core.NORMS), "swin", "2x slice", "matmul"
     )
     pm_core.register("twice_conv", layout="conv", summary="s", gemm="conv", exact_for=("none",))(
         _twice_slice
     )
-    spec = pm_core.get_impl("twice_conv")
+    spec = pm_core.impls.get_impl("twice_conv")
     assert (spec.gemm, spec.exact_for, spec.layout) == ("conv", frozenset({"none"}), "conv")
     assert list(pm_core.IMPLS)[-2:] == ["twice", "twice_conv"]  # a live view: never stale
     x, w = torch.randn(1, 4, 6, 3), torch.randn(6, 12)

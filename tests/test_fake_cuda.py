@@ -40,9 +40,10 @@ from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import pm_core
-from pm_core import Layout, Norm
+from pm_core import Norm
 from pm_core.lab.profiling import case_inputs, profiler_activities
 from pm_core.lab.traffic import measure_traffic
+from pm_core.layouts import Layout
 from tests.assertions import expected_output_shape
 from tests.strategies import DTYPES, EPS, NORMS, Case, cases, examples
 

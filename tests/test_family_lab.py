@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from pm_core import WINDOW_LAYOUTS
 from pm_core.lab import report
 from pm_core.lab.family import (
     FORMS,
@@ -32,6 +31,7 @@ from pm_core.lab.monai_legacy import (
     legacy_merge_findings,
     slice_gather,
 )
+from pm_core.window_layouts import WINDOW_LAYOUTS
 from tests import library_code as lib
 
 MISSING_1_4 = ((0, 1, 1), (1, 1, 0))

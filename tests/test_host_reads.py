@@ -97,7 +97,7 @@ def test_patch_merge_impls_make_no_host_read(impl: str, norm: Norm, dtype: torch
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("norm", ["pre", "post", "none"])
-@pytest.mark.parametrize("impl", list(pm_core.WINDOW_IMPLS))
+@pytest.mark.parametrize("impl", list(pm_core.window_impls.WINDOW_IMPLS))
 @pytest.mark.parametrize(
     "window",
     [pm_core.Window((2, 2)), pm_core.Window((2, 2, 2)), pm_core.Window((3, 3), 2, "same")],

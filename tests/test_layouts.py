@@ -10,8 +10,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pm_core import conv_to_linear, linear_to_conv, swin_to_unfold, unfold_to_swin
-from pm_core.layouts import swin_index, unfold_index
+from pm_core.layouts import (
+    conv_to_linear,
+    linear_to_conv,
+    swin_index,
+    swin_to_unfold,
+    unfold_index,
+    unfold_to_swin,
+)
 
 channels = st.integers(1, 24)
 outs = st.integers(1, 12)

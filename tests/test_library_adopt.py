@@ -26,18 +26,17 @@ from pm_core import (
     SpaceToDepth,
     Window,
     WindowMerging,
-    WindowOrderError,
-    conv_to_focus,
     convert_state_dict,
-    focus_to_conv,
-    fold_offsets,
     from_module,
-    probe_layout,
     reference_window_merge,
     space_to_depth,
     swap_patch_merging,
     window_error_bounds,
 )
+from pm_core.adopt_family import probe_layout
+from pm_core.checkpoints import fold_offsets
+from pm_core.focus import conv_to_focus, focus_to_conv
+from pm_core.window_layouts import WindowOrderError
 from tests import library_code as lib
 from tests.strategies import randomise_params
 

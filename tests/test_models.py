@@ -19,15 +19,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import pm_core
-from pm_core import (
-    IMPLS,
-    REGISTRY,
-    Norm,
-    PatchMerging,
-    from_module,
-    recognise,
-    swap_patch_merging,
-)
+from pm_core import IMPLS, REGISTRY, Norm, PatchMerging, from_module, swap_patch_merging
+from pm_core.adopt import recognise
 from pm_core.bounds import error_bounds
 from tests.strategies import examples, randomise_params, shapes
 

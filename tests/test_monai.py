@@ -11,7 +11,7 @@ A <= 1.4 checkpoint loaded on >= 1.5: the keys and shapes are identical (the cla
 and its parameters did not change, only its slice list), so it loads silently and
 computes another function. What converts: nothing, exactly, while the merge has its
 pre-norm (``tests/test_library_adopt.py`` proves no >= 1.5 weight computes the <= 1.4
-function, and the reverse); without a norm, ``pm_core.fold_offsets`` would.
+function, and the reverse); without a norm, ``pm_core.checkpoints.fold_offsets`` would.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from torch import nn
 from pm_core import (
     Window,
     WindowMerging,
-    WindowOrderError,
     convert_state_dict,
     from_module,
     reference_window_merge,
     swap_patch_merging,
     window_error_bounds,
 )
+from pm_core.window_layouts import WindowOrderError
 from tests import library_code as lib
 from tests.strategies import randomise_params
 

@@ -104,7 +104,7 @@ W = torch.zeros(4, 8)
         (
             lambda: window_merge(X, W, window=Window((2, 2)), layout=3),  # type: ignore[arg-type]
             TypeError,
-            "layout must be a layout name or a pm_core.WindowLayout",
+            "layout must be a layout name or a pm_core.window_layouts.WindowLayout",
         ),
         (
             lambda: window_merge(X, W, window=Window((2, 2)), layout="monai-legacy"),

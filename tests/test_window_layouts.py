@@ -18,20 +18,18 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pm_core import (
+from pm_core import Window, space_to_depth, window_merge
+from pm_core.oracle import gather_windows
+from pm_core.window_layouts import (
+    MONAI_LEGACY_OFFSETS,
     WINDOW_LAYOUTS,
-    Window,
     WindowOrderError,
     conv_to_window,
     convert_window_layout,
     layout_from_offsets,
-    space_to_depth,
     window_layout,
-    window_merge,
     window_to_conv,
 )
-from pm_core.oracle import gather_windows
-from pm_core.window_layouts import MONAI_LEGACY_OFFSETS
 from tests import library_code as lib
 from tests.strategies import layouts_for, windows
 

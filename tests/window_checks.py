@@ -22,13 +22,12 @@ import pm_core
 from pm_core import (
     Norm,
     depth_to_space,
-    reference_space_to_depth,
     reference_window_merge,
     space_to_depth,
     window_error_bounds,
 )
 from pm_core.lab import records
-from pm_core.window_oracle import reference_depth_to_space
+from pm_core.window_oracle import reference_depth_to_space, reference_space_to_depth
 from tests.assertions import _fail, _idx, assert_finite, describe, differentiate, record
 from tests.strategies import EPS, WindowCase, WindowInputs
 
@@ -46,8 +45,8 @@ class WindowSubject:
 
 
 def window_merge_for(impl: str) -> WindowSubject:
-    """:func:`pm_core.window_merge` with ``impl`` (a name from :data:`pm_core.WINDOW_IMPLS`)."""
-    assert impl in pm_core.WINDOW_IMPLS, impl
+    """:func:`pm_core.window_merge` with ``impl`` (a name from :data:`pm_core.window_impls.WINDOW_IMPLS`)."""
+    assert impl in pm_core.window_impls.WINDOW_IMPLS, impl
     merge = partial(pm_core.window_merge, impl=impl)
     return WindowSubject(f"window-{impl}", merge, f"window_merge_for({impl!r})")
 

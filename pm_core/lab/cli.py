@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from pm_core import auto_cache_path
+from pm_core.auto import cache_path
 
 from .checkout import benchmark_command, checkout_root
 from .peers import choices_table, run_tune
@@ -132,7 +132,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         run_tune(shapes, dtypes, device=args.device, tick=progress.tick)
     finally:
         progress.close()
-    print(f"impl='auto' choices ({auto_cache_path()}), median ms per exact candidate:")
+    print(f"impl='auto' choices ({cache_path()}), median ms per exact candidate:")
     print(choices_table(args.device))
     return 0
 

@@ -11,7 +11,7 @@ Two of the family's layers, at the inputs they see in the models that ship them
 * **YOLOv5's Focus at 640x640**, on YOLO's NCHW tensor: the gather form is Focus's own,
   its space-to-depth (:class:`pm_core.SpaceToDepth`, ``"focus"`` order) then a ``k x k``
   conv; the conv form is the one ``2k x 2k`` conv, stride 2, padding ``2*(k//2)``, with
-  :func:`pm_core.focus_to_conv`'s weight (what :class:`pm_core.FocusConv` runs). ``k=3``
+  :func:`pm_core.focus.focus_to_conv`'s weight (what :class:`pm_core.FocusConv` runs). ``k=3``
   is YOLOv5s's ``Focus(3, 32, 3)`` (width 0.5 of 64 channels); ``k=1`` is ultralytics'
   default. BatchNorm and SiLU act on the output alike in both forms and are left out.
 
@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pm_core import SpaceToDepth, Window, focus_to_conv, window_merge
+from pm_core import SpaceToDepth, Window, window_merge
+from pm_core.focus import focus_to_conv
 
 from .bench import command
 from .checkout import FAMILY_BENCH, stream
@@ -152,7 +153,7 @@ def family_call(
     device: torch.device | str = "cpu",
 ) -> FamilyCall:
     """``form`` of ``fs``'s layer on :func:`family_inputs`; the conv form of Focus gets
-    :func:`pm_core.focus_to_conv`'s weight, mapped here (once, as adoption does)."""
+    :func:`pm_core.focus.focus_to_conv`'s weight, mapped here (once, as adoption does)."""
     if form not in FORMS:
         raise ValueError(f"unknown form {form!r}; choose one of {FORMS}")
     args = family_inputs(fs, dtype, device)
@@ -328,7 +329,7 @@ def section_family(r: ReportLike, tick: Callable[[str], None]) -> None:
         '`pm_core.window_merge(..., impl="gather")` (space-to-depth copy, LayerNorm, linear) '
         'and `impl="conv"` (one `conv3d` on the channels-last view, the pre-norm folded in); '
         "YOLOv5's Focus at 640x640 on its NCHW tensor as its own space-to-depth then a k x k "
-        "conv (gather) and as one 2k x 2k, stride-2 conv with `pm_core.focus_to_conv`'s "
+        "conv (gather) and as one 2k x 2k, stride-2 conv with `pm_core.focus.focus_to_conv`'s "
         "weight (conv); BatchNorm and SiLU, the same in both, are left out. Forward only. "
         f"pytest-benchmark medians (`{shown}`; raw JSON: [family.json](family.json)); "
         "bytes counted at the aten dispatcher like the Traffic section's, against the "

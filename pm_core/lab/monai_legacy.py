@@ -11,7 +11,7 @@ The two slice lists are data here (:data:`SLICES_1_4`, :data:`SLICES_1_5`, the `
 starts of ``x0 .. x7`` in the wheels' sources; ``tests/library_code.py`` reproduces the
 forwards and ``tests/test_family_lab.py`` checks that the lists are theirs).
 :func:`legacy_merge_findings` asks pm_core about them the way :func:`pm_core.from_module`
-asks a live module, with :func:`pm_core.probe_layout` on a gather built from each list, and
+asks a live module, with :func:`pm_core.adopt_family.probe_layout` on a gather built from each list, and
 measures the two functions on the same weights in float64.
 """
 
@@ -25,13 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pm_core import (
-    Window,
-    WindowOrderError,
-    fold_offsets,
-    probe_layout,
-    reference_window_merge,
-)
+from pm_core import Window, reference_window_merge
+from pm_core.adopt_family import probe_layout
+from pm_core.checkpoints import fold_offsets
+from pm_core.window_layouts import WindowOrderError
 
 Offset = tuple[int, ...]
 
@@ -74,12 +71,12 @@ def slice_gather(slices: Sequence[Offset]) -> Callable[[Tensor], Tensor]:
 class LegacyMergeFindings:
     """What :func:`legacy_merge_findings` found; relative L2 differences are float64.
 
-    ``refusal`` is :func:`pm_core.probe_layout`'s error on the <= 1.4 list, with its
+    ``refusal`` is :func:`pm_core.adopt_family.probe_layout`'s error on the <= 1.4 list, with its
     ``duplicated`` offsets (offset -> positions in the list) and ``missing`` ones;
     ``fixed_layout`` the layout it finds for the >= 1.5 list. On one random input of
     ``shape`` with the same random weights: ``merge_rel_l2`` between the <= 1.4 and >= 1.5
     functions; ``fold_no_norm_rel_l2`` between the <= 1.4 function without its LayerNorm
-    and a >= 1.5 merge with :func:`pm_core.fold_offsets`' weight (a conversion: rounding
+    and a >= 1.5 merge with :func:`pm_core.checkpoints.fold_offsets`' weight (a conversion: rounding
     only); ``fold_pre_norm_rel_l2`` the same fold with the LayerNorm kept (its affine folded
     into the weight, its constant added back): what is left is the statistics, over 8
     distinct voxels instead of over the list with repeats, which no weight changes.
@@ -160,7 +157,7 @@ def legacy_merge_text(f: LegacyMergeFindings) -> list[str]:
         "gathers a 2x2x2 window as eight strided slices `x[:, d::2, h::2, w::2, :]`. In "
         "monai <= 1.4 the list is "
         f"{_offs(SLICES_1_4)} (`x0` .. `x7`, (d, h, w)): `x5` repeats `x2`'s slice and "
-        "`x6` repeats `x3`'s (MONAI #4757; fixed by PR #8285 in 1.5.0). `pm_core.probe_layout`, "
+        "`x6` repeats `x3`'s (MONAI #4757; fixed by PR #8285 in 1.5.0). `pm_core.adopt_family.probe_layout`, "
         "which `from_module` runs on every MONAI merge, reads the list from the gather's "
         f"behaviour and refuses it with a `WindowOrderError`: duplicated {dup}; missing "
         f"{_offs(f.missing)}. The message, verbatim:",
@@ -178,7 +175,7 @@ def legacy_merge_text(f: LegacyMergeFindings) -> list[str]:
         f"Measured here on the merge alone, float64, a random {f.shape} input (that first "
         f"merge's input shape) and random weights: {f.merge_rel_l2:.3g}.",
         "**What converts.** Without a pre-norm, everything: the <= 1.4 merge is then a "
-        "linear map of the 6 distinct voxels it reads, and `pm_core.fold_offsets` sums the "
+        "linear map of the 6 distinct voxels it reads, and `pm_core.checkpoints.fold_offsets` sums the "
         "repeated slices' weight blocks (zero blocks for the 2 missing voxels) into a >= 1.5 "
         f"weight computing it (measured: relative L2 {f.fold_no_norm_rel_l2:.1g}, float64 "
         "rounding). With the pre-norm that every SwinUNETR merge has, nothing converts: the "

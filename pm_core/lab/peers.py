@@ -20,7 +20,8 @@ from typing import TypedDict
 
 import torch
 
-from pm_core import NORMS, REGISTRY, Norm, auto_choices, auto_class_key, patch_merge, tune_auto
+from pm_core import NORMS, REGISTRY, Norm, patch_merge
+from pm_core.auto import cached_choices, class_key, tune
 
 from .bench import LayerTiming
 from .profiling import case_inputs
@@ -46,7 +47,7 @@ def run_tune(
     tick: Callable[[str], None] = lambda _m: None,
 ) -> list[dict[str, object]]:
     """Measure ``auto``'s choice for every class: each shape x dtype x norm, fwd and fwd+bwd."""
-    return tune_auto(list(shapes), dtypes=tuple(dtypes), device=device, tick=tick)
+    return tune(list(shapes), dtypes=tuple(dtypes), device=device, tick=tick)
 
 
 class Duel(TypedDict):
@@ -143,7 +144,7 @@ def peer_table(rows: Sequence[LayerTiming]) -> str:
 
 def choices_table(device: str = "cpu") -> str:
     """Markdown: the ``auto`` cache's choices on this machine, with every candidate's median."""
-    table = auto_choices(device)
+    table = cached_choices(device)
     if not table:
         return "(no cached choices)"
     names = sorted({n for e in table.values() for n in e.get("medians", {})})
@@ -206,7 +207,7 @@ def check_auto(
 
     Interleaving puts both under the same load, which on a shared machine moves more
     between one benchmark case and the next than the 10% this compares."""
-    auto_choices()  # re-reads the cache file: auto then runs what is on disk
+    cached_choices()  # re-reads the cache file: auto then runs what is on disk
     out: list[AutoCheck] = []
     for d in duels(rows):
         best = d["best"]["impl"]
@@ -223,7 +224,7 @@ def check_auto(
                 call(impl)
                 ts.append(time.perf_counter() - t0)
         med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-        runs = auto_choices().get(auto_class_key(x, norm, grad), {}).get("impl", "?")
+        runs = cached_choices().get(class_key(x, norm, grad), {}).get("impl", "?")
         check = AutoCheck(
             dtype=d["dtype"], mode=d["mode"], norm=norm, best=best, runs=str(runs),
             auto_s=med["auto"], best_s=med[best],

@@ -38,7 +38,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 
-from pm_core import NORMS, REGISTRY, Norm, Odd, patch_merge
+from pm_core import NORMS, REGISTRY, Norm, patch_merge
+from pm_core.functional import Odd
 
 from .shapes import SWIN_T_STAGE1
 

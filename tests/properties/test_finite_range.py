@@ -101,7 +101,7 @@ def test_inexact_impls_are_finite_too(
 @pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("dtype", dtype_params())
 @pytest.mark.parametrize("norm", NORMS)
-@pytest.mark.parametrize("impl", pm_core.WINDOW_IMPLS)
+@pytest.mark.parametrize("impl", pm_core.window_impls.WINDOW_IMPLS)
 @examples(0.1)
 @given(data=st.data())
 def test_window_merge_finite_and_bounded_up_to_the_edge(

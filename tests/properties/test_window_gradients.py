@@ -11,7 +11,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pm_core import WINDOW_IMPLS, Norm
+from pm_core import Norm
+from pm_core.window_impls import WINDOW_IMPLS
 from tests.strategies import NORMS, examples, window_cases
 from tests.window_checks import check_window_grads, window_merge_for
 

@@ -13,18 +13,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pm_core import (
-    WINDOW_IMPLS,
     Norm,
     Window,
     error_bounds,
     patch_merge,
     reference_window_merge,
     space_to_depth,
-    swin_to_unfold,
     window_error_bounds,
     window_merge,
 )
+from pm_core.layouts import swin_to_unfold
 from pm_core.oracle import gather_windows
+from pm_core.window_impls import WINDOW_IMPLS
 from tests.strategies import (
     NORMS,
     cases,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from pm_core import Norm, Window, WindowLayout, window_merge
+from pm_core import Norm, Window, window_merge
+from pm_core.window_layouts import WindowLayout
 from tests import library_code as lib
 from tests.window_checks import WindowMerge, WindowSubject
 
