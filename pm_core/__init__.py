@@ -32,7 +32,7 @@ conversions), ``focus``, ``checkpoints``, ``layout_check``, ``adopt`` and ``adop
 **Two packages.** ``pm_core`` is the layer library and needs only torch. Its modules
 import each other in one direction, from the leaves up::
 
-    _checks, layouts, window  ->  window_layouts  ->  oracle, impls, window_gather
+    _checks, layouts, window  ->  window_layouts, fold  ->  oracle, impls, window_gather
       ->  window_oracle, precision, bounds, functional
       ->  window_bounds, window_impls, expand, focus  ->  modules, window_modules
       ->  adopt_family  ->  adopt, checkpoints  ->  unfold_merge  ->  layout_check

@@ -39,8 +39,8 @@ from torch import Tensor
 from . import _compat
 from ._checks import Norm
 from ._window_checks import WindowCall, check_window_call
+from .fold import _unit_scale
 from .functional import patch_merge
-from .impls import _unit_scale
 from .layouts import unfold_to_swin
 from .window import Pads, Window
 from .window_gather import pad_spatial, space_to_depth
@@ -102,7 +102,7 @@ def _window_stats(x: Tensor, kernel: tuple[int, ...], eps: float) -> tuple[Tenso
 
     Returns ``(scaled, rs)``: ``scaled`` is ``(x - mu) * p`` in ``x``'s dtype, laid out as
     ``x``, with ``p`` a power of two and ``rs = rstd / p`` in ``[1, 2)``
-    (:func:`pm_core.impls._unit_scale`), ``(B, *S', 1)`` in float32 (float64 for float64
+    (:func:`pm_core.fold._unit_scale`), ``(B, *S', 1)`` in float32 (float64 for float64
     input). The mean sums per-pixel channel sums; the variance is taken from the centred
     values in the accumulation dtype, never from ``E[x^2] - E[x]^2``; the scale is
     applied before the rounding to ``x``'s dtype, so the conv of the scaled window is

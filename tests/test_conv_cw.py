@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from pm_core import impls, patch_merge
+from pm_core import fold, impls, patch_merge
 
 
 def _call(shape: tuple[int, int, int, int], seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -61,14 +61,15 @@ def test_half_inputs_run_in_float32_on_a_cpu_without_half_units(
 
 @pytest.fixture
 def conv_dtypes(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
-    """The dtype of every conv an impl runs."""
+    """The dtype of every conv an impl runs (the fold's, and post / none's)."""
     seen: list[torch.dtype] = []
-    inner = impls._conv
+    inner = fold._conv
 
     def spy(x: Tensor, weight: Tensor) -> Tensor:
         seen.append(x.dtype)
         return inner(x, weight)
 
+    monkeypatch.setattr(fold, "_conv", spy)
     monkeypatch.setattr(impls, "_conv", spy)
     return seen
 

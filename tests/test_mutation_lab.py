@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from pm_core.lab import mutation, report
+from pm_core.lab import mutation, report, report_evidence
 from tests.mutation import order
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = {
-    "pm_core/impls.py", "pm_core/functional.py", "pm_core/_checks.py", "pm_core/layouts.py",
-    "pm_core/oracle.py", "pm_core/bounds.py",
+    "pm_core/impls.py", "pm_core/fold.py", "pm_core/functional.py", "pm_core/_checks.py",
+    "pm_core/layouts.py", "pm_core/oracle.py", "pm_core/bounds.py",
 }  # fmt: skip
 
 
@@ -159,9 +159,9 @@ def test_order_plugin_runs_fastest_first(tmp_path: Path, monkeypatch: pytest.Mon
 def test_report_shows_scores_or_says_how_to_get_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(report, "checkout_root", lambda: tmp_path)
+    monkeypatch.setattr(report_evidence, "checkout_root", lambda: tmp_path)
     r = report.Report(tmp_path / "out", quick=True)
-    report.section_mutation(r, lambda _line: None)
+    report_evidence.section_mutation(r, lambda _line: None)
     assert "nox -s mutants" in r.sections[-1]
     assert r.headline == []
     _meta(tmp_path / "mutants", "pm_core/a.py", {"a1": 1, "a2": 0})
@@ -169,7 +169,7 @@ def test_report_shows_scores_or_says_how_to_get_them(
         mutation.read_results(tmp_path / "mutants"), {}, lambda *_: "x = 1", elapsed_s=600
     )
     mutation.write_summary(s, tmp_path / mutation.SUMMARY_FILE)
-    report.section_mutation(r, lambda _line: None)
+    report_evidence.section_mutation(r, lambda _line: None)
     assert "| `pm_core/a.py` | 2 | 1 | 1 | 0 | 0 (0) | 0 | 50.0% |" in r.sections[-1]
     assert "in 10 min" in r.sections[-1]
     assert "below 90%" in r.headline[-1]

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pm_core.lab import report
+from pm_core.lab import report, report_base, report_speed
 from pm_core.lab.bench import LayerTiming
 
 
-def _no_step(r: report.Report, tick: report.Tick) -> None:
+def _no_step(r: report.Report, tick: report_base.Tick) -> None:
     return None
 
 
@@ -31,7 +31,7 @@ def test_crash_mid_report_leaves_previous_report_whole(
     assert report.build_report(out)
     first = (out / "report.md").read_text()
 
-    def boom(r: report.Report, tick: report.Tick) -> None:
+    def boom(r: report.Report, tick: report_base.Tick) -> None:
         raise RuntimeError("benchmark died")
 
     steps = tuple(report.Step(s.name, boom) if s.name == "benchmarks" else s for s in report.STEPS)
@@ -58,28 +58,31 @@ def test_browser_screenshots_survive_a_rebuild_and_are_linked(
     """The browser test's screenshots are not the report's to delete: a rebuild keeps
     them and links each one; without any, the section says how to take them."""
     steps = tuple(
-        report.Step(s.name, report.section_screenshots) if s.name == "screenshots" else s
+        report.Step(s.name, report_speed.section_screenshots) if s.name == "screenshots" else s
         for s in report.STEPS  # fast_report's stubs, but the real screenshots step
     )
     monkeypatch.setattr(report, "STEPS", steps)
     out = tmp_path / "report"
     report.build_report(out)
     assert "No screenshots yet" in (out / "report.md").read_text()
-    (out / report.SCREENSHOTS).mkdir()
-    (out / report.SCREENSHOTS / "tensorboard-trace-conv.png").write_bytes(b"png")
+    (out / report_speed.SCREENSHOTS).mkdir()
+    (out / report_speed.SCREENSHOTS / "tensorboard-trace-conv.png").write_bytes(b"png")
     report.build_report(out)
-    assert (out / report.SCREENSHOTS / "tensorboard-trace-conv.png").read_bytes() == b"png"
+    assert (out / report_speed.SCREENSHOTS / "tensorboard-trace-conv.png").read_bytes() == b"png"
     assert "(browser/tensorboard-trace-conv.png)" in (out / "report.md").read_text()
 
 
 def test_update_readme_touches_only_the_findings_block(tmp_path: Path) -> None:
     """Only the text between the findings markers changes; no markers, no change."""
     readme = tmp_path / "README.md"
-    readme.write_text(f"# t\n\nbefore\n{report.README_START}\nold\n{report.README_END}\nafter\n")
+    readme.write_text(
+        f"# t\n\nbefore\n{report_base.README_START}\nold\n{report_base.README_END}\nafter\n"
+    )
     assert report.update_readme("- new finding", readme)
     text = readme.read_text()
     assert (
-        text == f"# t\n\nbefore\n{report.README_START}\n- new finding\n{report.README_END}\nafter\n"
+        text
+        == f"# t\n\nbefore\n{report_base.README_START}\n- new finding\n{report_base.README_END}\nafter\n"
     )
     plain = tmp_path / "PLAIN.md"
     plain.write_text("# no markers\n")
@@ -111,7 +114,7 @@ def test_speed_table_marks_inexact_cells_and_speedups() -> None:
         _timing("slice", 2e-3, exact=True, roofline_fraction=0.5),
         _timing("conv_channel_norm", 1e-3, exact=False, roofline_fraction=1.0),
     ]
-    (table,) = report._speed_tables(rows)
+    (table,) = report_speed.speed_tables(rows)
     assert "| 1,2,2,1 | slice | 2.00 (1.00x, 50%) |" in table
     assert "*1.00 (2.00x, 100%)*" in table
 
@@ -123,7 +126,7 @@ def test_speed_table_shows_auto_and_peers_beside_the_impls() -> None:
         _timing("auto", 1e-3, exact=True, roofline_fraction=1.0, runs="conv_cw"),
         _timing("inductor:slice", 4e-3, exact=True, roofline_fraction=0.25, peer=True),
     ]
-    (table,) = report._speed_tables(rows)
+    (table,) = report_speed.speed_tables(rows)
     assert "| 1,2,2,1 | auto | `conv_cw` 1.00 (2.00x, 100%) |" in table
     assert "| 1,2,2,1 | inductor:slice (peer) | 4.00 (0.50x, 25%) |" in table
     assert (

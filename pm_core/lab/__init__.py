@@ -4,15 +4,17 @@ The layer library (``pm_core``) answers "what is this layer and is this form of 
 right?"; the lab answers "how fast is it here, where do its bytes go, and what does the
 evidence say?". It is a separate package with one rule each way:
 
-* the lab imports the library only through ``pm_core``'s public names
-  (``from pm_core import ...``), never a library module;
+* the lab imports the library only through public names: ``from pm_core import ...``
+  (``pm_core.__all__``) or ``from pm_core.<namespace> import ...`` (a namespace in
+  ``pm_core.NAMESPACES``, a name in its ``__all__``);
 * nothing in the library imports the lab, so ``import pm_core`` loads none of this,
   nor matplotlib, tqdm or tensorboard.
 
 Inside the lab, modules import in one direction, from the leaves up::
 
     shapes, records, terminal, checkout, roofline, monai_legacy
-      ->  traffic, profiling, verify, bench  ->  family, gpu_model, plots  ->  report  ->  cli
+      ->  traffic, profiling, verify, bench  ->  traffic_table, family, gpu_model
+      ->  plots, report_base  ->  report_evidence, report_speed  ->  report  ->  cli
 
 Nothing imports :mod:`pm_core.lab.cli`. ``tests/test_architecture.py`` checks every
 rule above by reading the import statements of both packages.

@@ -30,7 +30,7 @@ from .trace_viewer import (
     fetch_speedscope,
     viewer_url,
 )
-from .traffic import traffic_table
+from .traffic_table import traffic_table
 from .verify import format_table, run_verify
 
 DTYPES = {

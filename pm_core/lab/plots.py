@@ -15,7 +15,7 @@ from pm_core import IMPLS, NORMS
 
 from .bench import LayerTiming
 from .records import CheckRecord, oracle_checks
-from .traffic import TrafficRow
+from .traffic_table import TrafficRow
 
 _COLORS = dict(zip(IMPLS, plt.get_cmap("tab10").colors, strict=False))  # type: ignore[attr-defined]
 
