@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
+
+from pm_core.lab import records
+from pm_core.testing import RECORDERS
 
 CI_EXAMPLES = 50
 
@@ -52,6 +56,11 @@ settings.register_profile(
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     torch.set_num_threads(max(1, torch.get_num_threads() // _WORKERS))
+
+# `pm-core verify` runs this suite with $PM_CORE_RECORD set: every check's outcome goes
+# there as one JSON line, through the lab's writer (which validates the schema).
+if os.environ.get(records.ENV_VAR):
+    RECORDERS.append(lambda rec: records.append(cast(records.CheckRecord, rec)))
 
 # The hypothesis pytest plugin loads --hypothesis-profile in pytest_configure, which runs
 # after this conftest is imported, so this only sets the default.

@@ -208,3 +208,43 @@ def test_public_names_resolve() -> None:
 
     assert set(NORMS) == {"pre", "post", "none"}
     assert set(LAYOUTS) == {"swin", "unfold", "conv"}
+
+
+def test_the_suite_runs_outside_a_checkout(tmp_path: Path) -> None:
+    """``pm_core.testing`` needs nothing from ``tests/``: from an empty folder, a property
+    on a merge written there (Swin's slice form, by hand) draws cases and passes, and the
+    same property on a wrong merge fails with a repro."""
+    code = """
+import sys, torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from pm_core.testing import Subject, cases, check_forward
+
+def mine(x, w, nw=None, nb=None, *, hw=None, norm="pre", eps=1e-5, **_):
+    x4 = x if hw is None else x.reshape(x.shape[0], *hw, x.shape[-1])
+    x4 = F.pad(x4, (0, 0, 0, x4.shape[2] % 2, 0, x4.shape[1] % 2))
+    v = torch.cat([x4[:, 0::2, 0::2], x4[:, 1::2, 0::2], x4[:, 0::2, 1::2], x4[:, 1::2, 1::2]], -1)
+    v = F.layer_norm(v, v.shape[-1:], nw, nb, eps) if norm == "pre" else v
+    y = F.linear(v, w)
+    y = F.layer_norm(y, y.shape[-1:], nw, nb, eps) if norm == "post" else y
+    return y if hw is None else y.flatten(1, 2)
+
+def wrong(x, w, nw=None, nb=None, **kw):
+    return mine(x.transpose(1, 2) if kw.get("hw") is None else x, w, nw, nb, **kw)
+
+for fn in (mine, wrong):
+    @settings(max_examples=20, derandomize=True, database=None)
+    @given(case=cases(torch.float32))
+    def prop(case):
+        check_forward(Subject(fn.__name__, fn, fn.__name__), case, norm="pre")
+    try:
+        prop()
+        print(fn.__name__, "passed")
+    except AssertionError as e:
+        print(fn.__name__, "failed", "repro:" in "".join(getattr(e, "__notes__", [])) + str(e))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["mine passed", "wrong failed True"], out.stdout

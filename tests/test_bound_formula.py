@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 from pm_core import Norm, error_bounds
 from pm_core.bounds import bounds_on_windows, window_conditioning
 from pm_core.oracle import gather_windows
-from tests.strategies import examples
+from pm_core.testing import examples
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -20,7 +20,7 @@ from pm_core import (
 from pm_core.checkpoints import merge_prefixes
 from pm_core.layout_check import LayoutMismatchError
 from pm_core.layouts import LAYOUTS, Layout, swin_to_unfold
-from tests.strategies import examples
+from pm_core.testing import examples
 
 tv = pytest.importorskip("torchvision.models")
 pytestmark = pytest.mark.models

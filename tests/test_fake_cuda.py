@@ -44,8 +44,7 @@ from pm_core import Norm
 from pm_core.lab.profiling import case_inputs, profiler_activities
 from pm_core.lab.traffic import measure_traffic
 from pm_core.layouts import Layout
-from tests.assertions import expected_output_shape
-from tests.strategies import DTYPES, EPS, NORMS, Case, cases, examples
+from pm_core.testing import DTYPES, EPS, NORMS, Case, cases, examples, expected_output_shape
 
 ROOT = Path(__file__).resolve().parent.parent
 CUDA = torch.device("cuda", 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from pm_core.lab import gpu_model as gm
-from tests.strategies import as_norm
+from pm_core.testing import as_norm
 
 
 def test_prediction_is_the_sum_of_per_op_roofline_times() -> None:

@@ -8,16 +8,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pm_core import Norm
-from tests.assertions import check_gradcheck, merge_for
-from tests.strategies import (
+from pm_core.testing import (
     GRADCHECK_MAX_C,
     GRADCHECK_MAX_NUMEL,
     Case,
     Values,
     cases,
+    check_gradcheck,
     device_params,
     exact_combos,
     examples,
+    merge_for,
 )
 
 pytestmark = pytest.mark.usefixtures("single_thread")

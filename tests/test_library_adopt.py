@@ -36,9 +36,9 @@ from pm_core import (
 from pm_core.adopt_family import probe_layout
 from pm_core.checkpoints import fold_offsets
 from pm_core.focus import conv_to_focus, focus_to_conv
+from pm_core.testing import randomise_params
 from pm_core.window_layouts import WindowOrderError
 from tests import library_code as lib
-from tests.strategies import randomise_params
 
 CORNER3 = Window((2, 2, 2), padding="corner")
 CORNER2 = Window((2, 2), padding="corner")

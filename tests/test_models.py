@@ -22,7 +22,7 @@ import pm_core
 from pm_core import IMPLS, REGISTRY, Norm, PatchMerging, from_module, swap_patch_merging
 from pm_core.adopt import recognise
 from pm_core.bounds import error_bounds
-from tests.strategies import examples, randomise_params, shapes
+from pm_core.testing import examples, randomise_params, shapes
 
 tv = pytest.importorskip("torchvision.models.swin_transformer")
 timm = pytest.importorskip("timm")
@@ -114,7 +114,7 @@ def test_from_module_matches_library(
 ) -> None:
     """from_module(m) computes what the library's own merge m computes, on any (B, H, W, C).
 
-    Shapes (tests.strategies.shapes) reach odd, non-square and size-1 maps; the impl is
+    Shapes (pm_core.testing.shapes) reach odd, non-square and size-1 maps; the impl is
     drawn from every registered impl exact for the library's norm placement.
 
     Both are held to the same rounding-error bound (pm_core.bounds.error_bounds) against

@@ -34,9 +34,9 @@ from pm_core import (
     swap_patch_merging,
     window_error_bounds,
 )
+from pm_core.testing import randomise_params
 from pm_core.window_layouts import WindowOrderError
 from tests import library_code as lib
-from tests.strategies import randomise_params
 
 monai = pytest.importorskip("monai", reason="MONAI is not installed: run `nox -s monai`")
 # attribute access on importorskip's modules: MONAI is typed Any, and not a suite dependency

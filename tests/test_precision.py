@@ -15,7 +15,7 @@ import torch
 import pm_core
 from pm_core import Norm
 from pm_core.precision import FP32_MODES
-from tests.strategies import EPS
+from pm_core.testing import EPS
 
 CUDA = torch.device("cuda")
 # torch replaces these two modules by objects whose classes carry the per-op settings

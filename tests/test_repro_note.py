@@ -1,7 +1,7 @@
 """A failing check's report ends with its one-line repro, on every supported Python.
 
 The repro is attached as an exception note. ``BaseException.add_note`` exists from
-Python 3.11; on 3.10 (which ``requires-python`` admits) :func:`tests.assertions.add_note`
+Python 3.11; on 3.10 (which ``requires-python`` admits) :func:`pm_core.testing.add_note`
 appends it to the message instead, so that a failing check still reports rather than
 dying of an AttributeError. That fallback is called directly here, since the suite
 usually runs on a newer Python.
@@ -16,10 +16,9 @@ import pytest
 from torch import Tensor
 
 import pm_core
-from tests.assertions import Subject, add_note, add_note_to_message, check_forward
-from tests.strategies import Case, Values
+from pm_core.testing import Case, Subject, Values, add_note, add_note_to_message, check_forward
 
-NOTE = 'repro: python -c "from tests.assertions import *; check_forward(...)"'
+NOTE = 'repro: python -c "from pm_core.testing import *; check_forward(...)"'
 
 
 def _report(exc: BaseException) -> str:

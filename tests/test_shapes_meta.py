@@ -9,8 +9,17 @@ from hypothesis import strategies as st
 
 import pm_core
 from pm_core import Norm
-from tests.assertions import check_output_meta, expected_output_shape, merge_for
-from tests.strategies import DTYPES, EPS, NORMS, cases, device_params, examples
+from pm_core.testing import (
+    DTYPES,
+    EPS,
+    NORMS,
+    cases,
+    check_output_meta,
+    device_params,
+    examples,
+    expected_output_shape,
+    merge_for,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

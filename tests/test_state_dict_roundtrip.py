@@ -15,7 +15,7 @@ from torch import Tensor, nn
 import pm_core
 from pm_core import ConvPatchMerging, Norm, PatchMerging, error_bounds, reference_patch_merge
 from pm_core.layouts import linear_to_conv, swin_to_unfold, unfold_to_swin
-from tests.strategies import DTYPES, EPS, NORMS
+from pm_core.testing import DTYPES, EPS, NORMS
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

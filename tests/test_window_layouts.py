@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from pm_core import Window, space_to_depth, window_merge
 from pm_core.oracle import gather_windows
+from pm_core.testing import layouts_for, windows
 from pm_core.window_layouts import (
     MONAI_LEGACY_OFFSETS,
     WINDOW_LAYOUTS,
@@ -31,7 +32,6 @@ from pm_core.window_layouts import (
     window_to_conv,
 )
 from tests import library_code as lib
-from tests.strategies import layouts_for, windows
 
 CORNER2 = Window((2, 2), padding="corner")
 CORNER3 = Window((2, 2, 2), padding="corner")

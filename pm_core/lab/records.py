@@ -1,6 +1,6 @@
 """The verification records: one JSON line per checked comparison, with a typed schema.
 
-The property tests (``tests/assertions.py``) write a :class:`CheckRecord` for every
+The property checks (:mod:`pm_core.testing`, wired up by ``tests/conftest.py``) write a :class:`CheckRecord` for every
 output or gradient they compare with the float64 oracle, to the file named by
 ``$PM_CORE_RECORD``; ``pm-core verify`` aggregates them into the verification table, and
 the report's conditioning plot draws them. This module is the contract between the two:

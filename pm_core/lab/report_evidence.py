@@ -55,7 +55,7 @@ def section_verify(r: Report, tick: Tick) -> None:
         f"gradients, Hypothesis profile `{profile}`); worst error is {worst.max_ratio:.2f}x its bound "
         f"({worst.impl}/{worst.norm}/{worst.dtype})."
         if worst
-        else "- **Equivalence:** no records (is tests/assertions.py recording?)"
+        else "- **Equivalence:** no records (is tests/conftest.py installing the recorder?)"
     )
     r.add(
         "Verification: every impl against the float64 oracle",

@@ -1,6 +1,6 @@
 """Run the property suite and fold its per-check records into a verification table.
 
-The evidence is the test suite itself: every oracle comparison in ``tests/assertions.py``
+The evidence is the test suite itself: every oracle comparison in :mod:`pm_core.testing`
 appends a :class:`~pm_core.lab.records.CheckRecord` to ``$PM_CORE_RECORD``. This module
 runs the equivalence properties (``tests/properties/`` of the checkout
 :mod:`pm_core.lab.checkout` finds) with that variable set, and aggregates the records per

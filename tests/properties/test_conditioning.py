@@ -17,8 +17,16 @@ from hypothesis import strategies as st
 
 import pm_core
 from pm_core.bounds import window_conditioning
-from tests.assertions import check_forward, merge_for
-from tests.strategies import EPS, Values, cases, device_params, dtype_params, examples
+from pm_core.testing import (
+    EPS,
+    Values,
+    cases,
+    check_forward,
+    device_params,
+    dtype_params,
+    examples,
+    merge_for,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 
 import pm_core
 from pm_core import Norm
-from tests.assertions import check_differs, merge_for, record
-from tests.strategies import active_settings, cases, inexact_combos
+from pm_core.testing import active_settings, cases, check_differs, inexact_combos, merge_for, record
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

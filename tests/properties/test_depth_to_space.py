@@ -7,8 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.strategies import examples, window_cases
-from tests.window_checks import check_depth_to_space_inverts
+from pm_core.testing import check_depth_to_space_inverts, examples, window_cases
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -3,7 +3,7 @@
 Wherever the layer's own values are finite in the dtype (the inputs within
 :func:`pm_core.bounds.finite_range`, and the float64 oracle's output and gradients within
 the dtype's range), every impl's output and gradients are finite, and within the bound.
-The ``edge`` values (:func:`tests.strategies.edge_values`) draw magnitudes a power of two
+The ``edge`` values (:func:`pm_core.testing.edge_values`) draw magnitudes a power of two
 below the edge; one parametrization pins the edge itself, so the derandomised ``ci``
 profile always meets it.
 """
@@ -17,24 +17,25 @@ from hypothesis import strategies as st
 
 import pm_core
 from pm_core import Norm, fold
-from tests.assertions import check_finite, check_forward, check_grads, merge_for
-from tests.strategies import (
+from pm_core.testing import (
     NORMS,
     cases,
+    check_finite,
+    check_forward,
+    check_grads,
+    check_window_finite,
+    check_window_forward,
+    check_window_grads,
     device_params,
     dtype_params,
     edge_values,
     exact_combos,
     examples,
     inexact_combos,
+    merge_for,
     window_cases,
-    windows,
-)
-from tests.window_checks import (
-    check_window_finite,
-    check_window_forward,
-    check_window_grads,
     window_merge_for,
+    windows,
 )
 
 pytestmark = pytest.mark.usefixtures("single_thread")

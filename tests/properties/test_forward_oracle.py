@@ -8,8 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pm_core import Norm
-from tests.assertions import check_forward, merge_for
-from tests.strategies import cases, device_params, dtype_params, exact_combos, examples
+from pm_core.testing import (
+    cases,
+    check_forward,
+    device_params,
+    dtype_params,
+    exact_combos,
+    examples,
+    merge_for,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

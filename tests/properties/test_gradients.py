@@ -10,8 +10,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pm_core import Norm
-from tests.assertions import GRAD_INPUTS, GRAD_NAMES, check_grads, merge_for
-from tests.strategies import cases, device_params, dtype_params, exact_combos, examples
+from pm_core.testing import (
+    GRAD_INPUTS,
+    GRAD_NAMES,
+    cases,
+    check_grads,
+    device_params,
+    dtype_params,
+    exact_combos,
+    examples,
+    merge_for,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -8,8 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pm_core import Norm
-from tests.assertions import check_pair, merge_for
-from tests.strategies import cases, device_params, dtype_params, examples, pair_combos
+from pm_core.testing import (
+    cases,
+    check_pair,
+    device_params,
+    dtype_params,
+    examples,
+    merge_for,
+    pair_combos,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -12,9 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pm_core import Norm
+from pm_core.testing import NORMS, check_window_grads, examples, window_cases, window_merge_for
 from pm_core.window_impls import WINDOW_IMPLS
-from tests.strategies import NORMS, examples, window_cases
-from tests.window_checks import check_window_grads, window_merge_for
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

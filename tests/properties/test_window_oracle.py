@@ -24,15 +24,17 @@ from pm_core import (
 )
 from pm_core.layouts import swin_to_unfold
 from pm_core.oracle import gather_windows
-from pm_core.window_impls import WINDOW_IMPLS
-from tests.strategies import (
+from pm_core.testing import (
     NORMS,
     cases,
+    check_window_forward,
+    check_window_gather,
     dtype_params,
     examples,
     window_cases,
+    window_merge_for,
 )
-from tests.window_checks import check_window_forward, check_window_gather, window_merge_for
+from pm_core.window_impls import WINDOW_IMPLS
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

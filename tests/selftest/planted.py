@@ -17,7 +17,7 @@ from torch import Tensor
 
 from pm_core import Norm
 from pm_core.impls import ImplFn
-from tests.assertions import Merge, Subject
+from pm_core.testing import Merge, Subject
 
 IDENTITY = (0, 1, 2, 3)
 #: the 23 wrong orders of the window pixels (0,0), (1,0), (0,1), (1,1)

@@ -22,10 +22,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pm_core import Norm
-from tests.assertions import check_forward, check_grads, merge_for
+from pm_core.testing import (
+    Case,
+    cases,
+    check_forward,
+    check_grads,
+    exact_combos,
+    examples,
+    merge_for,
+)
 from tests.selftest.emulated import EmulatedGemms, round_operand
 from tests.selftest.test_planted_bugs import examples_to_catch
-from tests.strategies import Case, cases, exact_combos, examples
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

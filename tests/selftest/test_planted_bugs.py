@@ -19,9 +19,17 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from pm_core import Norm
-from tests.assertions import Subject, check_finite, check_forward, check_grads
+from pm_core.testing import (
+    Case,
+    Subject,
+    active_settings,
+    cases,
+    check_finite,
+    check_forward,
+    check_grads,
+    edge_values,
+)
 from tests.selftest.planted import ORDER_NAMES, correct, front_door, planted
-from tests.strategies import Case, active_settings, cases, edge_values
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -17,10 +17,9 @@ import pytest
 import torch
 
 from pm_core import Norm, Window
+from pm_core.testing import WindowCase, check_window_forward, window_cases
 from tests.selftest.test_planted_bugs import first_failure
 from tests.selftest.window_planted import WINDOW_PLANTED, window_planted
-from tests.strategies import WindowCase, window_cases
-from tests.window_checks import check_window_forward
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -1,7 +1,7 @@
 """Deliberately wrong 3-D merges: two order bugs and two padding bugs of the kinds shipped.
 
 Each has :func:`pm_core.window_merge`'s signature minus ``impl`` (a
-:class:`~tests.window_checks.WindowSubject`), so the property checks run on it unchanged.
+:class:`~pm_core.testing.WindowSubject`), so the property checks run on it unchanged.
 None is part of the library.
 """
 
@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pm_core import Norm, Window, window_merge
+from pm_core.testing import WindowMerge, WindowSubject
 from pm_core.window_layouts import WindowLayout
 from tests import library_code as lib
-from tests.window_checks import WindowMerge, WindowSubject
 
 
 def _reduce(

@@ -2,7 +2,7 @@
 
 Each ``check_*`` function takes a :class:`Subject` (a merge function with
 :func:`pm_core.patch_merge`'s signature minus ``impl``) and a drawn
-:class:`~tests.strategies.Case`, so the property tests and the self-test's planted bugs
+:class:`~pm_core.testing.strategies.Case`, so the property tests and the self-test's planted bugs
 run the very same code. Tolerances come only from :func:`pm_core.error_bounds`.
 
 A failure names the subject, norm, dtype, device, shape, strides and storage offset,
@@ -14,12 +14,10 @@ repro. With ``PM_CORE_RECORD=<path>`` every comparison appends one JSON line the
 from __future__ import annotations
 
 import math
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, NoReturn, overload
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -28,9 +26,10 @@ from torch.autograd import gradcheck, gradgradcheck
 import pm_core
 from pm_core import Norm, error_bounds, reference_patch_merge
 from pm_core.bounds import window_conditioning
-from pm_core.lab import records
 from pm_core.layouts import conv_to_linear, linear_to_conv
-from tests.strategies import EPS, Case, Inputs
+
+from .failures import Kind, describe, fail, index_of, record
+from .strategies import EPS, Case, Inputs
 
 F64 = torch.float64
 Merge = Callable[..., Tensor]
@@ -73,82 +72,9 @@ def precision_for(subject: Subject, device: str, dtype: torch.dtype, given: str 
     return pm_core.gemm_precision(subject.impl, device, dtype)
 
 
-def record(
-    *,
-    impl: str,
-    norm: str,
-    dtype: str,
-    device: str,
-    gemm_precision: str,
-    kind: records.Kind,
-    shape: list[int],
-    kappa: float | None,
-    max_abs_err: float | None,
-    bound_ratio: float,
-    passed: bool,
-    expect: Literal["agree", "differ"] = "agree",
-) -> None:
-    """Append one :class:`pm_core.lab.records.CheckRecord` to ``$PM_CORE_RECORD`` (no-op when unset).
-
-    The arguments are the record's keys but ``test``, the current pytest node.
-    """
-    if not os.environ.get(records.ENV_VAR):
-        return
-    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
-    records.append(
-        records.CheckRecord(
-            test=test, expect=expect, impl=impl, norm=norm, dtype=dtype, device=device,
-            gemm_precision=gemm_precision, kind=kind, shape=shape, kappa=kappa,
-            max_abs_err=max_abs_err, bound_ratio=bound_ratio, passed=passed,
-        )
-    )  # fmt: skip
-
-
-def describe(x: Tensor) -> str:
-    return (
-        f"shape {tuple(x.shape)}, strides {x.stride()}, storage offset {x.storage_offset()}, "
-        f"{x.dtype}, {x.device}"
-    )
-
-
-def _idx(flat: int, shape: torch.Size) -> tuple[int, ...]:
-    return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), shape)) if shape else ()
-
-
-def add_note_to_message(exc: BaseException, note: str) -> None:
-    """:func:`add_note`'s fallback for Python < 3.11: ``note`` becomes the last line of the
-    message (``exc.args[0]``), so ``str(exc)`` and pytest's report show it."""
-    if len(exc.args) == 1 and isinstance(exc.args[0], str):
-        exc.args = (f"{exc.args[0]}\n{note}",)
-    elif exc.args:
-        exc.args = (*exc.args, note)
-    else:
-        exc.args = (note,)
-
-
-def add_note(exc: BaseException, note: str) -> None:
-    """``exc.add_note(note)`` where it exists (Python >= 3.11), else
-    :func:`add_note_to_message`: on 3.10 a failing check must still report, not die of an
-    AttributeError."""
-    if sys.version_info >= (3, 11):
-        exc.add_note(note)
-    else:
-        add_note_to_message(exc, note)
-
-
-def _fail(message: str, repro: str) -> NoReturn:
-    __tracebackhide__ = True
-    exc = AssertionError(message)
-    add_note(exc, f"repro: {repro}")
-    raise exc
-
-
 def _repro(check: str, subject: Subject, case: Case, **kw: object) -> str:
     args = "".join(f", {k}={v!r}" for k, v in kw.items())
-    return (
-        'python -c "from tests.assertions import *; from tests.strategies import *; '
-        f'{check}({subject.expr}, {case!r}{args})"'
-    )
+    return f'python -c "from pm_core.testing import *; {check}({subject.expr}, {case!r}{args})"'
 
 
 def assert_within_bound(
@@ -156,7 +82,7 @@ def assert_within_bound(
     expected: Tensor,
     bound: Tensor,
     *,
-    kind: records.Kind,
+    kind: Kind,
     subject: Subject,
     norm: str,
     case: Case,
@@ -187,7 +113,7 @@ def assert_within_bound(
     if actual is None or tuple(actual.shape) != tuple(expected.shape):
         rec(max_abs_err=math.inf, bound_ratio=math.inf, passed=False)
         got = None if actual is None else tuple(actual.shape)
-        _fail(f"{what}: got shape {got}, the oracle's is {tuple(expected.shape)}\n{where}", repro)
+        fail(f"{what}: got shape {got}, the oracle's is {tuple(expected.shape)}\n{where}", repro)
     a = actual.detach().to(F64).cpu()
     e = expected.detach().to(F64).cpu()
     bd = bound.detach().to(F64).cpu()
@@ -207,11 +133,11 @@ def assert_within_bound(
     if passed:
         return worst
     shape = err.shape
-    at = _idx(r_at, shape)
-    _fail(
+    at = index_of(r_at, shape)
+    fail(
         f"{what} is outside pm_core.error_bounds\n{where}\n"
-        f"  max |err| = {float(err.flatten()[e_at]):.3e} at {_idx(e_at, shape)}\n"
-        f"  max rel err = {float(rel.flatten()[rel_at]):.3e} at {_idx(rel_at, shape)}\n"
+        f"  max |err| = {float(err.flatten()[e_at]):.3e} at {index_of(e_at, shape)}\n"
+        f"  max rel err = {float(rel.flatten()[rel_at]):.3e} at {index_of(rel_at, shape)}\n"
         f"  max err/bound = {worst:.3g} at {at}: got {float(a[at]):.6g}, oracle "
         f"{float(e[at]):.6g}, bound {float(bd[at]):.3e}; worst window |mean|/std = {kappa:.3g}",
         repro,
@@ -296,7 +222,7 @@ def check_forward(
     y = _call(subject, inp, norm, eps=eps)
     repro = _repro("check_forward", subject, case, norm=norm, device=device, eps=eps)
     if y.dtype != inp.x.dtype:
-        _fail(f"{subject.name!r} returned {y.dtype} for {inp.x.dtype} input", repro)
+        fail(f"{subject.name!r} returned {y.dtype} for {inp.x.dtype} input", repro)
     eb = _bounds(inp, norm, device, subject, precision, eps=eps)
     return assert_within_bound(
         y, _oracle(inp, norm, eps), eb.output, kind="forward", subject=subject, norm=norm,
@@ -396,7 +322,7 @@ def check_grads(
         create_graph=create_graph,
     )  # fmt: skip
     got = [gx, gw, gnw, gnb]
-    kinds: list[records.Kind] = ["grad_x", "grad_weight", "grad_norm_weight", "grad_norm_bias"]
+    kinds: list[Kind] = ["grad_x", "grad_weight", "grad_norm_weight", "grad_norm_bias"]
     bounds = [eb.x, eb.reduction_weight, eb.norm_weight, eb.norm_bias]
     for g, r, bd, kind, name in zip(got, ref, bounds, kinds, GRAD_NAMES, strict=True):
         if r is None or name not in wrt:
@@ -407,80 +333,6 @@ def check_grads(
             g, r.grad, bd, kind=kind, subject=subject, norm=norm, case=case, device=device,
             x=inp.x, kappa=kappa, repro=repro, precision=precision,
         )  # fmt: skip
-
-
-def differentiate(
-    merge: Callable[..., Tensor], inputs: tuple[Tensor | None, ...], grad_out: Tensor
-) -> dict[str, Tensor | None]:
-    """``merge(x, weight, norm_weight, norm_bias)`` on fresh leaves, and its gradients.
-
-    Returns the output as ``"output"`` and each input's gradient under its name in
-    :data:`GRAD_NAMES` (``None`` for an absent norm parameter)."""
-    leaves = [None if t is None else t.detach().requires_grad_() for t in inputs]
-    y = merge(*leaves)
-    present = [t for t in leaves if t is not None]
-    found = iter(torch.autograd.grad(y, present, grad_out.to(y.dtype), allow_unused=True))
-    grads = [None if t is None else next(found) for t in leaves]
-    return dict(zip(("output", *GRAD_NAMES), (y, *grads), strict=True))
-
-
-def assert_finite(
-    got: dict[str, Tensor | None],
-    want: dict[str, Tensor | None],
-    dtype: torch.dtype,
-    *,
-    what: str,
-    repro: str,
-) -> None:
-    """Finite in, finite out: every value in ``got`` is finite where ``want`` (the float64
-    oracle's) is finite and within ``dtype``'s range, as :func:`pm_core.bounds.finite_range`
-    claims. An oracle value outside the range fails too, naming the strategy: the case
-    is outside the claim, so the property would be vacuous on it."""
-    __tracebackhide__ = True
-    top = torch.finfo(dtype).max / 2
-    for name, ref in want.items():
-        if ref is None:
-            continue
-        r = ref.detach().to(F64).cpu()
-        if not bool((r.abs() <= top).all()):
-            _fail(f"the case is outside the finite claim: the oracle's {name} reaches "
-                  f"{float(r.abs().max()):.3e}, over half {dtype}'s range", repro)  # fmt: skip
-        a = got[name]
-        assert a is not None, f"{what} gave no {name}"
-        bad = ~torch.isfinite(a.detach().cpu())
-        if bool(bad.any()):
-            at = _idx(int(bad.flatten().nonzero()[0]), bad.shape)
-            _fail(
-                f"{name} of {what} is not finite where the oracle's is: "
-                f"{float(a.detach().cpu()[at])} at {at}, oracle {float(r[at]):.6g} "
-                f"({int(bad.sum())} of {bad.numel()} elements)",
-                repro,
-            )
-
-
-def check_finite(subject: Subject, case: Case, *, norm: Norm, device: str = "cpu") -> None:
-    """The output and gradients of ``subject`` are finite wherever the float64 oracle's
-    are finite and within the dtype's range (:func:`assert_finite`)."""
-    __tracebackhide__ = True
-    inp = case.build(norm, device)
-
-    def merge(*t: Tensor | None) -> Tensor:
-        return subject.merge(*t, hw=inp.hw, norm=norm, eps=EPS)
-
-    def oracle(*t: Tensor | None) -> Tensor:
-        x, w, nw, nb = t
-        assert x is not None
-        assert w is not None
-        return reference_patch_merge(x, w, nw, nb, hw=inp.hw, norm=norm, eps=EPS)
-
-    got = differentiate(merge, inp[:4], inp.grad_out)
-    host = tuple(None if t is None else _host(t).to(F64) for t in inp[:4])
-    want = differentiate(oracle, host, _host(inp.grad_out).to(F64))
-    assert_finite(
-        got, want, inp.x.dtype,
-        what=f"{subject.name!r} (norm={norm!r}, dtype={case.dtype}, device={device})",
-        repro=_repro("check_finite", subject, case, norm=norm, device=device),
-    )  # fmt: skip
 
 
 def check_gradcheck(subject: Subject, case: Case, *, norm: Norm, device: str = "cpu") -> None:
@@ -503,7 +355,7 @@ def check_gradcheck(subject: Subject, case: Case, *, norm: Norm, device: str = "
             # fast_mode: random projections of the Jacobian, O(1) passes not O(numel)
             check(fn, leaves, fast_mode=True)
         except Exception as exc:  # noqa: PERF203 (GradcheckError and shape errors alike)
-            _fail(
+            fail(
                 f"{check.__name__} failed for {subject.name!r} (norm={norm!r}, device={device})"
                 f"\n  x: {describe(inp.x)}; layout {case.layout}, form {case.form}\n"
                 f"  {str(exc)[:800]}",
@@ -525,7 +377,7 @@ def check_output_meta(subject: Subject, case: Case, *, norm: Norm, device: str =
     want = (expected_output_shape(case), inp.x.dtype, inp.x.device, torch.strided)
     got = (tuple(y.shape), y.dtype, y.device, y.layout)
     if got != want:
-        _fail(
+        fail(
             f"{subject.name!r} (norm={norm!r}) returned (shape, dtype, device, layout) = {got}, "
             f"expected {want}\n  x: {describe(inp.x)}; layout {case.layout}, form {case.form}",
             _repro("check_output_meta", subject, case, norm=norm, device=device),

@@ -1,11 +1,11 @@
 """The property checks of the general merge (:func:`pm_core.window_merge`) and their reports.
 
-The counterpart of :mod:`tests.assertions` for :class:`~tests.strategies.WindowCase`:
+The counterpart of :mod:`pm_core.testing.assertions` for :class:`~pm_core.testing.window_strategies.WindowCase`:
 each ``check_*`` takes a :class:`WindowSubject` (a merge with ``window_merge``'s
 signature minus ``impl``) and a drawn case, so the properties and the planted bugs of
 ``tests/selftest/window_planted.py`` run the same code. Tolerances come only from
 :func:`pm_core.window_error_bounds`; failures are reported, recorded and given a repro
-note through :mod:`tests.assertions`' helpers.
+note through :mod:`pm_core.testing.assertions`' helpers.
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from pm_core import (
     space_to_depth,
     window_error_bounds,
 )
-from pm_core.lab import records
 from pm_core.window_oracle import reference_depth_to_space, reference_space_to_depth
-from tests.assertions import _fail, _idx, assert_finite, describe, differentiate, record
-from tests.strategies import EPS, WindowCase, WindowInputs
+
+from .failures import Kind, describe, fail, index_of, record
+from .finite import assert_finite, differentiate
+from .strategies import EPS
+from .window_strategies import WindowCase, WindowInputs
 
 F64 = torch.float64
 WindowMerge = Callable[..., Tensor]
@@ -55,8 +57,8 @@ def _repro(check: str, subject: WindowSubject | None, case: WindowCase, **kw: ob
     args = "".join(f", {k}={v!r}" for k, v in kw.items())
     head = "" if subject is None else f"{subject.expr}, "
     return (
-        'python -c "from pm_core import Window; from tests.window_checks import *; '
-        f'from tests.strategies import *; {check}({head}{case!r}{args})"'
+        'python -c "from pm_core import Window; from pm_core.testing import *; '
+        f'{check}({head}{case!r}{args})"'
     )
 
 
@@ -74,7 +76,7 @@ def assert_within_window_bound(
     expected: Tensor,
     bound: Tensor,
     *,
-    kind: records.Kind,
+    kind: Kind,
     subject: WindowSubject,
     norm: str,
     case: WindowCase,
@@ -101,7 +103,7 @@ def assert_within_window_bound(
     if actual is None or tuple(actual.shape) != tuple(expected.shape):
         rec(math.inf, math.inf, False)
         got = None if actual is None else tuple(actual.shape)
-        _fail(f"{what}: got shape {got}, the oracle's is {tuple(expected.shape)}\n{where}", repro)
+        fail(f"{what}: got shape {got}, the oracle's is {tuple(expected.shape)}\n{where}", repro)
     a = actual.detach().to(F64).cpu()
     e = expected.detach().to(F64).cpu()
     bd = bound.detach().to(F64).cpu()
@@ -118,10 +120,10 @@ def assert_within_window_bound(
     rec(float(err.flatten()[e_at]), worst, passed)
     if passed:
         return worst
-    i = _idx(at, err.shape)
-    _fail(
+    i = index_of(at, err.shape)
+    fail(
         f"{what} is outside pm_core.window_error_bounds\n{where}\n"
-        f"  max |err| = {float(err.flatten()[e_at]):.3e} at {_idx(e_at, err.shape)}\n"
+        f"  max |err| = {float(err.flatten()[e_at]):.3e} at {index_of(e_at, err.shape)}\n"
         f"  max err/bound = {worst:.3g} at {i}: got {float(a[i]):.6g}, oracle {float(e[i]):.6g}, "
         f"bound {float(bd[i]):.3e}; worst window |mean|/std = {kappa:.3g}",
         repro,
@@ -144,7 +146,7 @@ def check_window_gather(case: WindowCase) -> None:
     want = reference_space_to_depth(inp.x, case.window, case.window_layout())
     if got.dtype != want.dtype or got.shape != want.shape or not torch.equal(got, want):
         bad = "" if got.shape != want.shape else f", {int((got != want).sum())} entries differ"
-        _fail(
+        fail(
             f"space_to_depth differs from the oracle gather: {tuple(got.shape)} {got.dtype} vs "
             f"{tuple(want.shape)} {want.dtype}{bad}\n  x: {describe(inp.x)}; {case.window}; "
             f"layout {case.layout!r}",
@@ -167,7 +169,7 @@ def check_depth_to_space_inverts(case: WindowCase) -> None:
     want = torch.where(mask, inp.x, torch.zeros((), dtype=inp.x.dtype))
     scatter = reference_depth_to_space(v, case.window, lay, size)
     if not (torch.equal(back, want) and torch.equal(back, scatter)):
-        _fail(
+        fail(
             f"depth_to_space does not invert space_to_depth ({case.window}, layout "
             f"{case.layout!r}): {int((back != want).sum())} entries differ from x, "
             f"{int((back != scatter).sum())} from the oracle scatter",
@@ -184,7 +186,7 @@ def check_window_forward(subject: WindowSubject, case: WindowCase, *, norm: Norm
     repro = _repro("check_window_forward", subject, case, norm=norm)
     y = _call(subject, case, inp, norm)
     if y.dtype != inp.x.dtype:
-        _fail(f"{subject.name!r} returned {y.dtype} for {inp.x.dtype} input", repro)
+        fail(f"{subject.name!r} returned {y.dtype} for {inp.x.dtype} input", repro)
     x, w, nw, nb = inp.x, inp.weight, inp.norm_weight, inp.norm_bias
     win = case.window
     eb = window_error_bounds(x, w, nw, nb, window=win, layout=lay, norm=norm, eps=EPS)
@@ -223,7 +225,7 @@ def check_window_grads(subject: WindowSubject, case: WindowCase, *, norm: Norm) 
         norm=norm, eps=EPS, grad_out=inp.grad_out,
     )  # fmt: skip
     repro = _repro("check_window_grads", subject, case, norm=norm)
-    kinds: list[records.Kind] = ["grad_x", "grad_weight", "grad_norm_weight", "grad_norm_bias"]
+    kinds: list[Kind] = ["grad_x", "grad_weight", "grad_norm_weight", "grad_norm_bias"]
     bounds = [eb.x, eb.reduction_weight, eb.norm_weight, eb.norm_bias]
     for g, r, bd, kind in zip(got, ref, bounds, kinds, strict=True):
         if r is None:
@@ -238,7 +240,7 @@ def check_window_grads(subject: WindowSubject, case: WindowCase, *, norm: Norm) 
 
 def check_window_finite(subject: WindowSubject, case: WindowCase, *, norm: Norm) -> None:
     """The output and gradients of ``subject`` are finite wherever the float64 oracle's
-    are finite and within the dtype's range (:func:`tests.assertions.assert_finite`)."""
+    are finite and within the dtype's range (:func:`pm_core.testing.assertions.assert_finite`)."""
     __tracebackhide__ = True
     inp = case.build(norm)
     kw = {"window": case.window, "layout": case.window_layout(), "norm": norm, "eps": EPS}
