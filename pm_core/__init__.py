@@ -26,14 +26,14 @@ The rest lives in namespaces named for what they hold (:data:`NAMESPACES`, each 
 own ``__all__``): ``layouts`` and ``window_layouts`` (channel orders and exact weight
 conversions), ``focus``, ``checkpoints``, ``layout_check``, ``adopt`` and ``adopt_family``
 (recognition and probing), ``impls`` and ``window_impls`` (the registries' types),
-``bounds``, ``precision``, ``window_oracle``, ``functional`` and ``auto`` (the
-``impl="auto"`` cache).
+``bounds``, ``precision``, ``oracle`` (the float64 oracle's gathers), ``functional`` and
+``auto`` (the ``impl="auto"`` cache).
 
 **Two packages.** ``pm_core`` is the layer library and needs only torch. Its modules
 import each other in one direction, from the leaves up::
 
     _checks, layouts, window  ->  window_layouts, fold  ->  oracle, impls, window_gather
-      ->  window_oracle, precision, bounds, functional
+      ->  precision, bounds, functional
       ->  window_bounds, window_impls, expand, focus  ->  modules, window_modules
       ->  adopt_family  ->  adopt, checkpoints  ->  unfold_merge  ->  layout_check
 
@@ -88,10 +88,10 @@ from . import functional as functional
 from . import impls as impls
 from . import layout_check as layout_check
 from . import layouts as layouts
+from . import oracle as oracle
 from . import precision as precision
 from . import window_impls as window_impls
 from . import window_layouts as window_layouts
-from . import window_oracle as window_oracle
 from ._checks import NORMS, Norm
 from .adopt import from_module, swap_patch_merging
 from .bounds import error_bounds
@@ -102,7 +102,7 @@ from .functional import patch_merge
 from .impls import IMPLS, REGISTRY, register
 from .layout_check import check_merge_layout
 from .modules import ConvPatchMerging, PatchMerging
-from .oracle import reference_patch_merge
+from .oracle import reference_patch_merge, reference_window_merge
 from .precision import gemm_precision
 from .unfold_merge import UnfoldPatchMerging
 from .window import Window
@@ -110,7 +110,6 @@ from .window_bounds import window_error_bounds
 from .window_gather import depth_to_space, space_to_depth
 from .window_impls import window_merge
 from .window_modules import ConvWindowMerging, SpaceToDepth, WindowMerging
-from .window_oracle import reference_window_merge
 
 #: The namespaces that hold the rest of the public API, each with its own ``__all__``.
 NAMESPACES = (
@@ -124,8 +123,8 @@ NAMESPACES = (
     "impls",
     "layout_check",
     "layouts",
+    "oracle",
     "precision",
     "window_impls",
     "window_layouts",
-    "window_oracle",
 )

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from . import _compat
 from ._checks import Norm
 from .focus import FocusConv, focus_to_conv
+from .oracle import reference_window_merge
 from .window import Window
 from .window_bounds import window_error_bounds
 from .window_gather import space_to_depth
@@ -58,7 +59,6 @@ from .window_layouts import (
     layout_from_offsets,
 )
 from .window_modules import SpaceToDepth, WindowMerging
-from .window_oracle import reference_window_merge
 
 Kind = Literal["monai", "focus", "space-to-depth"]
 

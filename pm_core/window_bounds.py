@@ -57,9 +57,9 @@ from torch import Tensor
 from ._checks import Norm
 from ._window_checks import check_window_call
 from .bounds import ErrorBounds, bounds_on_windows
+from .oracle import reference_depth_to_space, reference_space_to_depth
 from .window import Window
 from .window_layouts import WindowLayout
-from .window_oracle import reference_depth_to_space, reference_space_to_depth
 
 _F64 = torch.float64
 

@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pm_core import PatchExpand, Window, depth_to_space, patch_expand, space_to_depth
+from pm_core.oracle import reference_depth_to_space
 from pm_core.window_layouts import WINDOW_LAYOUTS
-from pm_core.window_oracle import reference_depth_to_space
 from tests import library_code as lib
 
 

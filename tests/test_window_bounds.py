@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from pm_core import Norm, Window, error_bounds, window_error_bounds
 from pm_core.bounds import bounds_on_windows
+from pm_core.oracle import reference_space_to_depth
 from pm_core.testing import NORMS
-from pm_core.window_oracle import reference_space_to_depth
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

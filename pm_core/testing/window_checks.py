@@ -26,7 +26,7 @@ from pm_core import (
     space_to_depth,
     window_error_bounds,
 )
-from pm_core.window_oracle import reference_depth_to_space, reference_space_to_depth
+from pm_core.oracle import reference_depth_to_space, reference_space_to_depth
 
 from .failures import Kind, describe, fail, index_of, record
 from .finite import assert_finite, differentiate
