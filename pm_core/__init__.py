@@ -33,7 +33,7 @@ conversions), ``focus``, ``checkpoints``, ``layout_check``, ``adopt`` and ``adop
 import each other in one direction, from the leaves up::
 
     _checks, layouts, window  ->  window_layouts, fold  ->  oracle, impls, window_gather
-      ->  precision, bounds, functional
+      ->  precision, bound_terms, bounds, functional
       ->  window_bounds, window_impls, expand, focus  ->  modules, window_modules
       ->  adopt_family  ->  adopt, checkpoints  ->  unfold_merge  ->  layout_check
 
