@@ -110,6 +110,24 @@ def _matvec(m: Tensor, v: Tensor) -> Tensor:
     return out
 
 
+def folded_weight(weight: Tensor, nw: Tensor | None) -> Tensor:
+    """``W * g``: the LayerNorm's affine weight folded into the projection's columns."""
+    return weight if nw is None else weight * nw
+
+
+def fold_epilogue(z: Tensor, rs: Tensor, weight: Tensor, nb: Tensor | None) -> Tensor:
+    """The fold's output from ``z``, the conv of the scaled windows: ``z * rs + W @ b``,
+    computed in ``rs``'s dtype (float32; float64 for float64) and rounded once to ``z``'s.
+
+    Shared by the 2x2 fold and the general merge's (:mod:`pm_core.window_impls`), whose
+    convs differ; ``W @ b`` is a reduction, not a GEMM (:func:`_matvec`).
+    """
+    acc = rs.dtype
+    if nb is None:
+        return (z * rs).to(z.dtype)
+    return torch.addcmul(_matvec(weight.to(acc), nb.to(acc)), z, rs).to(z.dtype)
+
+
 class _FoldedPreNorm(torch.autograd.Function):
     """``conv((x - mu) p, W*g) * rs + W @ b`` with LayerNorm's backward written in the conv's terms.
 
@@ -129,14 +147,11 @@ class _FoldedPreNorm(torch.autograd.Function):
         ctx: Any, x: Tensor, weight: Tensor, nw: Tensor | None, nb: Tensor | None, eps: float
     ) -> Tensor:
         centred, rs, p = _window_stats(x, eps)
-        folded = weight if nw is None else weight * nw
+        folded = folded_weight(weight, nw)
         z = _conv(centred, folded)
-        acc = rs.dtype
-        shift = None if nb is None else _matvec(weight.to(acc), nb.to(acc))
-        y = z * rs if shift is None else torch.addcmul(shift, z, rs)
         ctx.save_for_backward(centred, rs, p, z, weight, folded, nw, nb, x)
         ctx.eps = eps
-        return y.to(x.dtype)
+        return fold_epilogue(z, rs, weight, nb)
 
     @staticmethod
     def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
@@ -236,12 +251,8 @@ def _folded_composite(
 ) -> Tensor:
     """The fold in plain differentiable ops: autocast, and gradients of gradients, go through it."""
     centred, rs, _ = _window_stats(x, eps)
-    acc = rs.dtype
-    folded = weight if nw is None else weight * nw
-    z = _conv(centred, folded)
-    shift = None if nb is None else _matvec(weight.to(acc), nb.to(acc))
-    y = z * rs if shift is None else torch.addcmul(shift, z, rs)
-    return y.to(z.dtype)  # z.dtype: x.dtype, or the autocast dtype
+    z = _conv(centred, folded_weight(weight, nw))
+    return fold_epilogue(z, rs, weight, nb)  # in z's dtype: x's, or the autocast dtype
 
 
-__all__ = ["folded_pre_norm"]
+__all__ = ["fold_epilogue", "folded_pre_norm", "folded_weight"]

@@ -39,7 +39,7 @@ from torch import Tensor
 from . import _compat
 from ._checks import Norm
 from ._window_checks import WindowCall, check_window_call
-from .fold import _unit_scale
+from .fold import _unit_scale, fold_epilogue, folded_weight
 from .functional import patch_merge
 from .layouts import unfold_to_swin
 from .window import Pads, Window
@@ -151,13 +151,9 @@ def _folded_pre_norm(
     for a, (o, k) in enumerate(zip(call.out_size, win.kernel, strict=True)):
         xp = xp.narrow(1 + a, 0, o * k)  # positions past the last window are never read
     scaled, rs = _window_stats(xp, win.kernel, eps)
-    acc = rs.dtype
-    folded = w if nw is None else w * nw
     zero = ((0, 0),) * win.dims
-    z = _conv(scaled, conv_weight_view(folded, win, call.layout), win, zero)
-    shift = None if nb is None else torch.linalg.vecdot(w.to(acc), nb.to(acc))
-    y = z * rs if shift is None else torch.addcmul(shift, z, rs)
-    return y.to(z.dtype)
+    z = _conv(scaled, conv_weight_view(folded_weight(w, nw), win, call.layout), win, zero)
+    return fold_epilogue(z, rs, w, nb)
 
 
 def _conv_impl(
