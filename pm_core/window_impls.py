@@ -22,9 +22,10 @@ entries, Swin v1, mmcv, MONAI), projects it to O channels, or normalises the O o
   projection as a matmul.
 
 The 2-D 2x2 merge of Swin (``Window((2, 2))``, stride 2, dilation 1, any padding that
-only zero-pads odd sizes at the bottom/right) in the ``swin`` or ``unfold`` layout goes
-to :func:`pm_core.patch_merge`'s ``conv`` implementation for ``impl="conv"``, whose fold
-has a hand-written backward; its speed and API are unchanged.
+only zero-pads odd sizes at the bottom/right) in the ``swin`` or ``unfold`` layout runs
+the registered 2x2 ``conv`` impl for ``impl="conv"`` (its fold has a hand-written
+backward): the fast path of the general merge, called directly, not through
+:func:`pm_core.patch_merge`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from . import _compat
 from ._checks import Norm
 from ._window_checks import WindowCall, check_window_call
 from .fold import _unit_scale, fold_epilogue, folded_weight
-from .functional import patch_merge
+from .impls import REGISTRY
 from .layouts import unfold_to_swin
 from .window import Pads, Window
 from .window_gather import pad_spatial, space_to_depth
@@ -248,7 +249,10 @@ def window_merge(
             if norm == "pre":
                 nw = None if nw is None else unfold_to_swin(nw)
                 nb = None if nb is None else unfold_to_swin(nb)
-        return patch_merge(x2, w, nw, nb, norm=norm, eps=eps, impl="conv", odd="pad")
+        h, wd = x2.shape[1:3]
+        if h % 2 or wd % 2:  # the odd size's one bottom row / right column of zeros
+            x2 = F.pad(x2, (0, 0, 0, wd % 2, 0, h % 2))
+        return REGISTRY["conv"].fn(x2, w, nw, nb, norm, eps)
     return _IMPLS[impl](call.x, w, nw, nb, call, norm, eps)
 
 

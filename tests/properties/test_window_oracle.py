@@ -76,7 +76,7 @@ def test_window_merge_matches_oracle_on_tiling_3d_windows(
 
 
 #: the patch_merge impl the 2x2 window_merge must equal, and whether bit for bit: the conv
-#: form hands the call over; the gather form gathers the same values, but the GEMM's
+#: form runs the same registered 2x2 impl; the gather form gathers the same values, but the GEMM's
 #: rounding may follow its input's strides (measured: 1 ulp on a 1-wide map)
 SAME_AS = {("gather", "swin"): ("slice", False), ("gather", "unfold"): ("unfold", False),
            ("conv", "swin"): ("conv", True), ("conv", "unfold"): ("conv", True)}  # fmt: skip
