@@ -62,10 +62,19 @@ def _cpu_capability(name: str, unknown: bool) -> bool:
 _compat.constant_when_traced(_cpu_capability)
 
 
+def not_a_tensor(t: object, name: str) -> TypeError:
+    """The error for a non-tensor argument: it names the argument and what it got and,
+    for a module (a layer passed where its weight was meant), the fix."""
+    hint = ""
+    if isinstance(t, torch.nn.Module):
+        hint = f" (a module: pass its weight, e.g. `{type(t).__name__.lower()}.weight`)"
+    return TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}{hint}")
+
+
 def as_bhwc(x: object, hw: object) -> tuple[Tensor, bool]:
     """View ``x`` as ``(B, H, W, C)``; the flag says it was ``(B, L, C)``. Never copies."""
     if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        raise not_a_tensor(x, "x")
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"x must be float16, bfloat16, float32 or float64, got {x.dtype}: "
@@ -131,9 +140,7 @@ def check_projection(
     (``width`` names it in messages: ``"4C"``; ``context`` says what fixed it: ``"x with
     C=8"``) against the validated input ``x``; returns the output width ``O``."""
     if not isinstance(reduction_weight, Tensor):
-        raise TypeError(
-            f"reduction_weight must be a torch.Tensor, got {type(reduction_weight).__name__}"
-        )
+        raise not_a_tensor(reduction_weight, "reduction_weight")
     if reduction_weight.dim() != 2 or reduction_weight.shape[1] != n:
         raise ValueError(
             f"reduction_weight must be [O, {width}] = [O, {n}] for {context}, "

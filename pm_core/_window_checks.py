@@ -9,7 +9,7 @@ from typing import NamedTuple, cast
 
 from torch import Tensor
 
-from ._checks import FLOAT_DTYPES, Norm, check_options, check_projection
+from ._checks import FLOAT_DTYPES, Norm, check_options, check_projection, not_a_tensor
 from .window import Pads, Window
 from .window_layouts import WindowLayout, window_layout
 
@@ -36,7 +36,7 @@ def check_window(window: object) -> Window:
 def check_window_input(x: object, window: Window, name: str = "x") -> Tensor:
     """``x`` is a float ``(B, H, W, C)`` (2-D window) or ``(B, D, H, W, C)`` (3-D) with C >= 1."""
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        raise not_a_tensor(x, name)
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}: a merge "

@@ -26,6 +26,7 @@ from ._checks import (
     _check_param,
     check_dim,
     check_options,
+    not_a_tensor,
 )
 from .window import Window
 from .window_gather import depth_to_space
@@ -55,7 +56,7 @@ def _check_expand(
         )
     c_in = x.shape[-1]
     if not isinstance(weight, Tensor):
-        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+        raise not_a_tensor(weight, "weight")
     if (
         weight.dim() != 2
         or weight.shape[1] != c_in

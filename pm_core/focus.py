@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ._checks import not_a_tensor
+
 
 def _pair(v: int | Sequence[int], name: str) -> tuple[int, int]:
     t = (v, v) if isinstance(v, int) else tuple(v)
@@ -48,6 +50,8 @@ def focus_to_conv(w: Tensor) -> Tensor:
     >>> focus_to_conv(torch.zeros(64, 12, 3, 3)).shape
     torch.Size([64, 3, 6, 6])
     """
+    if not isinstance(w, Tensor):
+        raise not_a_tensor(w, "w")
     if w.dim() != 4 or w.shape[1] % 4 or w.shape[1] == 0:
         raise ValueError(
             f"w must be a Focus conv weight [O, 4C, kh, kw] with C >= 1, got {tuple(w.shape)}"
@@ -60,6 +64,8 @@ def focus_to_conv(w: Tensor) -> Tensor:
 
 def conv_to_focus(wc: Tensor) -> Tensor:
     """The inverse of :func:`focus_to_conv`: ``[O, C, 2kh, 2kw]`` -> ``[O, 4C, kh, kw]``."""
+    if not isinstance(wc, Tensor):
+        raise not_a_tensor(wc, "wc")
     if wc.dim() != 4 or wc.shape[2] % 2 or wc.shape[3] % 2:
         raise ValueError(
             f"wc must be a conv weight [O, C, 2kh, 2kw] (even kernel), got {tuple(wc.shape)}"

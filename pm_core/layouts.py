@@ -18,6 +18,8 @@ from typing import Literal, get_args
 
 from torch import Tensor
 
+from ._checks import not_a_tensor
+
 #: The weight layouts a merge's reduction weight (and a pre-norm's 4C vector) come in.
 Layout = Literal["swin", "unfold", "conv"]
 LAYOUTS: tuple[Layout, ...] = get_args(Layout)
@@ -36,7 +38,7 @@ def _reverse_window_dims(t: Tensor, inner: tuple[int, int, int]) -> Tensor:
 
 def _check_4c(t: Tensor, name: str) -> int:
     if not isinstance(t, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        raise not_a_tensor(t, name)
     if t.dim() not in (1, 2):
         raise ValueError(
             f"{name} must be a reduction weight [O, 4C] or a norm vector [4C], "
@@ -71,7 +73,7 @@ def conv_to_linear(wc: Tensor) -> Tensor:
     The exact inverse of :func:`linear_to_conv`.
     """
     if not isinstance(wc, Tensor):
-        raise TypeError(f"wc must be a torch.Tensor, got {type(wc).__name__}")
+        raise not_a_tensor(wc, "wc")
     if wc.dim() != 4 or tuple(wc.shape[2:]) != (2, 2):
         raise ValueError(f"wc must be a conv weight [O, C, 2, 2], got shape {tuple(wc.shape)}")
     return wc.permute(0, 3, 2, 1).reshape(wc.shape[0], 4 * wc.shape[1])

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._checks import not_a_tensor
 from ._window_checks import check_window, check_window_input
 from .window import Pads, Window
 from .window_layouts import WindowLayout, window_layout
@@ -112,7 +113,7 @@ def depth_to_space(
             f"depth_to_space inverts windows that tile (stride == kernel, dilation 1); got {win}"
         )
     if not isinstance(v, Tensor):
-        raise TypeError(f"v must be a torch.Tensor, got {type(v).__name__}")
+        raise not_a_tensor(v, "v")
     d = win.dims
     if v.dim() != d + 2 or v.shape[-1] == 0 or v.shape[-1] % win.size:
         raise ValueError(

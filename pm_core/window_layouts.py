@@ -51,6 +51,7 @@ from typing import Literal, cast
 import torch
 from torch import Tensor
 
+from ._checks import not_a_tensor
 from .window import Window
 
 Offset = tuple[int, ...]
@@ -287,7 +288,7 @@ def _permutation(
 
 def _check_tensor(t: object, name: str) -> Tensor:
     if not isinstance(t, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        raise not_a_tensor(t, name)
     return t
 
 

@@ -475,3 +475,28 @@ def test_token_form_reads_rows_then_columns() -> None:
     flat = patch_merge(x.flatten(1, 2), w, nw, nb, hw=(4, 6))
     assert flat.shape == (2, 2 * 3, 4)
     torch.testing.assert_close(flat, patch_merge(x, w, nw, nb).flatten(1, 2), rtol=0, atol=0)
+
+
+_W = pm_core.Window((2, 2))
+#: every weight converter, called with a module where its weight belongs
+CONVERTERS: dict[str, Callable[[Any], object]] = {
+    "linear_to_conv": pm_core.layouts.linear_to_conv,
+    "conv_to_linear": pm_core.layouts.conv_to_linear,
+    "swin_to_unfold": pm_core.layouts.swin_to_unfold,
+    "unfold_to_swin": pm_core.layouts.unfold_to_swin,
+    "focus_to_conv": pm_core.focus.focus_to_conv,
+    "conv_to_focus": pm_core.focus.conv_to_focus,
+    "convert_window_layout": lambda m: pm_core.window_layouts.convert_window_layout(
+        m, _W, "swin", "unfold"
+    ),
+    "window_to_conv": lambda m: pm_core.window_layouts.window_to_conv(m, _W, "swin"),
+    "conv_to_window": lambda m: pm_core.window_layouts.conv_to_window(m, _W, "swin"),
+}
+
+
+@pytest.mark.parametrize("name", list(CONVERTERS))
+def test_converters_refuse_a_module_and_say_to_pass_its_weight(name: str) -> None:
+    """A layer passed where its weight belongs is a TypeError naming the argument, the
+    module's class and the fix, not an AttributeError from inside the converter."""
+    with pytest.raises(TypeError, match=r"must be a torch\.Tensor, got Linear \(a module: pass"):
+        CONVERTERS[name](torch.nn.Linear(8, 4))
