@@ -57,9 +57,11 @@ from .assertions import (
 )
 from .failures import (
     RECORDERS,
+    Comparison,
     Kind,
     add_note,
     add_note_to_message,
+    compare,
     describe,
     fail,
     index_of,
@@ -142,6 +144,7 @@ __all__ = [
     "WINDOW_MAX_NUMEL",
     "WINDOW_MEMORY",
     "Case",
+    "Comparison",
     "Inputs",
     "Kind",
     "Merge",
@@ -173,6 +176,7 @@ __all__ = [
     "check_window_forward",
     "check_window_gather",
     "check_window_grads",
+    "compare",
     "describe",
     "device_params",
     "differentiate",

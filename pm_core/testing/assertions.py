@@ -28,7 +28,7 @@ from pm_core import Norm, error_bounds, reference_patch_merge
 from pm_core.bounds import window_conditioning
 from pm_core.layouts import conv_to_linear, linear_to_conv
 
-from .failures import Kind, describe, fail, index_of, record
+from .failures import Kind, compare, describe, fail, index_of, record
 from .strategies import EPS, Case, Inputs
 
 F64 = torch.float64
@@ -114,18 +114,13 @@ def assert_within_bound(
         rec(max_abs_err=math.inf, bound_ratio=math.inf, passed=False)
         got = None if actual is None else tuple(actual.shape)
         fail(f"{what}: got shape {got}, the oracle's is {tuple(expected.shape)}\n{where}", repro)
-    a = actual.detach().to(F64).cpu()
-    e = expected.detach().to(F64).cpu()
-    bd = bound.detach().to(F64).cpu()
-    err = (a - e).abs().nan_to_num(nan=math.inf)
-    inf = torch.full_like(err, math.inf)
-    ratio = torch.where(bd > 0, err / bd, torch.where(err > 0, inf, torch.zeros_like(err)))
+    c = compare(actual, expected, bound)
+    a, e, bd, err = c.actual, c.expected, c.bound, c.err
     if err.numel() == 0:
         rec(max_abs_err=0.0, bound_ratio=0.0, passed=True)
         return 0.0
-    r_at = int(ratio.flatten().argmax())
-    worst = float(ratio.flatten()[r_at])
-    e_at = int(err.flatten().argmax())
+    r_at, e_at = c.worst_at, c.max_err_at
+    worst = float(c.ratio.flatten()[r_at])
     rel = err / e.abs()
     rel_at = int(rel.nan_to_num(nan=0.0).flatten().argmax())
     passed = worst <= 1.0

@@ -9,10 +9,11 @@ its own, or none.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NamedTuple, NoReturn
 
 import torch
 from torch import Tensor
@@ -84,6 +85,35 @@ def add_note(exc: BaseException, note: str) -> None:
         add_note_to_message(exc, note)
 
 
+class Comparison(NamedTuple):
+    """A subject's result against the oracle's, elementwise, in float64 on the host."""
+
+    actual: Tensor
+    expected: Tensor
+    bound: Tensor
+    err: Tensor  # |actual - expected|, inf where either is NaN
+    ratio: Tensor  # err / bound; inf where the bound is 0 and the error is not
+
+    @property
+    def worst_at(self) -> int:
+        """Flat index of the largest error / bound (call only on a non-empty comparison)."""
+        return int(self.ratio.flatten().argmax())
+
+    @property
+    def max_err_at(self) -> int:
+        """Flat index of the largest absolute error (non-empty comparisons only)."""
+        return int(self.err.flatten().argmax())
+
+
+def compare(actual: Tensor, expected: Tensor, bound: Tensor) -> Comparison:
+    """``actual`` against ``expected`` within ``bound``: the errors and their ratios."""
+    a, e, bd = (t.detach().to(torch.float64).cpu() for t in (actual, expected, bound))
+    err = (a - e).abs().nan_to_num(nan=math.inf)
+    inf = torch.full_like(err, math.inf)
+    ratio = torch.where(bd > 0, err / bd, torch.where(err > 0, inf, torch.zeros_like(err)))
+    return Comparison(a, e, bd, err, ratio)
+
+
 def fail(message: str, repro: str) -> NoReturn:
     """Raise an ``AssertionError`` with ``message`` and a ``repro:`` note."""
     __tracebackhide__ = True
@@ -99,9 +129,11 @@ def index_of(flat: int, shape: torch.Size) -> tuple[int, ...]:
 
 __all__ = [
     "RECORDERS",
+    "Comparison",
     "Kind",
     "add_note",
     "add_note_to_message",
+    "compare",
     "describe",
     "fail",
     "index_of",

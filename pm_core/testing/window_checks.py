@@ -28,7 +28,7 @@ from pm_core import (
 )
 from pm_core.oracle import reference_depth_to_space, reference_space_to_depth
 
-from .failures import Kind, describe, fail, index_of, record
+from .failures import Kind, compare, describe, fail, index_of, record
 from .finite import assert_finite, differentiate
 from .strategies import EPS
 from .window_strategies import WindowCase, WindowInputs
@@ -104,18 +104,13 @@ def assert_within_window_bound(
         rec(math.inf, math.inf, False)
         got = None if actual is None else tuple(actual.shape)
         fail(f"{what}: got shape {got}, the oracle's is {tuple(expected.shape)}\n{where}", repro)
-    a = actual.detach().to(F64).cpu()
-    e = expected.detach().to(F64).cpu()
-    bd = bound.detach().to(F64).cpu()
-    err = (a - e).abs().nan_to_num(nan=math.inf)
+    c = compare(actual, expected, bound)
+    a, e, bd, err = c.actual, c.expected, c.bound, c.err
     if err.numel() == 0:
         rec(0.0, 0.0, True)
         return 0.0
-    inf = torch.full_like(err, math.inf)
-    ratio = torch.where(bd > 0, err / bd, torch.where(err > 0, inf, torch.zeros_like(err)))
-    at = int(ratio.flatten().argmax())
-    worst = float(ratio.flatten()[at])
-    e_at = int(err.flatten().argmax())
+    at, e_at = c.worst_at, c.max_err_at
+    worst = float(c.ratio.flatten()[at])
     passed = worst <= 1.0
     rec(float(err.flatten()[e_at]), worst, passed)
     if passed:
