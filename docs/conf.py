@@ -56,6 +56,9 @@ nitpick_ignore = [
         "collections.abc.Sequence",
         "pathlib.Path",
         "pm_core.adopt.Known",
+        # Hypothesis documents its strategies on its own site, not through intersphinx here
+        "hypothesis.strategies.SearchStrategy",
+        "st.SearchStrategy",
     )
 ] + [
     ("py:data", "KNOWN"),  # pm_core.adopt.KNOWN: the table from_module recognises
@@ -68,7 +71,7 @@ nitpick_ignore = [
 if sphinx.version_info < (9,):
     # Sphinx < 9 cannot link a type hint (a class reference) to a type alias documented
     # as data; 9 can, and checks these links too.
-    aliases = ("Norm", "Odd", "Layout", "impls.ImplFn", "impls.GemmBackend")
+    aliases = ("Norm", "functional.Odd", "layouts.Layout", "impls.ImplFn", "impls.GemmBackend")
     nitpick_ignore += [("py:class", n) for a in aliases for n in (a, f"pm_core.{a}")]
 
 exclude_patterns = ["_build"]

@@ -22,7 +22,7 @@ The top level holds what a user calls:
   :func:`window_error_bounds`, and :func:`gemm_precision` (the arithmetic a GEMM runs in
   under the backend flags in force).
 
-The rest lives in namespaces named for what they hold (:data:`NAMESPACES`, each with its
+The rest lives in namespaces named for what they hold (:data:`~pm_core.NAMESPACES`, each with its
 own ``__all__``): ``layouts`` and ``window_layouts`` (channel orders and exact weight
 conversions), ``focus``, ``checkpoints``, ``layout_check``, ``adopt`` and ``adopt_family``
 (recognition and probing), ``impls`` and ``window_impls`` (the registries' types),

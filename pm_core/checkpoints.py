@@ -166,7 +166,7 @@ def convert_state_dict(
     Layouts: ``"swin"`` (Microsoft, timm, torchvision, HF: column ``(2*dw + dh)*C + c``),
     ``"unfold"`` (mmcv/mmseg/mmdet ``nn.Unfold``: column ``4*c + 2*dh + dw``) and ``"conv"``
     (:class:`pm_core.ConvPatchMerging`: ``reduction.weight`` is ``[O, C, 2, 2]``, its 4C norm
-    stays in the swin order). For each prefix from :func:`merge_prefixes`:
+    stays in the swin order). For each prefix from :func:`~pm_core.checkpoints.merge_prefixes`:
 
     * ``<p>reduction.weight`` ``[O, 4C]`` is permuted (reshaped for ``"conv"``);
     * ``<p>norm.weight`` / ``<p>norm.bias`` are permuted when they have ``4C`` entries (Swin

@@ -98,7 +98,7 @@ class FocusConv(nn.Module):
     and out like ``Focus``. ``.conv`` is a ``ConvBNAct`` (``.conv.conv``,
     ``.conv.bn``, ``.conv.act``), so the state_dict keys are ``Focus``'s; only
     ``conv.conv.weight`` changes shape, ``[O, 4C, k, k]`` -> ``[O, C, 2k, 2k]``
-    (:func:`focus_to_conv`). ``bn`` and ``act`` default to ``BatchNorm2d(out_dim)`` and
+    (:func:`~pm_core.focus.focus_to_conv`). ``bn`` and ``act`` default to ``BatchNorm2d(out_dim)`` and
     ``SiLU``, ultralytics' defaults.
     """
 

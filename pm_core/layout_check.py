@@ -29,7 +29,7 @@ class LayoutMismatchError(ValueError):
 
 @dataclass(frozen=True)
 class LayoutCheck:
-    """The outcome of :func:`check_merge_layout`.
+    """The outcome of :func:`~pm_core.check_merge_layout`.
 
     ``verdict`` is ``"ok"`` or ``"undetermined"`` (a mismatch raises instead);
     ``method`` is ``"reference"`` or ``"statistics"``; ``swin_score`` / ``unfold_score``
@@ -107,9 +107,9 @@ def check_merge_layout(
       intended weights, e.g. the merge of the model the checkpoint came from. Both run on
       a float64 probe. Same outputs: ``"ok"``. Different outputs, but equal to what the
       reference's weights give when loaded *without* conversion: raises
-      :class:`LayoutMismatchError` naming the unconverted load. Anything else raises as
+      :class:`~pm_core.layout_check.LayoutMismatchError` naming the unconverted load. Anything else raises as
       well. This is definitive, but needs the reference.
-    * **statistics** (no reference): :func:`layout_scores`. Training leaves each input
+    * **statistics** (no reference): :func:`~pm_core.layout_check.layout_scores`. Training leaves each input
       channel with its own scale, shared by its 4 window positions, and the layout is
       readable from which grouping of the 4C columns correlates. A score above
       ``min_score`` that beats the other by ``margin`` decides. This sees nothing in
@@ -120,7 +120,7 @@ def check_merge_layout(
       downloaded here), not on real checkpoints.
 
     Returns:
-        A :class:`LayoutCheck` with verdict ``"ok"`` or ``"undetermined"``.
+        A :class:`~pm_core.layout_check.LayoutCheck` with verdict ``"ok"`` or ``"undetermined"``.
 
     Raises:
         LayoutMismatchError: the weights are in the other layout.

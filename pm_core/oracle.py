@@ -31,7 +31,7 @@ from ._window_checks import check_window, check_window_call, check_window_input
 from .window import Pads, Window
 from .window_layouts import WindowLayout, window_layout
 
-#: Swin's merge as a window: 2x2, stride 2, an odd size zero-padded at the bottom / right.
+#: Swin's 2x2 merge as a window (stride 2; an odd size zero-padded at the bottom / right).
 SWIN_WINDOW = Window((2, 2), padding="corner")
 
 
@@ -191,7 +191,7 @@ def reference_patch_merge(
 ) -> Tensor:
     """The oracle for :func:`pm_core.patch_merge`: same arguments (no ``impl``), float64 result.
 
-    :func:`reference_window_merge` over :data:`SWIN_WINDOW` in the ``"swin"`` layout,
+    :func:`reference_window_merge` over :data:`~pm_core.oracle.SWIN_WINDOW` in the ``"swin"`` layout,
     after Swin's own validation (``hw`` for a ``(B, L, C)`` input, ``odd``). Inputs are
     cast to float64 first, so a low-precision call is judged on the values it actually
     received. It is differentiable: gradients of the float64 copies are the reference

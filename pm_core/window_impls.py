@@ -222,7 +222,7 @@ def window_merge(
         norm: ``"pre"`` (LN over the n window entries, then the projection), ``"post"``
             (projection, then LN over O) or ``"none"``.
         eps: the LayerNorm epsilon.
-        impl: ``"gather"`` or ``"conv"`` (:data:`WINDOW_IMPLS`; see the module docstring
+        impl: ``"gather"`` or ``"conv"`` (:data:`~pm_core.window_impls.WINDOW_IMPLS`; see the module docstring
             for where the conv form folds the pre-norm and where it falls back).
 
     The float64 oracle is :func:`pm_core.reference_window_merge`, and

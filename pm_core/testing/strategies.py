@@ -326,7 +326,7 @@ def values(dtype: torch.dtype, max_decade: int | None = None) -> st.SearchStrate
 @cache
 def edge_values(step: int | None = None) -> st.SearchStrategy[Values]:
     """The ``edge`` kind at ``step`` powers of two below the range (``0``: the edge itself),
-    or at any step up to :data:`EDGE_STEPS` when ``None``."""
+    or at any step up to ``EDGE_STEPS`` (24) when ``None``."""
     steps = st.integers(0, EDGE_STEPS) if step is None else st.just(step)
     return st.builds(Values, st.just("edge"), steps, st.just(0), st.integers(0, 2**16))
 

@@ -235,7 +235,7 @@ def check_window_grads(subject: WindowSubject, case: WindowCase, *, norm: Norm) 
 
 def check_window_finite(subject: WindowSubject, case: WindowCase, *, norm: Norm) -> None:
     """The output and gradients of ``subject`` are finite wherever the float64 oracle's
-    are finite and within the dtype's range (:func:`pm_core.testing.assertions.assert_finite`)."""
+    are finite and within the dtype's range (:func:`~pm_core.testing.assert_finite`)."""
     __tracebackhide__ = True
     inp = case.build(norm)
     kw = {"window": case.window, "layout": case.window_layout(), "norm": norm, "eps": EPS}
