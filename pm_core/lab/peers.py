@@ -267,8 +267,8 @@ def swin_recompiles(
 
     Whether a new size recompiles is dynamo's decision (its guards), the same whatever
     backend compiles the graphs; ``backend="eager"`` runs them uncompiled, so the count
-    takes seconds. With ``"inductor"`` each graph is also code-generated: on a 2-core CPU
-    that took over 10 minutes for these four sizes, so the report counts with ``"eager"``."""
+    takes seconds. With ``"inductor"`` each graph is also code-generated, minutes per
+    size for a whole Swin on a small CPU, so the report counts with ``"eager"``."""
     from torch._dynamo.utils import counters
     from torchvision.models import swin_t
 

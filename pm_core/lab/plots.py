@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from pm_core import IMPLS, NORMS
@@ -17,7 +18,26 @@ from .bench import LayerTiming
 from .records import CheckRecord, oracle_checks
 from .traffic_table import TrafficRow
 
-_COLORS = dict(zip(IMPLS, plt.get_cmap("tab10").colors, strict=False))  # type: ignore[attr-defined]
+#: 60 distinct colours (tab20, tab20b, tab20c), so no two ops of a plot share one.
+_PALETTE: list[tuple[float, ...]] = [
+    c
+    for name in ("tab20", "tab20b", "tab20c")
+    for c in plt.get_cmap(name).colors  # type: ignore[attr-defined]
+]
+
+
+def impl_color(impl: str) -> tuple[float, ...]:
+    """A colour per impl, by its place in the registry as it is now (so an impl added by
+    ``register`` gets its own), from tab10 while there are at most ten."""
+    names = list(IMPLS)
+    k = names.index(impl) if impl in names else len(names)
+    tab10: list[tuple[float, ...]] = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
+    return tab10[k] if len(names) <= len(tab10) else _PALETTE[k % len(_PALETTE)]
+
+
+def op_colors(ops: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """A distinct colour per op, in order (distinct for up to 60 ops)."""
+    return {op: _PALETTE[k % len(_PALETTE)] for k, op in enumerate(ops)}
 
 
 def time_vs_shape(rows: Sequence[LayerTiming], path: Path) -> Path:
@@ -46,7 +66,7 @@ def time_vs_shape(rows: Sequence[LayerTiming], path: Path) -> Path:
                     [pts[s] for s in shapes if s in pts],
                     marker="o",
                     linestyle="-" if exact else ":",
-                    color=_COLORS.get(impl),
+                    color=impl_color(impl),
                     label=impl if exact else f"{impl} (not exact)",
                 )
             ax.set_yscale("log")
@@ -65,11 +85,22 @@ def time_vs_shape(rows: Sequence[LayerTiming], path: Path) -> Path:
 
 def bytes_per_op(rows: Sequence[TrafficRow], path: Path) -> Path:
     """Stacked bars: MB each aten op reads + writes, per impl, one panel per norm."""
+    fig = bytes_per_op_figure(rows)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def bytes_per_op_figure(rows: Sequence[TrafficRow]) -> Figure:
+    """:func:`bytes_per_op`'s figure, not yet saved: the legend sits below the panels."""
     norms = [n for n in NORMS if any(r["norm"] == n for r in rows)]
     ops = list(dict.fromkeys(r["op"] for r in rows if r["total"]))
-    cmap = plt.get_cmap("tab20")
-    op_color = {op: cmap(k % 20) for k, op in enumerate(ops)}
-    fig, axes = plt.subplots(1, len(norms), figsize=(5.2 * len(norms), 4.2), squeeze=False)
+    op_color = op_colors(ops)
+    ncol = min(len(ops), 6)
+    legend_rows = -(-len(ops) // ncol) if ops else 0
+    legend_in = 0.25 * legend_rows + 0.2  # inches the legend takes below the panels
+    height = 4.2 + legend_in
+    fig, axes = plt.subplots(1, len(norms), figsize=(5.2 * len(norms), height), squeeze=False)
     for j, norm in enumerate(norms):
         ax = axes[0][j]
         impls = [i for i in IMPLS if any(r["impl"] == i and r["norm"] == norm for r in rows)]
@@ -94,12 +125,11 @@ def bytes_per_op(rows: Sequence[TrafficRow], path: Path) -> Path:
         ax.set_title(f"norm={norm!r}  (black tick: analytic minimum)")
         ax.grid(True, axis="x", alpha=0.3)
     handles = [Rectangle((0, 0), 1, 1, color=op_color[op]) for op in ops]
-    fig.legend(handles, ops, loc="lower center", ncol=min(len(ops), 6), fontsize=8)
+    fig.legend(handles, ops, loc="lower center", ncol=max(ncol, 1), fontsize=8)
     fig.suptitle("Memory traffic per aten op (views are free)")
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    # the panels above the legend's rows, so it covers no axis label
+    fig.tight_layout(rect=(0, legend_in / height, 1, 1))
+    return fig
 
 
 def error_vs_conditioning(records: Sequence[CheckRecord], path: Path) -> Path:
@@ -122,7 +152,7 @@ def error_vs_conditioning(records: Sequence[CheckRecord], path: Path) -> Path:
                     s=10,
                     alpha=0.5,
                     marker=marker,
-                    color=_COLORS.get(impl),
+                    color=impl_color(impl),
                     label=f"{impl} {dtype}",
                 )
     ax.axhline(1.0, color="red", linewidth=1, label="bound (fails above)")
@@ -140,4 +170,11 @@ def error_vs_conditioning(records: Sequence[CheckRecord], path: Path) -> Path:
     return path
 
 
-__all__ = ["bytes_per_op", "error_vs_conditioning", "time_vs_shape"]
+__all__ = [
+    "bytes_per_op",
+    "bytes_per_op_figure",
+    "error_vs_conditioning",
+    "impl_color",
+    "op_colors",
+    "time_vs_shape",
+]

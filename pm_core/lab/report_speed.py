@@ -227,8 +227,8 @@ def section_peers(r: Report, tick: Tick) -> None:
             "**A compiled Swin fed several sizes** (compare pytorch/pytorch#121637): "
             f"torchvision `swin_t` (random weights, batch 1) under `torch.compile` "
             f"(default `dynamic=None`, backend `{rc['backend']}`: dynamo decides the "
-            "recompiles whatever the backend, and inductor's code generation for a whole "
-            "Swin takes over 10 minutes on this 2-core CPU) at "
+            "recompiles whatever the backend, so the count does not wait for inductor to "
+            "generate code for a whole Swin at every size) at "
             f"{', '.join(f'{s}x{s}' for s in rc['sizes'])}: {rc['frames']} graphs compiled, "
             f"{rc['recompiles']} recompiles; tracing time per size "
             + ", ".join(f"{t:.1f} s" for t in rc["compile_s"])

@@ -1,0 +1,59 @@
+"""The report's plots: every op and impl its own colour, and a legend clear of the axes."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+from pm_core import IMPLS
+from pm_core.lab.plots import bytes_per_op_figure, impl_color, op_colors
+from pm_core.lab.traffic_table import TrafficRow
+
+
+def _rows(n_ops: int) -> list[TrafficRow]:
+    return [
+        TrafficRow(
+            impl=impl,
+            norm=norm,
+            phase="forward",
+            op=f"aten::op{k}_",
+            calls=1,
+            read=10**6,
+            written=10**6,
+            total=2 * 10**6,
+            impl_total=2 * 10**6 * n_ops,
+            minimum=10**6,
+            ratio=2.0 * n_ops,
+        )
+        for impl in ("slice", "conv")
+        for norm in ("pre", "post", "none")
+        for k in range(n_ops)
+    ]
+
+
+def test_ops_get_distinct_colours_past_twenty() -> None:
+    """tab20 alone repeats after 20 ops (``cat`` and ``add_`` once shared a colour)."""
+    colours = op_colors([f"op{k}" for k in range(60)]).values()
+    assert len(set(colours)) == 60
+
+
+def test_impls_get_distinct_colours_from_the_live_registry() -> None:
+    assert len({impl_color(i) for i in IMPLS}) == len(IMPLS)
+
+
+def test_the_traffic_legend_covers_no_axis_label() -> None:
+    """With 25 ops the legend takes five rows; none of them may overlap a panel's x label
+    or tick labels."""
+    fig = bytes_per_op_figure(_rows(25))
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+        (legend,) = fig.legends
+        box = legend.get_window_extent(renderer)
+        for ax in fig.axes:
+            label = ax.xaxis.get_label().get_window_extent(renderer)
+            ticks = ax.xaxis.get_tightbbox(renderer)
+            assert not box.overlaps(label), "the legend covers an x label"
+            assert ticks is not None
+            assert not box.overlaps(ticks), "the legend covers tick labels"
+    finally:
+        plt.close(fig)
