@@ -8,6 +8,7 @@ From the repository root, with warnings as errors:
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -19,7 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 project = "pm-core"
 author = "pm-core contributors"
 copyright = "pm-core contributors"
-release = "0.1.0"
+# the version is written once, in pyproject.toml (a regex: tomllib is 3.11+)
+_pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+_version = re.search(r'^version = "([^"]+)"$', _pyproject, re.M)
+assert _version is not None, "pyproject.toml has no version line"
+release = _version[1]
 
 extensions = [
     "sphinx.ext.autodoc",  # the API pages come from the docstrings

@@ -92,3 +92,18 @@ def test_a_malformed_record_names_the_line_and_the_field(tmp_path: Path) -> None
     path.write_text(json.dumps(dict(_record(kind="backward"))) + "\n")
     with pytest.raises(ValueError, match="kind must be one of"):
         records.read(path)
+
+
+def test_help_says_which_commands_need_a_checkout() -> None:
+    """The wheel ships the CLI, but verify, bench and report run tests/ and benchmarks/:
+    their help says so, and the epilog says where the checkout is looked for."""
+    from pm_core.lab.cli import build_parser
+
+    text = " ".join(build_parser().format_help().split())  # help lines wrap
+    commands = ["verify", "bench", "traffic", "profile", "view", "tune", "report"]
+    listing = text[text.index(" verify ") : text.index(" options: ")]
+    for cmd, nxt in zip(commands, [*commands[1:], None], strict=True):
+        start = listing.index(f" {cmd} ")
+        entry = listing[start : listing.index(f" {nxt} ", start) if nxt else None]
+        assert ("needs a checkout" in entry) == (cmd in ("verify", "bench", "report")), entry
+    assert "$PM_CORE_CHECKOUT" in text

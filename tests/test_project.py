@@ -95,3 +95,21 @@ def test_precommit_revs_match_the_lint_pins() -> None:
     }
     assert set(pins) == set(hook_repo)
     assert {tool: revs.get(repo) for tool, repo in hook_repo.items()} == pins
+
+
+def test_the_version_is_written_once() -> None:
+    """pyproject.toml holds the version; the docs read it from there, and no other tracked
+    file assigns it."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    found = re.search(r'^version = "([^"]+)"$', pyproject, re.M)
+    assert found is not None
+    version = found[1]
+    tracked = subprocess.run(
+        ["git", "ls-files", "*.py", "*.toml", "*.cfg", "*.rst"], capture_output=True, text=True,
+        cwd=ROOT, check=True,
+    ).stdout.split()  # fmt: skip
+    pattern = re.compile(rf"""(version|release)\s*=\s*["']{re.escape(version)}["']""")
+    others = [
+        f for f in tracked if f != "pyproject.toml" and pattern.search((ROOT / f).read_text())
+    ]
+    assert others == []

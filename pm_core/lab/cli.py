@@ -146,10 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pm-core",
         description="Swin PatchMerging vs Conv2d(k=2, s=2): verify equivalence, measure speed and traffic.",
+        epilog=(
+            "verify, bench and report run the test suite and the benchmarks of a source "
+            "checkout ($PM_CORE_CHECKOUT, else the checkout this package sits in); the "
+            "other commands need only the installed package."
+        ),
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    v = sub.add_parser("verify", help="Hypothesis sweep of every impl against the float64 oracle")
+    v = sub.add_parser(
+        "verify",
+        help="Hypothesis sweep of every impl against the float64 oracle (needs a checkout)",
+    )
     v.add_argument(
         "--profile",
         choices=["dev", "ci", "thorough"],
@@ -160,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     v.set_defaults(func=cmd_verify)
 
-    b = sub.add_parser("bench", help="the pytest-benchmark matrix (JSON under profiles/bench/)")
+    b = sub.add_parser(
+        "bench", help="the pytest-benchmark matrix, JSON under profiles/bench/ (needs a checkout)"
+    )
     b.add_argument("--quick", action="store_true", help="a small smoke subset")
     b.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     b.set_defaults(func=cmd_bench)
@@ -211,7 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     u.set_defaults(func=cmd_tune)
 
-    r = sub.add_parser("report", help="everything above into profiles/report/report.md plus plots")
+    r = sub.add_parser(
+        "report",
+        help="everything above into profiles/report/report.md plus plots (needs a checkout)",
+    )
     r.add_argument("--quick", action="store_true", help="about one minute instead of about ten")
     r.add_argument(
         "--out", default="profiles/report", help="report folder (default: profiles/report)"
