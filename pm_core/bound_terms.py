@@ -5,7 +5,6 @@ windows of length ``n`` (Swin's 2x2 merge, and the general merge through
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -54,12 +53,6 @@ def _ln_of_computed(z: Tensor, dz: Tensor, eps: float) -> _LN:
     spread = torch.sqrt(_mean((z - mu) ** 2))
     sigma = torch.sqrt((spread - dz).clamp_min(0) ** 2 + eps)
     return _LN(((z - mu).abs() + 2 * dz) / sigma, sigma, mu.abs() / sigma + 1)
-
-
-def _own_shift(ln: _LN, length: int, u: float, gamma: Callable[[int], float]) -> Tensor:
-    """How far a LayerNorm's own rounding can move its computed spread: ``u c sigma``,
-    ``c`` the window's ``gamma(length) kappa`` with its second-order term."""
-    return u * _second_order(gamma(length) * ln.kappa, u) * ln.sigma
 
 
 def _second_order(c: Tensor, u: float) -> Tensor:
@@ -184,7 +177,8 @@ def bounds_on_windows(
             ax = exact.xhat.abs()
             a = ag * ax + ab
             cond = _second_order(_gamma(n) * exact.kappa, u)
-            ln = _ln_of_computed(v0, _own_shift(exact, n, u, _gamma), eps)
+            # as computed: its own mean's error moves the spread by u c sigma
+            ln = _ln_of_computed(v0, u * cond * exact.sigma, eps)
             e_xhat = cond * (1 + ax) * (exact.sigma / ln.sigma)
             e_v = e_xhat * ag + a + sub
             e_y = _gemm(n) * a @ aw.T + k_in * e_v @ aw.T
@@ -206,7 +200,8 @@ def bounds_on_windows(
             z = v0 @ w.T
             e_z = _gemm(n) * av0 @ aw.T + sub
             exact = _ln(z, eps)
-            ln = _ln_of_computed(z, u * _max(e_z) + _own_shift(exact, o, u, _gamma), eps)
+            own = u * _second_order(_gamma(o) * exact.kappa, u) * exact.sigma
+            ln = _ln_of_computed(z, u * _max(e_z) + own, eps)
             az = ln.xhat
             rho = _second_order(2 * _max(e_z) / ln.sigma + _gamma(o) * ln.kappa, u)
             e_zhat = (2 + az) * rho
