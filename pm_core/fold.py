@@ -77,9 +77,12 @@ def _window_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     else:
         centred = _windows(x).to(acc, memory_format=torch.contiguous_format).sub_(m6)
 
-    def mean_square(t: Tensor) -> Tensor:  # rows of 2C: a window's (dw, c) part is contiguous
-        ss: Tensor = torch.linalg.vector_norm(t.view(b, h // 2, 2, w // 2, 2 * c), dim=-1)
-        return (ss.square().sum(2) / n).unsqueeze(-1)
+    def mean_square(t: Tensor, smooth: bool = False) -> Tensor:
+        rows = t.view(b, h // 2, 2, w // 2, 2 * c)  # a window's (dw, c) part is contiguous
+        # the norm is the fast path; its gradient of gradient is NaN on an all-zero row (a
+        # window whose values are equal), so under autograd the squares are summed
+        ss = rows.square().sum(-1) if smooth else torch.linalg.vector_norm(rows, dim=-1).square()
+        return (ss.sum(2) / n).unsqueeze(-1)
 
     with torch.no_grad():
         p, rs = _unit_scale(torch.rsqrt(mean_square(centred) + eps))
@@ -87,11 +90,8 @@ def _window_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     if grad:
         # differentiate the scaled window's statistics: rstd's own gradient, var^-3/2,
         # underflows float32 for a spread over 2^42 where the scaled one is O(1)
-        # squares summed directly: a norm's gradient of gradient is NaN on an all-zero
-        # row (a window whose values are equal), where this sum's is 0
         scaled = centred * p6
-        sq = scaled.square().view(b, h // 2, 2, w // 2, 2 * c).sum((2, 4)) / n
-        rs = torch.rsqrt(sq.unsqueeze(-1) + eps * p * p)
+        rs = torch.rsqrt(mean_square(scaled, smooth=True) + eps * p * p)
         return scaled.to(x.dtype).view(b, h, w, c), rs, p
     # in place, then rounded to a half x's dtype (a mixed-dtype out= is a slow path on CPU)
     return centred.mul_(p6).to(x.dtype).view(b, h, w, c), rs, p
