@@ -173,3 +173,16 @@ def test_report_shows_scores_or_says_how_to_get_them(
     assert "| `pm_core/a.py` | 2 | 1 | 1 | 0 | 0 (0) | 0 | 50.0% |" in r.sections[-1]
     assert "in 10 min" in r.sections[-1]
     assert "below 90%" in r.headline[-1]
+
+
+def test_stale_entries_name_renumbered_and_vanished_mutants() -> None:
+    """A mutant number that now changes another line, or no longer exists, is reported;
+    one that still changes its recorded line is not."""
+    module_of = {"m.x_f__mutmut_1": "pm_core/m.py", "m.x_f__mutmut_2": "pm_core/m.py"}
+    changes = {"m.x_f__mutmut_1": "a = 2", "m.x_f__mutmut_2": "b = None"}
+    entries = [("m.x_f__mutmut_1", "a = 2"), ("m.x_f__mutmut_2", "c = 3"), ("m.gone_9", "d")]
+    stale = mutation.stale_entries(entries, module_of, lambda name, _mod: changes[name])
+    assert stale == [
+        "m.x_f__mutmut_2 now changes 'b = None', not 'c = 3'",
+        "m.gone_9 does not exist any more",
+    ]

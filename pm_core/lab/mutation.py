@@ -44,7 +44,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -307,21 +307,42 @@ def _pytest(tests: Iterable[str], mutant: str) -> tuple[int, float]:
     return done.returncode, time.perf_counter() - start
 
 
+def stale_entries(
+    entries: Sequence[tuple[str, str]],
+    module_of: Mapping[str, str],
+    change_of: Callable[[str, str], str] = _mutmut_change,
+) -> list[str]:
+    """The ``(mutant, recorded change)`` entries that no longer describe that mutant: it is
+    gone, or mutmut renumbered and it now changes another line. A code change above a
+    mutant shifts the numbers, so the smoke checks the sample and the equivalents alike."""
+    out = []
+    for mutant, change in entries:
+        if mutant not in module_of:
+            out.append(f"{mutant} does not exist any more")
+        elif (now := change_of(mutant, module_of[mutant])) != change:
+            out.append(f"{mutant} now changes {now!r}, not {change!r}")
+    return out
+
+
 def run_smoke(sample: Sequence[SmokeMutant], *, workers: int = 2) -> bool:
     """Generate the mutants, check the sample still names them, run a clean baseline of
     the sample's tests, then each mutant against its tests. True when all are killed."""
     _generate_mutants()
     results = read_results()
     module_of = {name: module for module, codes in results.items() for name in codes}
-    ok = True
-    for s in sample:
-        if s.mutant not in module_of:
-            print(f"smoke sample: {s.mutant} does not exist any more; pick another")
-            ok = False
-        elif (now := _mutmut_change(s.mutant, module_of[s.mutant])) != s.change:
-            print(f"smoke sample: {s.mutant} now changes {now!r}, not {s.change!r}")
-            ok = False
-    if not ok:
+    stale = [
+        f"smoke sample: {p}; pick another"
+        for p in stale_entries([(s.mutant, s.change) for s in sample], module_of)
+    ] + [
+        f"{EQUIVALENT_FILE}: {p}; renumber or re-triage it"
+        for p in stale_entries(
+            [(e.mutant, e.change) for e in load_equivalents(EQUIVALENT_FILE).values()],
+            module_of,
+        )
+    ]
+    for line in stale:
+        print(line)
+    if stale:
         return False
     tests = sorted({t for s in sample for t in s.tests})
     code, seconds = _pytest(tests, "")
@@ -334,9 +355,9 @@ def run_smoke(sample: Sequence[SmokeMutant], *, workers: int = 2) -> bool:
     for s, (code, seconds) in zip(sample, outcomes, strict=True):
         verdict = "killed" if code == 1 else f"NOT KILLED (pytest exit {code})"
         print(f"{verdict:>28}  {seconds:5.1f} s  {s.mutant}  [{s.change}]")
-        ok &= code == 1
-    print(f"{sum(c == 1 for c, _ in outcomes)}/{len(sample)} smoke mutants killed")
-    return ok
+    killed = sum(c == 1 for c, _ in outcomes)
+    print(f"{killed}/{len(sample)} smoke mutants killed")
+    return killed == len(sample)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -392,6 +413,7 @@ __all__ = [
     "read_toml",
     "run_smoke",
     "score_table",
+    "stale_entries",
     "status",
     "summarize",
     "write_summary",
