@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import pytest
 
 from pm_core import IMPLS
+from pm_core.lab import plots
 from pm_core.lab.plots import bytes_per_op_figure, impl_color, op_colors
 from pm_core.lab.traffic_table import TrafficRow
 
@@ -36,8 +38,13 @@ def test_ops_get_distinct_colours_past_twenty() -> None:
     assert len(set(colours)) == 60
 
 
-def test_impls_get_distinct_colours_from_the_live_registry() -> None:
+def test_impls_get_distinct_colours_from_the_live_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Distinct for the registry as it is, and still when it grows past tab10's ten (an
+    unregistered name gets the next colour, not an IndexError)."""
     assert len({impl_color(i) for i in IMPLS}) == len(IMPLS)
+    grown = {f"impl{k}": None for k in range(10)}
+    monkeypatch.setattr(plots, "IMPLS", grown.keys())
+    assert len({impl_color(i) for i in [*grown, "unregistered"]}) == 11
 
 
 def test_the_traffic_legend_covers_no_axis_label() -> None:

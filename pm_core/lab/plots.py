@@ -32,7 +32,8 @@ def impl_color(impl: str) -> tuple[float, ...]:
     names = list(IMPLS)
     k = names.index(impl) if impl in names else len(names)
     tab10: list[tuple[float, ...]] = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
-    return tab10[k] if len(names) <= len(tab10) else _PALETTE[k % len(_PALETTE)]
+    palette = tab10 if len(names) < len(tab10) else _PALETTE  # room for one unregistered
+    return palette[k % len(palette)]
 
 
 def op_colors(ops: Sequence[str]) -> dict[str, tuple[float, ...]]:
