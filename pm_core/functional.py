@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import Norm, Odd, check_call
-from .impls import REGISTRY, get_impl
+from .impls import REGISTRY, get_impl, pad_to_even
 
 
 def patch_merge(
@@ -52,11 +51,7 @@ def patch_merge(
     """
     spec = None if impl == "auto" else get_impl(impl)
     call = check_call(x, reduction_weight, norm_weight, norm_bias, hw, norm, eps, odd)
-    x4 = call.x
-    h, w = x4.shape[1:3]
-    if h % 2 or w % 2:
-        # F.pad's last-dim-first order: (C: 0, 0), (W: 0, W%2), (H: 0, H%2)
-        x4 = F.pad(x4, (0, 0, 0, w % 2, 0, h % 2))
+    x4 = pad_to_even(call.x)
     if spec is None:
         from .auto import choose  # measures on first use: only imported when asked for
 

@@ -87,6 +87,16 @@ def check_impl(name: object) -> str:
     return get_impl(name).name
 
 
+def pad_to_even(x: Tensor) -> Tensor:
+    """``(B, H, W, C)`` with an odd H or W zero-padded by one bottom row / right column
+    (Swin's odd-size policy, torchvision / timm / HF); ``x`` itself when both are even."""
+    h, w = x.shape[1:3]
+    if h % 2 or w % 2:
+        # F.pad's last-dim-first order: (C: 0, 0), (W: 0, W%2), (H: 0, H%2)
+        return F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+    return x
+
+
 def _layer_norm(v: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
     return F.layer_norm(v, v.shape[-1:], weight, bias, eps)
 

@@ -41,7 +41,7 @@ from . import _compat
 from ._checks import Norm
 from ._window_checks import WindowCall, check_window_call
 from .fold import _unit_scale, fold_epilogue, folded_weight
-from .impls import REGISTRY
+from .impls import REGISTRY, pad_to_even
 from .layouts import unfold_to_swin
 from .window import Pads, Window
 from .window_gather import pad_spatial, space_to_depth
@@ -249,10 +249,7 @@ def window_merge(
             if norm == "pre":
                 nw = None if nw is None else unfold_to_swin(nw)
                 nb = None if nb is None else unfold_to_swin(nb)
-        h, wd = x2.shape[1:3]
-        if h % 2 or wd % 2:  # the odd size's one bottom row / right column of zeros
-            x2 = F.pad(x2, (0, 0, 0, wd % 2, 0, h % 2))
-        return REGISTRY["conv"].fn(x2, w, nw, nb, norm, eps)
+        return REGISTRY["conv"].fn(pad_to_even(x2), w, nw, nb, norm, eps)
     return _IMPLS[impl](call.x, w, nw, nb, call, norm, eps)
 
 
