@@ -41,6 +41,8 @@ autodoc_type_aliases = {
     "Odd": "pm_core.functional.Odd",
     "Layout": "pm_core.layouts.Layout",
     "ImplFn": "pm_core.impls.ImplFn",
+    "WindowFn": "pm_core.impls.WindowFn",
+    "Windows": "pm_core.impls.Windows",
     "GemmBackend": "pm_core.impls.GemmBackend",
 }
 python_use_unqualified_type_names = True  # "Norm", not "pm_core.Norm", where it links
@@ -61,6 +63,10 @@ nitpick_ignore = [
         "collections.abc.Sequence",
         "pathlib.Path",
         "pm_core.adopt.Known",
+        # the validated call a general impl receives, documented as pm_core.impls.WindowCall
+        "pm_core._window_checks.WindowCall",
+        "Pads",  # its padding field's type: a tuple of (before, after) pairs
+        "F",  # register's decorator returns the function it was given
         # Hypothesis documents its strategies on its own site, not through intersphinx here
         "hypothesis.strategies.SearchStrategy",
         "st.SearchStrategy",
@@ -76,7 +82,10 @@ nitpick_ignore = [
 if sphinx.version_info < (9,):
     # Sphinx < 9 cannot link a type hint (a class reference) to a type alias documented
     # as data; 9 can, and checks these links too.
-    aliases = ("Norm", "functional.Odd", "layouts.Layout", "impls.ImplFn", "impls.GemmBackend")
+    aliases = (
+        "Norm", "functional.Odd", "layouts.Layout", "impls.ImplFn", "impls.WindowFn",
+        "impls.Windows", "impls.GemmBackend",
+    )  # fmt: skip
     nitpick_ignore += [("py:class", n) for a in aliases for n in (a, f"pm_core.{a}")]
 
 exclude_patterns = ["_build"]

@@ -8,10 +8,12 @@ same layer over any :class:`Window` (2-D or 3-D kernel, stride, padding, dilatio
 
 The top level holds what a user calls:
 
-* the front doors: :func:`patch_merge` (Swin's 2x2 merge, any registered impl in
-  :data:`IMPLS` / :data:`REGISTRY`, extended by :func:`register`), :func:`window_merge`
-  (any :class:`Window`), :func:`space_to_depth` / :func:`depth_to_space` and
-  :func:`patch_expand`; ``Norm`` / :data:`NORMS` name the norm placements;
+* the front doors: :func:`window_merge` (any :class:`Window`) and :func:`patch_merge`
+  (Swin's 2x2 merge, its preset, in Swin's calling conventions), both over one registry
+  of impls (:data:`IMPLS` / :data:`REGISTRY`, extended by :func:`register`: the general
+  ``gather`` and ``conv``, and the 2x2 fast paths); :func:`space_to_depth` /
+  :func:`depth_to_space` and :func:`patch_expand`; ``Norm`` / :data:`NORMS` name the
+  norm placements;
 * the modules: :class:`PatchMerging`, :class:`ConvPatchMerging`,
   :class:`UnfoldPatchMerging`, :class:`WindowMerging`, :class:`ConvWindowMerging`,
   :class:`SpaceToDepth`, :class:`PatchExpand`, :class:`FocusConv`;
@@ -25,16 +27,17 @@ The top level holds what a user calls:
 The rest lives in namespaces named for what they hold (:data:`~pm_core.NAMESPACES`, each with its
 own ``__all__``): ``layouts`` and ``window_layouts`` (channel orders and exact weight
 conversions), ``focus``, ``checkpoints``, ``layout_check``, ``adopt`` and ``adopt_family``
-(recognition and probing), ``impls`` and ``window_impls`` (the registries' types),
+(recognition and probing), ``impls`` (the registry and its types), ``window_impls`` (the
+general impls),
 ``bounds``, ``precision``, ``oracle`` (the float64 oracle's gathers), ``functional`` and
 ``auto`` (the ``impl="auto"`` cache).
 
 **Two packages.** ``pm_core`` is the layer library and needs only torch. Its modules
 import each other in one direction, from the leaves up::
 
-    _checks, layouts, window  ->  window_layouts, fold  ->  oracle, impls, window_gather
-      ->  precision, bound_terms, bounds, functional
-      ->  window_bounds, window_impls, expand, focus  ->  modules, window_modules
+    _checks, layouts, window  ->  window_layouts, fold  ->  oracle, window_gather
+      ->  window_impls  ->  impls  ->  auto, precision, bound_terms, bounds
+      ->  functional, window_bounds, expand, focus  ->  modules, window_modules
       ->  adopt_family  ->  adopt, checkpoints  ->  unfold_merge  ->  layout_check
 
 ``pm_core.lab`` is the measurement and reporting side (traffic, roofline, profiling,
@@ -98,7 +101,7 @@ from .bounds import error_bounds
 from .checkpoints import convert_state_dict
 from .expand import PatchExpand, patch_expand
 from .focus import FocusConv
-from .functional import patch_merge
+from .functional import patch_merge, window_merge
 from .impls import IMPLS, REGISTRY, register
 from .layout_check import check_merge_layout
 from .modules import ConvPatchMerging, PatchMerging
@@ -108,7 +111,6 @@ from .unfold_merge import UnfoldPatchMerging
 from .window import Window
 from .window_bounds import window_error_bounds
 from .window_gather import depth_to_space, space_to_depth
-from .window_impls import window_merge
 from .window_modules import ConvWindowMerging, SpaceToDepth, WindowMerging
 
 #: The namespaces that hold the rest of the public API, each with its own ``__all__``.

@@ -10,7 +10,7 @@ from typing import NamedTuple, cast
 from torch import Tensor
 
 from ._checks import FLOAT_DTYPES, Norm, check_options, check_projection, not_a_tensor
-from .window import Pads, Window
+from .window import SWIN_WINDOW, Pads, Window
 from .window_layouts import WindowLayout, window_layout
 
 
@@ -83,4 +83,16 @@ def check_window_call(
     return WindowCall(x5, win, lay, pads, out_size, out)
 
 
-__all__ = ["WindowCall", "check_window", "check_window_call", "check_window_input"]
+def swin_call(x4: Tensor, out_features: int) -> WindowCall:
+    """Swin's 2x2 merge of a validated ``(B, H, W, C)`` as a general call:
+    :data:`~pm_core.oracle.SWIN_WINDOW` in the ``"swin"`` layout. Its padding and output
+    size in closed form (``SWIN_WINDOW.pads`` / ``.output_size`` give the same: the
+    tests check it), since this runs on every :func:`pm_core.patch_merge` call."""
+    h, w = x4.shape[1], x4.shape[2]
+    pads = ((0, h % 2), (0, w % 2))
+    return WindowCall(x4, SWIN_WINDOW, _SWIN, pads, (-(-h // 2), -(-w // 2)), out_features)
+
+
+_SWIN = window_layout("swin")
+
+__all__ = ["WindowCall", "check_window", "check_window_call", "check_window_input", "swin_call"]

@@ -38,7 +38,6 @@ from ._checks import Norm, Odd
 from .adopt_family import KNOWN_FAMILY, FamilyModule, adopt_family, recognise_family
 from .impls import check_impl
 from .modules import PatchMerging
-from .window_impls import WINDOW_IMPLS
 
 Convention = Literal["bhwc", "hf"]
 
@@ -232,7 +231,8 @@ def from_module(m: nn.Module, *, impl: str = "conv", verify: bool = True) -> Ado
     * MONAI ``PatchMergingV2`` (2-D: layout ``"swin"``; 3-D: ``"monai-v2-3d"``) and
       ``PatchMerging`` (3-D from 1.5.0: ``"monai-legacy"``; 2-D: V2's forward) become a
       :class:`pm_core.WindowMerging` over ``Window((2,)*dims, padding="corner")`` that
-      shares ``norm`` and ``reduction``; ``impl`` is one of :data:`pm_core.window_impls.WINDOW_IMPLS`.
+      shares ``norm`` and ``reduction``; ``impl`` is any registered impl that computes its
+      window (``"auto"``: ``"conv"`` where the window is not Swin's 2x2).
       MONAI <= 1.4's legacy 3-D merge reads two offsets twice and two never: it raises
       :class:`pm_core.window_layouts.WindowOrderError` naming them, since no pm_core merge computes it.
     * ultralytics ``Focus`` becomes a :class:`pm_core.FocusConv` (one ``2k x 2k`` conv,
@@ -300,8 +300,8 @@ def swap_patch_merging(model: nn.Module, impl: str = "conv", *, verify: bool = T
 
     Recognised: every class :func:`from_module` adopts, the space-to-depth family
     (MONAI's merges in a ``SwinUNETR``, ``Focus``, ``SpaceToDepth``) included; ``impl``
-    may be one of :data:`pm_core.IMPLS` (2x2 merges) or :data:`pm_core.window_impls.WINDOW_IMPLS`
-    (MONAI's), and a module it does not apply to raises before the model is touched.
+    is any name in :data:`pm_core.IMPLS`, and a module it cannot apply to (a 2x2 fast path
+    for MONAI's 3-D merge) raises before the model is touched.
 
     Each replacement is :func:`from_module` of the original, so parameters are shared and
     ``model.state_dict()`` keeps its keys; the model's own forward is unchanged. Modules
@@ -323,8 +323,7 @@ def swap_patch_merging(model: nn.Module, impl: str = "conv", *, verify: bool = T
             f"model is itself a {type(model).__qualname__}; it cannot be replaced in place, "
             "use pm_core.from_module(model)"
         )
-    if impl not in WINDOW_IMPLS:
-        check_impl(impl)  # reject an unknown impl before touching the model
+    check_impl(impl)  # reject an unknown impl before touching the model
     # _modules, not named_children(): that skips a second name for the same module
     targets = [
         (parent, name, child)

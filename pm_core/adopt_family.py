@@ -45,11 +45,12 @@ from torch import Tensor, nn
 from . import _compat
 from ._checks import Norm
 from .focus import FocusConv, focus_to_conv
+from .impls import check_impl
 from .oracle import reference_window_merge
 from .window import Window
 from .window_bounds import window_error_bounds
 from .window_gather import space_to_depth
-from .window_impls import WINDOW_IMPLS, WindowImpl
+from .window_impls import swin_order
 from .window_layouts import (
     WINDOW_LAYOUTS,
     Offset,
@@ -275,20 +276,16 @@ def _monai_structure(m: nn.Module) -> tuple[int, int, Window, Norm, float]:
 
 
 def _adopt_monai(m: nn.Module, impl: str, verify: bool) -> WindowMerging:
-    if impl == "auto":  # auto times the 2x2 merge's impls; the general merge takes its conv form
-        impl = "conv"
-    if impl not in WINDOW_IMPLS:
-        raise ValueError(
-            f"unknown impl {impl!r} for the general merge a MONAI {type(m).__qualname__} "
-            f"becomes; choose one of {WINDOW_IMPLS}"
-        )
-    wimpl: WindowImpl = "conv" if impl == "conv" else "gather"
+    check_impl(impl)  # an unknown name fails before any probing
     dim, out_dim, window, norm, eps = _monai_structure(m)
     name = f"MONAI {type(m).__qualname__} ({window.dims}-D)"
     ident = _replaced(m, norm=nn.Identity(), reduction=nn.Identity())
     layout = probe_layout(ident, window, prefer=("monai-v2-3d", "monai-legacy", "swin"), name=name)
+    if impl == "auto" and swin_order(window, layout) is None:
+        impl = "conv"  # auto times Swin's 2x2 merge's impls; other windows take the conv form
+    check_impl(impl, window, layout)
     out = WindowMerging(
-        dim, window, out_dim=out_dim, norm=norm, layout=layout, impl=wimpl, eps=eps, device="meta"
+        dim, window, out_dim=out_dim, norm=norm, layout=layout, impl=impl, eps=eps, device="meta"
     )
     out.norm = m.get_submodule("norm")  # reused: same Parameters, same keys
     red = m.get_submodule("reduction")

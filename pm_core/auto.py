@@ -43,7 +43,9 @@ from torch import Tensor
 
 from . import _compat
 from ._checks import Norm, _cpu_capability
-from .impls import REGISTRY
+from .impls import REGISTRY, run_swin
+from .window import SWIN_WINDOW
+from .window_layouts import window_layout
 
 AUTO = "auto"
 CACHE_ENV = "PM_CORE_AUTO_CACHE"
@@ -112,7 +114,12 @@ def class_key(x: Tensor, norm: Norm, grad: bool) -> str:
 
 def candidates(norm: Norm) -> tuple[str, ...]:
     """The impls ``auto`` may choose for ``norm``: every registered impl exact for it."""
-    return tuple(name for name, spec in REGISTRY.items() if norm in spec.exact_for)
+    swin = window_layout("swin")
+    return tuple(
+        name
+        for name, spec in REGISTRY.items()
+        if norm in spec.exact_for and spec.supports(SWIN_WINDOW, swin)
+    )
 
 
 # --- the cache file ---------------------------------------------------------------
@@ -182,10 +189,15 @@ def _sync(device: torch.device) -> None:
 def _runner(
     name: str, args: list[Tensor | None], norm: Norm, eps: float, grad: bool
 ) -> Callable[[], None]:
-    fn = REGISTRY[name].fn
     x, weight, nw, nb = args
     assert x is not None
     assert weight is not None
+    spec = REGISTRY[name]
+
+    def fn(
+        x: Tensor, w: Tensor, nw: Tensor | None, nb: Tensor | None, norm: Norm, e: float
+    ) -> Tensor:
+        return run_swin(spec, x, w, nw, nb, norm, e)
 
     if not grad:
 
@@ -294,7 +306,8 @@ def choose(
     norm: Norm,
     eps: float,
 ) -> str:
-    """The impl ``impl="auto"`` runs for this call (``x``: ``(B, H, W, C)``, H and W even)."""
+    """The impl ``impl="auto"`` runs for Swin's 2x2 merge of ``x`` (``(B, H, W, C)``, H and
+    W even; the parameters in the swin layout)."""
     grad = _records_grad(x, weight, nw, nb)
     ckey = class_key(x, norm, grad)
     name = _cached_choice(x.device, ckey, norm)

@@ -1,9 +1,9 @@
-"""The conv form's pre-norm fold for Swin's 2x2 merge: LayerNorm over each 4C window folded
-into one k=2 s=2 convolution.
+"""The conv form's fast path for Swin's 2x2 merge, and its pre-norm fold: LayerNorm over
+each 4C window folded into one k=2 s=2 convolution.
 
-``conv_impl`` (and ``conv_cw``) run :func:`folded_pre_norm` for ``norm="pre"``; its
-derivation, and why it centres and scales each window before the GEMM, is in its
-docstring. The general window merge's fold (:mod:`pm_core.window_impls`) uses the same
+:func:`conv_2x2` is what the ``conv`` impl (and ``conv_cw``) run on the 2x2 merge; for
+``norm="pre"`` it is :func:`folded_pre_norm`, whose derivation, and why it centres and
+scales each window before the GEMM, is in its docstring. The general window merge's fold (:mod:`pm_core.window_impls`) uses the same
 power-of-two scaling, :func:`_unit_scale`.
 """
 
@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import _compat
-from ._checks import _autocasting
+from ._checks import Norm, _autocasting
 from .layouts import conv_view
 
 
@@ -255,4 +256,16 @@ def _folded_composite(
     return fold_epilogue(z, rs, weight, nb)  # in z's dtype: x's, or the autocast dtype
 
 
-__all__ = ["fold_epilogue", "folded_pre_norm", "folded_weight"]
+def conv_2x2(
+    x: Tensor, weight: Tensor, nw: Tensor | None, nb: Tensor | None, norm: Norm, eps: float
+) -> Tensor:
+    """Swin's 2x2 merge as one k=2 s=2 conv of ``(B, H, W, C)`` (H, W even) with the swin
+    ``(O, 4C)`` weight: the pre-norm folded in (``folded_pre_norm``), the post-norm
+    a LayerNorm over the conv's O outputs."""
+    if norm == "pre":
+        return folded_pre_norm(x, weight, nw, nb, eps)
+    y = _conv(x, weight)
+    return F.layer_norm(y, y.shape[-1:], nw, nb, eps) if norm == "post" else y
+
+
+__all__ = ["conv_2x2", "fold_epilogue", "folded_pre_norm", "folded_weight"]

@@ -1,58 +1,89 @@
-"""The patch-merging implementations, and the registry that names them.
+"""The registry of merge implementations, the 2x2 fast paths, and the one dispatch point.
 
-Every implementation has one signature (:class:`ImplFn`)::
+One engine computes every merge: a :class:`~pm_core.Window` gathered in a layout,
+normalised and projected. An impl states which windows it computes (``Impl.windows``):
 
-    fn(x, weight, norm_weight, norm_bias, norm, eps) -> y
-    x: (B, H, W, C) with H and W even     weight: (O, 4C), swin layout
-    y: (B, H/2, W/2, O)                   norm params: (4C,) for "pre", (O,) for "post"
+* ``"any"``: every window and layout. ``gather`` and ``conv``
+  (:mod:`pm_core.window_impls`) are these, with the signature :data:`WindowFn`::
 
-Input forms, validation and odd-size padding live in :func:`pm_core.patch_merge`, so an
-implementation only computes. Adding one is one :func:`~pm_core.register` call; the tests and
-benchmarks enumerate :data:`~pm_core.REGISTRY`.
+      fn(x, weight, norm_weight, norm_bias, call, norm, eps) -> y
+      x: (B, *S, C)    weight: (O, n), n = prod(kernel)*C, in call.layout    y: (B, *S', O)
+
+* ``"2x2"``: Swin's 2x2 merge only (:func:`~pm_core.window_impls.swin_order`), the fast
+  paths ``slice``, ``reshape``, ``unfold``, ``pixel_unshuffle``, ``conv_cw`` and the foil
+  ``conv_channel_norm``, with the signature :data:`ImplFn`::
+
+      fn(x, weight, norm_weight, norm_bias, norm, eps) -> y
+      x: (B, H, W, C) with H and W even     weight: (O, 4C), swin layout
+      y: (B, H/2, W/2, O)                   norm params: (4C,) for "pre", (O,) for "post"
+
+Validation, input forms and padding live in the front doors (:func:`pm_core.patch_merge`,
+:func:`pm_core.window_merge`), which both dispatch through :func:`pm_core.functional.merge`;
+so an impl only computes.
+Adding one is one :func:`~pm_core.register` call; the tests and benchmarks enumerate
+:data:`~pm_core.REGISTRY`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, KeysView
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import NORMS, Norm, _autocasting, _cpu_capability
-from .fold import _conv, _windows, folded_pre_norm
+from ._window_checks import WindowCall, swin_call
+from .fold import _conv, _windows, conv_2x2
 from .layouts import swin_to_unfold
+from .window import Window
+from .window_impls import conv_impl, gather_impl, swin_order
+from .window_layouts import WindowLayout
 
 #: The backend an impl's GEMMs run on.
 GemmBackend = Literal["matmul", "conv"]
+#: The windows an impl computes, ``"2x2"`` (Swin's merge only) or ``"any"``.
+Windows = Literal["2x2", "any"]
 
-#: ``fn(x, weight, norm_weight, norm_bias, norm, eps) -> y``
+#: A 2x2 fast path's signature, ``fn(x, weight, norm_weight, norm_bias, norm, eps) -> y``.
 ImplFn = Callable[[Tensor, Tensor, Tensor | None, Tensor | None, Norm, float], Tensor]
+#: A general impl's signature, ``fn(x, weight, norm_weight, norm_bias, call, norm, eps) -> y``
+#: (``call`` the validated :class:`WindowCall`: window, layout, resolved padding).
+WindowFn = Callable[[Tensor, Tensor, Tensor | None, Tensor | None, WindowCall, Norm, float], Tensor]
 
 
 @dataclass(frozen=True)
 class Impl:
     """A registered implementation.
 
-    ``exact_for`` lists the norm modes in which it computes the same function as the
-    oracle; outside them the suite checks that it *differs*. ``layout`` is the channel
-    order it gathers the window in. ``gemm`` is the backend every GEMM it runs goes
+    ``windows`` says which merges it computes (``"2x2"``: Swin's, ``fn`` an
+    :data:`ImplFn`; ``"any"``: every window, ``fn`` a :data:`WindowFn`). ``exact_for``
+    lists the norm modes in which it computes the same function as the oracle; outside
+    them the suite checks that it *differs*. ``layout`` is the channel order it gathers
+    the window in (``"any"`` for an impl that reads the call's). ``gemm`` is the backend every GEMM it runs goes
     through, ``"matmul"`` (cuBLAS / MKL / oneDNN matmul) or ``"conv"`` (cuDNN / oneDNN
     convolution): the flags of that backend decide the GEMM's precision
     (:func:`pm_core.gemm_precision`), so an impl must not mix the two.
     """
 
     name: str
-    fn: ImplFn
+    fn: ImplFn | WindowFn
     exact_for: frozenset[Norm]
     layout: str
     summary: str
     gemm: GemmBackend
+    windows: Windows = "2x2"
+
+    def supports(self, window: Window, layout: WindowLayout) -> bool:
+        """Whether this impl computes the merge over ``window`` in ``layout``."""
+        return self.windows == "any" or swin_order(window, layout) is not None
 
 
 REGISTRY: dict[str, Impl] = {}
+
+_F = TypeVar("_F", ImplFn, WindowFn)
 
 
 def register(
@@ -62,13 +93,32 @@ def register(
     summary: str,
     gemm: GemmBackend = "matmul",
     exact_for: tuple[Norm, ...] = NORMS,
-) -> Callable[[ImplFn], ImplFn]:
-    def deco(fn: ImplFn) -> ImplFn:
+    windows: Windows = "2x2",
+) -> Callable[[_F], _F]:
+    """Register an impl under ``name``: a decorator for its function.
+
+    ``windows="2x2"`` (the default) registers a fast path for Swin's 2x2 merge, an
+    :data:`~pm_core.impls.ImplFn`; ``windows="any"`` an impl of every window, a
+    :data:`~pm_core.impls.WindowFn`.
+
+    >>> @register("slice_twice", layout="swin", summary="slice, computed twice")
+    ... def slice_twice(x, weight, nw, nb, norm, eps):
+    ...     return REGISTRY["slice"].fn(x, weight, nw, nb, norm, eps)
+    >>> "slice_twice" in IMPLS
+    True
+    >>> del REGISTRY["slice_twice"]
+    """
+
+    def deco(fn: _F) -> _F:
+        if name == "auto":
+            raise ValueError("'auto' names impl='auto' (pm_core.auto); register under another name")
         if name in REGISTRY:
             raise ValueError(f"implementation {name!r} is already registered")
         if gemm not in ("matmul", "conv"):
             raise ValueError(f"gemm must be 'matmul' or 'conv', got {gemm!r}")
-        REGISTRY[name] = Impl(name, fn, frozenset(exact_for), layout, summary, gemm)
+        if windows not in ("2x2", "any"):
+            raise ValueError(f"windows must be '2x2' or 'any', got {windows!r}")
+        REGISTRY[name] = Impl(name, fn, frozenset(exact_for), layout, summary, gemm, windows)
         return fn
 
     return deco
@@ -80,21 +130,35 @@ def get_impl(name: object) -> Impl:
     return REGISTRY[name]
 
 
-def check_impl(name: object) -> str:
-    """``name`` if :func:`pm_core.patch_merge` accepts it: a registered impl, or ``"auto"``."""
-    if name == "auto":
+def check_impl(
+    name: object, window: Window | None = None, layout: WindowLayout | None = None
+) -> str:
+    """``name`` if the front doors accept it: a registered impl, or ``"auto"``; with a
+    ``window`` and ``layout``, one that computes that merge (``"auto"``: Swin's only)."""
+    if name != "auto":
+        name = get_impl(name).name
+    if window is None or layout is None:
         return name
-    return get_impl(name).name
+    fits = name != "auto" and REGISTRY[name].supports(window, layout)
+    if fits or (name == "auto" and swin_order(window, layout) is not None):
+        return name
+    choices = tuple(n for n, spec in REGISTRY.items() if spec.supports(window, layout))
+    raise ValueError(
+        f"impl {name!r} computes only Swin's 2x2 merge (kernel 2, stride 2, the swin or "
+        f"unfold order), not {window} in layout {layout.name!r}; choose one of {choices}"
+    )
 
 
-def pad_to_even(x: Tensor) -> Tensor:
-    """``(B, H, W, C)`` with an odd H or W zero-padded by one bottom row / right column
-    (Swin's odd-size policy, torchvision / timm / HF); ``x`` itself when both are even."""
-    h, w = x.shape[1:3]
-    if h % 2 or w % 2:
-        # F.pad's last-dim-first order: (C: 0, 0), (W: 0, W%2), (H: 0, H%2)
-        return F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
-    return x
+def run_swin(
+    spec: Impl, x4: Tensor, w: Tensor, nw: Tensor | None, nb: Tensor | None, norm: Norm,
+    eps: float,
+) -> Tensor:  # fmt: skip
+    """Run ``spec`` on Swin's 2x2 merge of ``x4``: ``(B, H, W, C)`` with H and W even, the
+    parameters in the swin layout (what :func:`~pm_core.window_impls.swin_2x2` returns)."""
+    if spec.windows == "2x2":
+        return cast(ImplFn, spec.fn)(x4, w, nw, nb, norm, eps)
+    call = swin_call(x4, w.shape[0])
+    return cast(WindowFn, spec.fn)(x4, w, nw, nb, call, norm, eps)
 
 
 def _layer_norm(v: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
@@ -154,15 +218,6 @@ def pixel_unshuffle_impl(
     return _reduce_unfold_order(v, weight, nw, nb, norm, eps)
 
 
-def conv_impl(
-    x: Tensor, weight: Tensor, nw: Tensor | None, nb: Tensor | None, norm: Norm, eps: float
-) -> Tensor:
-    if norm == "pre":
-        return folded_pre_norm(x, weight, nw, nb, eps)
-    y = _conv(x, weight)
-    return _layer_norm(y, nw, nb, eps) if norm == "post" else y
-
-
 def _by_position(v: Tensor, c: int) -> Tensor:
     """A swin-layout ``(4C,)`` vector as ``(2, 1, 2, C)``, broadcasting over dims (dh, j, dw, c)."""
     return v.view(2, 2, c).transpose(0, 1).unsqueeze(1)
@@ -172,7 +227,7 @@ def conv_channel_norm_impl(
     x: Tensor, weight: Tensor, nw: Tensor | None, nb: Tensor | None, norm: Norm, eps: float
 ) -> Tensor:
     if norm != "pre":
-        return conv_impl(x, weight, nw, nb, norm, eps)
+        return conv_2x2(x, weight, nw, nb, norm, eps)
     b, h, w, c = x.shape
     win = _windows(_layer_norm(x, None, None, eps))
     if nw is not None:
@@ -216,8 +271,8 @@ def conv_cw_impl(
     if not _autocasting(x.device) and _cpu_float32(x):
         nw32 = None if nw is None else nw.float()
         nb32 = None if nb is None else nb.float()
-        return conv_impl(x.float(), weight.float(), nw32, nb32, norm, eps).to(x.dtype)
-    return conv_impl(x, weight, nw, nb, norm, eps)
+        return conv_2x2(x.float(), weight.float(), nw32, nb32, norm, eps).to(x.dtype)
+    return conv_2x2(x, weight, nw, nb, norm, eps)
 
 
 # The registry, in one place. Registered by call rather than as decorators: mutmut
@@ -234,10 +289,17 @@ register("pixel_unshuffle", layout="unfold", summary="F.pixel_unshuffle(2) on th
     pixel_unshuffle_impl
 )
 register(
+    "gather",
+    layout="any",
+    windows="any",
+    summary="space_to_depth (Tensor.unfold views, one copy), then LN and F.linear (any window)",
+)(gather_impl)
+register(
     "conv",
-    layout="conv",
+    layout="any",
     gemm="conv",
-    summary="F.conv2d(k=2, s=2) on the channels-last view; pre-norm folded into the conv",
+    windows="any",
+    summary="F.conv2d / conv3d on the channels-last view; pre-norm folded where windows tile",
 )(conv_impl)
 register(
     "conv_cw",
@@ -263,7 +325,11 @@ __all__ = [
     "GemmBackend",
     "Impl",
     "ImplFn",
+    "WindowCall",
+    "WindowFn",
+    "Windows",
     "check_impl",
     "get_impl",
     "register",
+    "run_swin",
 ]

@@ -28,11 +28,8 @@ from torch import Tensor
 
 from ._checks import Norm, Odd, check_call
 from ._window_checks import check_window, check_window_call, check_window_input
-from .window import Pads, Window
+from .window import SWIN_WINDOW, Pads, Window
 from .window_layouts import WindowLayout, window_layout
-
-#: Swin's 2x2 merge as a window (stride 2; an odd size zero-padded at the bottom / right).
-SWIN_WINDOW = Window((2, 2), padding="corner")
 
 
 def _layer_norm_by_definition(

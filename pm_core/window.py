@@ -204,4 +204,16 @@ class Window:
         return tuple(out)
 
 
-__all__ = ["ADAPTIVE_PADDINGS", "WINDOW_DIMS", "AdaptivePadding", "PaddingArg", "Pads", "Window"]
+#: Swin's 2x2 merge as a window, kernel 2 and stride 2, an odd size zero-padded at the
+#: bottom / right (torchvision, timm, HF; mmcv's ``"corner"``).
+SWIN_WINDOW = Window((2, 2), padding="corner")
+
+__all__ = [
+    "ADAPTIVE_PADDINGS",
+    "SWIN_WINDOW",
+    "WINDOW_DIMS",
+    "AdaptivePadding",
+    "PaddingArg",
+    "Pads",
+    "Window",
+]

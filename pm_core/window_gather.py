@@ -32,6 +32,13 @@ def pad_spatial(x: Tensor, pads: Pads) -> Tensor:
     return F.pad(x, flat)
 
 
+def pad_to_even(x: Tensor) -> Tensor:
+    """``(B, H, W, C)`` with an odd H or W zero-padded by one bottom row / right column
+    (Swin's odd-size policy, torchvision / timm / HF); ``x`` itself when both are even."""
+    h, w = x.shape[1:3]
+    return pad_spatial(x, ((0, h % 2), (0, w % 2)))
+
+
 def window_view(x: Tensor, window: Window, pads: Pads) -> Tensor:
     """``(B, *S, C)`` -> ``(B, *S', C, *kernel)``: every window of the padded ``x`` as a view
     (of ``x`` itself when nothing is padded)."""
@@ -78,8 +85,8 @@ def space_to_depth(x: Tensor, window: Window, layout: str | WindowLayout = "swin
     size = tuple(x.shape[1:-1])
     out_size = win.output_size(size)
     n = win.size * x.shape[-1]
-    if x.numel() == 0 or 0 in out_size:
-        return x.new_zeros(x.shape[0], *out_size, n)
+    if x.numel() == 0:  # no windows (C >= 1, so a zero B or spatial size): a view, in the graph
+        return x.flatten()[:0].view(x.shape[0], *out_size, n)
     return _gather(window_view(x, win, win.pads(size)), win, lay)
 
 
@@ -161,4 +168,4 @@ def depth_to_space(
     )
 
 
-__all__ = ["depth_to_space", "pad_spatial", "space_to_depth", "window_view"]
+__all__ = ["depth_to_space", "pad_spatial", "pad_to_even", "space_to_depth", "window_view"]

@@ -1,37 +1,35 @@
-"""The general merge over 2-D and 3-D windows, :func:`~pm_core.window_merge`, as a gather or a conv.
+"""The general impls: ``gather`` and ``conv``, which compute the merge over every window.
 
 Every output position gathers its window (:class:`~pm_core.Window`: kernel, stride,
 padding, dilation) into a ``n = prod(kernel)*C`` vector in a layout
-(:class:`~pm_core.window_layouts.WindowLayout`), normalises it (``norm="pre"``: LayerNorm over the n
-entries, Swin v1, mmcv, MONAI), projects it to O channels, or normalises the O outputs
-(``"post"``, Swin v2). Two implementations (:data:`~pm_core.window_impls.WINDOW_IMPLS`) compute it:
+(:class:`~pm_core.window_layouts.WindowLayout`), normalises it (``norm="pre"``: LayerNorm
+over the n entries, Swin v1, mmcv, MONAI), projects it to O channels, or normalises the O
+outputs (``"post"``, Swin v2). Both are registered in :data:`pm_core.REGISTRY` with
+``windows="any"``:
 
 * ``"gather"``: :func:`~pm_core.space_to_depth` (``Tensor.unfold`` views, one copy), then
   ``F.layer_norm`` and ``F.linear`` on the gathered vectors;
 * ``"conv"``: ``F.conv2d`` / ``F.conv3d`` with the same kernel, stride, padding and
   dilation on the channels-last view of ``x`` (no input copy; padding that a conv cannot
   express, i.e. asymmetric, is one ``F.pad``), the weight mapped from the layout by
-  :func:`~pm_core.window_layouts.window_to_conv`. For ``norm="pre"`` on windows that tile (stride ==
-  kernel, dilation 1) the LayerNorm folds into the conv,
+  :func:`~pm_core.window_layouts.window_to_conv`. For ``norm="pre"`` on windows that tile
+  (stride == kernel, dilation 1) the LayerNorm folds into the conv,
   ``y = conv(x - mu, W*g) * rstd + W @ b`` with each window centred once and its
   variance taken two-pass from the centred values (never ``E[x^2] - E[x]^2``), the
   centred window scaled by a power of two near ``rstd`` before the conv, so its output
-  is ``xhat``-sized whatever the input's scale; windows
-  that overlap or skip have no such fold (each input sits in several windows, with
-  several means), so there ``"conv"`` runs LayerNorm on the gathered windows and the
-  projection as a matmul.
+  is ``xhat``-sized whatever the input's scale; windows that overlap or skip have no
+  such fold (each input sits in several windows, with several means), so there
+  ``"conv"`` runs LayerNorm on the gathered windows and the projection as a matmul.
 
-The 2-D 2x2 merge of Swin (``Window((2, 2))``, stride 2, dilation 1, any padding that
-only zero-pads odd sizes at the bottom/right) in the ``swin`` or ``unfold`` layout runs
-the registered 2x2 ``conv`` impl for ``impl="conv"`` (its fold has a hand-written
-backward): the fast path of the general merge, called directly, not through
-:func:`pm_core.patch_merge`.
+Swin's 2x2 merge (:func:`swin_2x2`: a 2-D kernel-2 stride-2 window whose padding only
+zero-pads an odd size at the bottom / right, in the ``swin`` or ``unfold`` order) is where
+the registered 2x2 fast paths apply; ``"conv"`` runs its own there,
+``pm_core.fold.conv_2x2``, whose pre-norm fold has a hand-written backward.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,29 +37,69 @@ from torch import Tensor
 
 from . import _compat
 from ._checks import Norm
-from ._window_checks import WindowCall, check_window_call
-from .fold import _unit_scale, fold_epilogue, folded_weight
-from .impls import REGISTRY, pad_to_even
+from ._window_checks import WindowCall
+from .fold import _unit_scale, conv_2x2, fold_epilogue, folded_weight
 from .layouts import unfold_to_swin
 from .window import Pads, Window
-from .window_gather import pad_spatial, space_to_depth
+from .window_gather import pad_spatial, pad_to_even, space_to_depth
 from .window_layouts import WindowLayout, conv_weight_view
 
-#: The implementations of :func:`window_merge`.
-WindowImpl = Literal["gather", "conv"]
-WINDOW_IMPLS: tuple[WindowImpl, ...] = get_args(WindowImpl)
+#: The two gather orders of the 2x2 window the fast paths read: Swin's and mmcv's.
+SwinOrder = Literal["swin", "unfold"]
 
-_Fn = Callable[[Tensor, Tensor, Tensor | None, Tensor | None, WindowCall, Norm, float], Tensor]
+
+def swin_order(window: Window, layout: WindowLayout) -> SwinOrder | None:
+    """``"swin"`` or ``"unfold"`` where ``window`` in ``layout`` is Swin's 2x2 merge, else ``None``.
+
+    Swin's merge: 2-D, kernel 2, stride 2, dilation 1, and padding that adds nothing
+    before and at most one row / column after (zero, ``"corner"``, ``"same"``, or
+    explicit ``(0, 0)`` / ``(0, 1)`` pairs), so every window it reads is a window of the
+    input zero-padded to even sizes at the bottom / right.
+    """
+    if window.kernel != (2, 2) or not window.tiles:
+        return None
+    pads = window.padding
+    if not isinstance(pads, str) and any(b != 0 or a > 1 for b, a in pads):
+        return None
+    if not layout.channel_major and layout.fastest == "first":
+        return "swin"
+    if layout.channel_major and layout.fastest == "last":
+        return "unfold"
+    return None
+
+
+def swin_2x2(
+    call: WindowCall, w: Tensor, nw: Tensor | None, nb: Tensor | None, norm: Norm
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None] | None:
+    """A call of Swin's 2x2 merge as a fast path's arguments, else ``None``.
+
+    Returns ``(x4, w, nw, nb)``: ``x4`` the ``(B, H, W, C)`` input cropped to the windows
+    the call reads and zero-padded to even H and W, the parameters in the swin order.
+    """
+    order = swin_order(call.window, call.layout)
+    if order is None:
+        return None
+    x = call.x
+    for a, o in enumerate(call.out_size):
+        if x.shape[1 + a] > 2 * o:  # rows past the last window are never read
+            x = x.narrow(1 + a, 0, 2 * o)
+    if order == "unfold":
+        w = unfold_to_swin(w)
+        if norm == "pre":
+            nw = None if nw is None else unfold_to_swin(nw)
+            nb = None if nb is None else unfold_to_swin(nb)
+    return pad_to_even(x), w, nw, nb
 
 
 def _layer_norm(v: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
     return F.layer_norm(v, v.shape[-1:], weight, bias, eps)
 
 
-def _gather_impl(
+def gather_impl(
     x: Tensor, w: Tensor, nw: Tensor | None, nb: Tensor | None, call: WindowCall, norm: Norm,
     eps: float,
 ) -> Tensor:  # fmt: skip
+    """:func:`~pm_core.space_to_depth`, then LayerNorm and the projection on the vectors."""
     v = space_to_depth(x, call.window, call.layout)
     if norm == "pre":
         v = _layer_norm(v, nw, nb, eps)
@@ -157,100 +195,21 @@ def _folded_pre_norm(
     return fold_epilogue(z, rs, w, nb)
 
 
-def _conv_impl(
+def conv_impl(
     x: Tensor, w: Tensor, nw: Tensor | None, nb: Tensor | None, call: WindowCall, norm: Norm,
     eps: float,
 ) -> Tensor:  # fmt: skip
+    """The conv form (see the module docstring); Swin's 2x2 merge runs ``fold.conv_2x2``."""
+    swin = swin_2x2(call, w, nw, nb, norm)
+    if swin is not None:
+        return conv_2x2(*swin, norm, eps)
     win = call.window
     if norm == "pre":
         if win.tiles:
             return _folded_pre_norm(x, w, nw, nb, call, eps)
-        return _gather_impl(x, w, nw, nb, call, norm, eps)  # no fold for overlapping windows
+        return gather_impl(x, w, nw, nb, call, norm, eps)  # no fold for overlapping windows
     y = _conv(x, conv_weight_view(w, win, call.layout), win, call.pads)
     return _layer_norm(y, nw, nb, eps) if norm == "post" else y
 
 
-_IMPLS: dict[str, _Fn] = {"gather": _gather_impl, "conv": _conv_impl}
-
-
-def _swin_2x2_crop(call: WindowCall) -> tuple[Tensor, str] | None:
-    """``(x cropped, "swin" or "unfold")`` when the call is :func:`pm_core.patch_merge`'s
-    merge: 2-D, kernel 2, stride 2, dilation 1, the swin or unfold order, and padding that
-    adds at most the one bottom row / right column an odd size needs; else ``None``."""
-    win, lay = call.window, call.layout
-    if win.kernel != (2, 2) or not win.tiles:
-        return None
-    if not lay.channel_major and lay.fastest == "first":
-        name = "swin"
-    elif lay.channel_major and lay.fastest == "last":
-        name = "unfold"
-    else:
-        return None
-    x = call.x
-    for a, ((before, _), o) in enumerate(zip(call.pads, call.out_size, strict=True)):
-        size = x.shape[1 + a]
-        if before != 0 or size < 2 * o - 1:
-            return None
-        x = x.narrow(1 + a, 0, min(size, 2 * o))  # rows past the last window are not read
-    return x, name
-
-
-def window_merge(
-    x: Tensor,
-    reduction_weight: Tensor,
-    norm_weight: Tensor | None = None,
-    norm_bias: Tensor | None = None,
-    *,
-    window: Window,
-    layout: str | WindowLayout = "swin",
-    norm: Norm = "pre",
-    eps: float = 1e-5,
-    impl: WindowImpl = "gather",
-) -> Tensor:
-    """Merge every window of a 2-D or 3-D map into one token: ``(B, *S, C) -> (B, *S', O)``.
-
-    Args:
-        x: ``(B, H, W, C)`` for a 2-D window, ``(B, D, H, W, C)`` for a 3-D one; any
-            strides. ``S' = window.output_size(S)``.
-        reduction_weight: ``(O, n)`` with ``n = prod(window.kernel) * C``, its columns in
-            ``layout``.
-        norm_weight, norm_bias: LayerNorm affine parameters, ``(n,)`` in ``layout`` for
-            ``norm="pre"``, ``(O,)`` for ``"post"``, ``None`` for no affine.
-        window: the :class:`~pm_core.Window` (kernel, stride, padding, dilation).
-        layout: the channel order of the merged vector, a name from
-            :data:`~pm_core.window_layouts.WINDOW_LAYOUTS` or a :class:`~pm_core.window_layouts.WindowLayout`.
-        norm: ``"pre"`` (LN over the n window entries, then the projection), ``"post"``
-            (projection, then LN over O) or ``"none"``.
-        eps: the LayerNorm epsilon.
-        impl: ``"gather"`` or ``"conv"`` (:data:`~pm_core.window_impls.WINDOW_IMPLS`; see the module docstring
-            for where the conv form folds the pre-norm and where it falls back).
-
-    The float64 oracle is :func:`pm_core.reference_window_merge`, and
-    :func:`pm_core.window_error_bounds` bounds the difference.
-
-    >>> import torch
-    >>> x = torch.randn(2, 5, 6, 6, 4)  # (B, D, H, W, C)
-    >>> w = torch.randn(8, 32)  # (O, 2*2*2*C)
-    >>> window_merge(x, w, window=Window((2, 2, 2), padding="corner"), layout="monai-v2-3d",
-    ...              norm="none", impl="conv").shape
-    torch.Size([2, 3, 3, 3, 8])
-    """
-    if impl not in _IMPLS:
-        raise ValueError(f"unknown impl {impl!r}; choose one of {WINDOW_IMPLS}")
-    call = check_window_call(x, reduction_weight, norm_weight, norm_bias, window, layout, norm, eps)
-    w, nw, nb = reduction_weight, norm_weight, norm_bias
-    if call.x.numel() == 0 or 0 in call.out_size:
-        return _gather_impl(call.x, w, nw, nb, call, norm, eps)  # empty in, empty out
-    swin = _swin_2x2_crop(call) if impl == "conv" else None
-    if swin is not None:
-        x2, name = swin
-        if name == "unfold":
-            w = unfold_to_swin(w)
-            if norm == "pre":
-                nw = None if nw is None else unfold_to_swin(nw)
-                nb = None if nb is None else unfold_to_swin(nb)
-        return REGISTRY["conv"].fn(pad_to_even(x2), w, nw, nb, norm, eps)
-    return _IMPLS[impl](call.x, w, nw, nb, call, norm, eps)
-
-
-__all__ = ["WINDOW_IMPLS", "WindowImpl", "window_merge"]
+__all__ = ["SwinOrder", "conv_impl", "gather_impl", "swin_2x2", "swin_order"]

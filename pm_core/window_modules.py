@@ -10,9 +10,10 @@ from torch import Tensor, nn
 
 from ._checks import Norm, check_dim, check_options
 from ._window_checks import check_window
+from .functional import window_merge
+from .impls import check_impl
 from .window import Window
 from .window_gather import space_to_depth
-from .window_impls import WINDOW_IMPLS, WindowImpl, window_merge
 from .window_layouts import (
     WindowLayout,
     conv_to_window,
@@ -30,20 +31,19 @@ class _WindowBase(nn.Module):
 
     def __init__(
         self, dim: int, window: Window, out_dim: int | None, norm: Norm,
-        layout: str | WindowLayout, impl: WindowImpl, eps: float,
+        layout: str | WindowLayout, impl: str, eps: float,
     ) -> None:  # fmt: skip
         super().__init__()
         check_options(norm, "pad", eps)
         check_dim(dim)
         self.window = check_window(window)
         self.layout = window_layout(layout, self.window)
-        if impl not in WINDOW_IMPLS:
-            raise ValueError(f"unknown impl {impl!r}; choose one of {WINDOW_IMPLS}")
+        check_impl(impl, self.window, self.layout)
         self.dim = dim
         self.out_dim = 2 * dim if out_dim is None else out_dim
         check_dim(self.out_dim)
         self.norm_mode: Norm = norm
-        self.impl: WindowImpl = impl
+        self.impl = impl
 
     def _make_norm(self, eps: float, **dd: object) -> nn.Module:
         n = self.window.size * self.dim
@@ -115,7 +115,7 @@ class WindowMerging(_WindowBase):
         out_dim: int | None = None,
         norm: Norm = "pre",
         layout: str | WindowLayout = "swin",
-        impl: WindowImpl = "gather",
+        impl: str = "gather",
         eps: float = 1e-5,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -160,7 +160,7 @@ class ConvWindowMerging(_WindowBase):
         out_dim: int | None = None,
         norm: Norm = "pre",
         layout: str | WindowLayout = "swin",
-        impl: WindowImpl = "conv",
+        impl: str = "conv",
         eps: float = 1e-5,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,

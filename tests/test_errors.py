@@ -423,7 +423,7 @@ def scratch_registry() -> Iterator[None]:
 def _twice_slice(
     x: Tensor, w: Tensor, nw: Tensor | None, nb: Tensor | None, norm: Norm, eps: float
 ) -> Tensor:
-    return 2 * pm_core.REGISTRY["slice"].fn(x, w, nw, nb, norm, eps)
+    return 2 * pm_core.patch_merge(x, w, nw, nb, norm=norm, eps=eps, impl="slice")
 
 
 @pytest.mark.usefixtures("scratch_registry")

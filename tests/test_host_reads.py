@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import pm_core
 from pm_core import Norm
-from pm_core.window_impls import WindowImpl
+from pm_core.testing import general_impls
 
 aten = torch.ops.aten
 #: The ops that return a value to the host, or a shape that depends on values.
@@ -97,14 +97,14 @@ def test_patch_merge_impls_make_no_host_read(impl: str, norm: Norm, dtype: torch
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("norm", ["pre", "post", "none"])
-@pytest.mark.parametrize("impl", list(pm_core.window_impls.WINDOW_IMPLS))
+@pytest.mark.parametrize("impl", general_impls())
 @pytest.mark.parametrize(
     "window",
     [pm_core.Window((2, 2)), pm_core.Window((2, 2, 2)), pm_core.Window((3, 3), 2, "same")],
     ids=["2x2", "2x2x2", "3x3-s2-same"],
 )
 def test_window_merge_impls_make_no_host_read(
-    impl: WindowImpl, norm: Norm, dtype: torch.dtype, window: pm_core.Window
+    impl: str, norm: Norm, dtype: torch.dtype, window: pm_core.Window
 ) -> None:
     x = torch.randn(2, *(4,) * window.dims, 3).to(dtype)
     n = window.size * 3

@@ -127,7 +127,7 @@ def test_module_rejects() -> None:
     with pytest.raises(TypeError, match=r"window must be a pm_core.Window"):
         WindowMerging(2, (2, 2))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown impl 'fast'"):
-        WindowMerging(2, Window((2, 2)), impl="fast")  # type: ignore[arg-type]
+        WindowMerging(2, Window((2, 2)), impl="fast")
     with pytest.raises(ValueError, match="layout 'monai-legacy' is for 3-D windows"):
         WindowMerging(2, Window((2, 2)), layout="monai-legacy")
     with pytest.raises(ValueError, match="dim must be a positive int"):

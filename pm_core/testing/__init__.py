@@ -74,6 +74,7 @@ from .params import (
     dtype_params,
     exact_combos,
     examples,
+    general_impls,
     inexact_combos,
     pair_combos,
 )
@@ -188,6 +189,7 @@ __all__ = [
     "examples",
     "expected_output_shape",
     "fail",
+    "general_impls",
     "index_of",
     "inexact_combos",
     "layouts_for",

@@ -75,6 +75,11 @@ def inexact_combos() -> list[Any]:
     ]
 
 
+def general_impls() -> list[str]:
+    """The registered impls that compute every window (``Impl.windows == "any"``)."""
+    return [name for name, spec in pm_core.REGISTRY.items() if spec.windows == "any"]
+
+
 def pair_combos() -> list[Any]:
     """Unordered impl pairs that both claim exactness for the norm mode."""
     names = list(pm_core.REGISTRY)

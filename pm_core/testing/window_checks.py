@@ -47,8 +47,8 @@ class WindowSubject:
 
 
 def window_merge_for(impl: str) -> WindowSubject:
-    """:func:`pm_core.window_merge` with ``impl`` (a name from :data:`pm_core.window_impls.WINDOW_IMPLS`)."""
-    assert impl in pm_core.window_impls.WINDOW_IMPLS, impl
+    """:func:`pm_core.window_merge` with ``impl`` (a registered name)."""
+    assert impl in pm_core.REGISTRY, impl
     merge = partial(pm_core.window_merge, impl=impl)
     return WindowSubject(f"window-{impl}", merge, f"window_merge_for({impl!r})")
 

@@ -31,6 +31,7 @@ from pm_core.testing import (
     edge_values,
     exact_combos,
     examples,
+    general_impls,
     inexact_combos,
     merge_for,
     window_cases,
@@ -102,7 +103,7 @@ def test_inexact_impls_are_finite_too(
 @pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("dtype", dtype_params())
 @pytest.mark.parametrize("norm", NORMS)
-@pytest.mark.parametrize("impl", pm_core.window_impls.WINDOW_IMPLS)
+@pytest.mark.parametrize("impl", general_impls())
 @examples(0.1)
 @given(data=st.data())
 def test_window_merge_finite_and_bounded_up_to_the_edge(

@@ -12,15 +12,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pm_core import Norm
-from pm_core.testing import NORMS, check_window_grads, examples, window_cases, window_merge_for
-from pm_core.window_impls import WINDOW_IMPLS
+from pm_core.testing import (
+    NORMS,
+    check_window_grads,
+    examples,
+    general_impls,
+    window_cases,
+    window_merge_for,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("norm", NORMS)
-@pytest.mark.parametrize("impl", WINDOW_IMPLS)
+@pytest.mark.parametrize("impl", general_impls())
 @examples(0.3)
 @given(data=st.data())
 def test_window_gradients_match_oracle(
@@ -34,7 +40,7 @@ def test_window_gradients_match_oracle(
 
 
 @pytest.mark.parametrize("norm", NORMS)
-@pytest.mark.parametrize("impl", WINDOW_IMPLS)
+@pytest.mark.parametrize("impl", general_impls())
 @examples(0.2)
 @given(data=st.data())
 def test_window_gradients_with_overlapping_windows(

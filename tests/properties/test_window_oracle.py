@@ -31,10 +31,10 @@ from pm_core.testing import (
     check_window_gather,
     dtype_params,
     examples,
+    general_impls,
     window_cases,
     window_merge_for,
 )
-from pm_core.window_impls import WINDOW_IMPLS
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -50,7 +50,7 @@ def test_gather_is_the_oracle_gather(dtype: torch.dtype, data: st.DataObject) ->
 
 @pytest.mark.parametrize("dtype", dtype_params())
 @pytest.mark.parametrize("norm", NORMS)
-@pytest.mark.parametrize("impl", WINDOW_IMPLS)
+@pytest.mark.parametrize("impl", general_impls())
 @examples(0.4)
 @given(data=st.data())
 def test_window_merge_matches_oracle(
@@ -63,7 +63,7 @@ def test_window_merge_matches_oracle(
 
 
 @pytest.mark.parametrize("norm", NORMS)
-@pytest.mark.parametrize("impl", WINDOW_IMPLS)
+@pytest.mark.parametrize("impl", general_impls())
 @examples(0.2)
 @given(data=st.data())
 def test_window_merge_matches_oracle_on_tiling_3d_windows(
@@ -104,7 +104,7 @@ def test_swin_2x2_is_patch_merge(
         w = swin_to_unfold(w)
         if norm == "pre":
             nw, nb = (None if t is None else swin_to_unfold(t) for t in (nw, nb))
-    got = window_merge(x, w, nw, nb, window=win, layout=layout, norm=norm, impl=impl)  # type: ignore[arg-type]
+    got = window_merge(x, w, nw, nb, window=win, layout=layout, norm=norm, impl=impl)
     other, exact = SAME_AS[impl, layout]
     args = (x, inp.weight, inp.norm_weight, inp.norm_bias)
     want = patch_merge(*args, norm=norm, impl=other)
@@ -128,7 +128,7 @@ LIBRARY_WINDOWS = {
 
 
 @pytest.mark.parametrize("norm", NORMS)
-@pytest.mark.parametrize("impl", WINDOW_IMPLS)
+@pytest.mark.parametrize("impl", general_impls())
 @pytest.mark.parametrize("name", list(LIBRARY_WINDOWS))
 @examples(0.1)
 @given(data=st.data())

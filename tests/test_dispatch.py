@@ -1,0 +1,131 @@
+"""One engine: both front doors reach every registered impl through one dispatch point.
+
+``patch_merge`` is ``window_merge`` over Swin's window in the swin layout; a 2x2 fast
+path runs wherever the window is Swin's 2x2 merge, in either front door, and refuses
+any other window by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+import pm_core
+from pm_core import SpaceToDepth, Window, WindowMerging, patch_merge, window_merge
+from pm_core.layouts import swin_to_unfold
+from pm_core.window import SWIN_WINDOW
+
+TWO_BY_TWO = [name for name, spec in pm_core.REGISTRY.items() if spec.windows == "2x2"]
+
+#: Windows that read exactly Swin's 2x2 windows of a map zero-padded at the bottom / right.
+SWIN_LIKE = [
+    SWIN_WINDOW,
+    Window((2, 2), padding="same"),
+    Window((2, 2), padding=((0, 1), (0, 1))),
+    Window((2, 2)),
+    Window((2, 2), stride=2, padding=((0, 0), (0, 1))),
+]
+
+
+def _inputs(h: int, w: int, norm: str) -> tuple[Any, ...]:
+    g = torch.Generator().manual_seed(h * 10 + w)
+    x = torch.randn(2, h, w, 3, generator=g)
+    wt = torch.randn(5, 12, generator=g)
+    n = 12 if norm == "pre" else 5
+    nw = None if norm == "none" else torch.randn(n, generator=g)
+    nb = None if norm == "none" else torch.randn(n, generator=g)
+    return x, wt, nw, nb
+
+
+#: (impl, layout) pairs that run the same arithmetic in both front doors: a 2x2 fast path
+#: in either order (the unfold order's parameters are permuted to swin's first), and
+#: ``conv``, whose 2x2 path is the same. ``gather`` reads the call's own order, so in the
+#: unfold order it sums in another order (the window properties bound it against the oracle).
+SAME_ARITHMETIC = [
+    (name, layout)
+    for name in pm_core.IMPLS
+    for layout in ("swin", "unfold")
+    if layout == "swin" or name != "gather"
+]
+
+
+@pytest.mark.parametrize("norm", pm_core.NORMS)
+@pytest.mark.parametrize("window", SWIN_LIKE, ids=repr)
+@pytest.mark.parametrize(("impl", "layout"), SAME_ARITHMETIC)
+def test_every_impl_runs_swin_windows_in_both_front_doors(
+    impl: str, layout: str, window: Window, norm: str
+) -> None:
+    """``window_merge`` over a window that reads Swin's 2x2 windows equals ``patch_merge``
+    of the map those windows cover, bit for bit: the same function runs on the same
+    values, whichever front door it came through."""
+    for h, w in [(4, 6), (5, 3)]:
+        x, wt, nw, nb = _inputs(h, w, norm)
+        out = window.output_size((h, w))
+        covered = x[:, : min(h, 2 * out[0]), : min(w, 2 * out[1])]
+        want = patch_merge(covered, wt, nw, nb, norm=norm, impl=impl)  # type: ignore[arg-type]
+        if layout == "unfold":
+            wt = swin_to_unfold(wt)
+            if norm == "pre":
+                nw, nb = swin_to_unfold(nw), swin_to_unfold(nb)
+        got = window_merge(x, wt, nw, nb, window=window, layout=layout, norm=norm, impl=impl)  # type: ignore[arg-type]
+        assert torch.equal(got, want), (impl, window, layout, norm, (h, w))
+
+
+@pytest.mark.parametrize(
+    ("window", "layout"),
+    [
+        (Window((3, 3)), "swin"),
+        (Window((2, 2), stride=1), "swin"),
+        (Window((2, 2), padding=1), "swin"),
+        (Window((2, 2), dilation=2), "swin"),
+        (Window((2, 2, 2)), "swin"),
+        (SWIN_WINDOW, "row-major"),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("impl", [*TWO_BY_TWO, "auto"])
+def test_a_2x2_fast_path_refuses_other_windows_by_name(
+    impl: str, window: Window, layout: str
+) -> None:
+    """A 2x2 fast path (and ``auto``, which chooses among them) on any other window or
+    order raises, naming the impls that compute it, in the function and the module."""
+    x = torch.randn(1, *([6] * window.dims), 2)
+    wt = torch.randn(3, window.size * 2)
+    match = rf"impl '{impl}' computes only Swin's 2x2 merge .* choose one of \('gather', 'conv'\)"
+    with pytest.raises(ValueError, match=match):
+        window_merge(x, wt, window=window, layout=layout, norm="none", impl=impl)
+    with pytest.raises(ValueError, match=match):
+        WindowMerging(2, window, layout=layout, impl=impl)
+
+
+def test_register_rejects_the_name_auto_and_an_unknown_window_kind() -> None:
+    """``auto`` is the front doors' choice, never a registered name; ``windows`` is
+    ``"2x2"`` or ``"any"``."""
+
+    def fn(*args: Any) -> Any:
+        return args[0]
+
+    with pytest.raises(ValueError, match="'auto' names impl='auto'"):
+        pm_core.register("auto", layout="swin", summary="s")(fn)
+    with pytest.raises(ValueError, match="windows must be '2x2' or 'any'"):
+        pm_core.register("x", layout="swin", summary="s", windows="3x3")(fn)  # type: ignore[arg-type]
+    assert "x" not in pm_core.REGISTRY
+
+
+def test_impls_is_live_and_lists_both_kinds() -> None:
+    """``IMPLS`` is a view of the one registry: the 2x2 fast paths and the general impls."""
+    assert list(pm_core.IMPLS) == list(pm_core.REGISTRY)
+    assert {"gather", "conv"} <= {n for n, s in pm_core.REGISTRY.items() if s.windows == "any"}
+    assert {"slice", "reshape", "unfold", "pixel_unshuffle"} <= set(TWO_BY_TWO)
+
+
+def test_space_to_depth_of_an_empty_map_keeps_the_graph() -> None:
+    """An empty input's merge is empty and differentiable (a zero gradient of its shape)."""
+    x = torch.zeros(0, 4, 6, 3, requires_grad=True)
+    y = SpaceToDepth(SWIN_WINDOW)(x)
+    assert y.shape == (0, 2, 3, 12)
+    y.sum().backward()
+    assert x.grad is not None
+    assert x.grad.shape == x.shape
