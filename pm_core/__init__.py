@@ -37,7 +37,7 @@ import each other in one direction, from the leaves up::
 
     _checks, layouts, window  ->  window_layouts, fold  ->  oracle, window_gather
       ->  window_impls  ->  impls  ->  auto, precision, bound_terms, bounds
-      ->  functional, window_bounds, expand, focus  ->  modules, window_modules
+      ->  functional, window_bounds, expand, focus  ->  modules
       ->  adopt_family  ->  adopt, checkpoints  ->  unfold_merge  ->  layout_check
 
 ``pm_core.lab`` is the measurement and reporting side (traffic, roofline, profiling,
@@ -104,14 +104,19 @@ from .focus import FocusConv
 from .functional import patch_merge, window_merge
 from .impls import IMPLS, REGISTRY, register
 from .layout_check import check_merge_layout
-from .modules import ConvPatchMerging, PatchMerging
+from .modules import (
+    ConvPatchMerging,
+    ConvWindowMerging,
+    PatchMerging,
+    SpaceToDepth,
+    WindowMerging,
+)
 from .oracle import reference_patch_merge, reference_window_merge
 from .precision import gemm_precision
 from .unfold_merge import UnfoldPatchMerging
 from .window import Window
 from .window_bounds import window_error_bounds
 from .window_gather import depth_to_space, space_to_depth
-from .window_modules import ConvWindowMerging, SpaceToDepth, WindowMerging
 
 #: The namespaces that hold the rest of the public API, each with its own ``__all__``.
 NAMESPACES = (

@@ -33,6 +33,16 @@ def check_window(window: object) -> Window:
     return window
 
 
+def check_layout(layout: object, window: Window) -> WindowLayout:
+    """``layout`` (a name or a :class:`WindowLayout`) resolved for ``window``."""
+    if not isinstance(layout, (str, WindowLayout)):
+        raise TypeError(
+            "layout must be a layout name or a pm_core.window_layouts.WindowLayout, got "
+            f"{type(layout).__name__}"
+        )
+    return window_layout(layout, window)
+
+
 def check_window_input(x: object, window: Window, name: str = "x") -> Tensor:
     """``x`` is a float ``(B, H, W, C)`` (2-D window) or ``(B, D, H, W, C)`` (3-D) with C >= 1."""
     if not isinstance(x, Tensor):
@@ -65,11 +75,7 @@ def check_window_call(
     """Validate a :func:`pm_core.window_merge` call (and its oracle's and bounds')."""
     check_options(norm, "pad", eps)
     win = check_window(window)
-    if not isinstance(layout, (str, WindowLayout)):
-        raise TypeError(
-            f"layout must be a layout name or a pm_core.window_layouts.WindowLayout, got {type(layout).__name__}"
-        )
-    lay = window_layout(layout, win)
+    lay = check_layout(layout, win)
     x5 = check_window_input(x, win)
     c = x5.shape[-1]
     n = win.size * c
@@ -83,16 +89,25 @@ def check_window_call(
     return WindowCall(x5, win, lay, pads, out_size, out)
 
 
-def swin_call(x4: Tensor, out_features: int) -> WindowCall:
+def swin_call(x4: Tensor, out_features: int, layout: object = "swin") -> WindowCall:
     """Swin's 2x2 merge of a validated ``(B, H, W, C)`` as a general call:
-    :data:`~pm_core.oracle.SWIN_WINDOW` in the ``"swin"`` layout. Its padding and output
+    :data:`~pm_core.oracle.SWIN_WINDOW` in ``layout`` (the ``"swin"`` order by default;
+    validated here). Its padding and output
     size in closed form (``SWIN_WINDOW.pads`` / ``.output_size`` give the same: the
     tests check it), since this runs on every :func:`pm_core.patch_merge` call."""
+    lay = _SWIN if layout == "swin" else check_layout(layout, SWIN_WINDOW)
     h, w = x4.shape[1], x4.shape[2]
     pads = ((0, h % 2), (0, w % 2))
-    return WindowCall(x4, SWIN_WINDOW, _SWIN, pads, (-(-h // 2), -(-w // 2)), out_features)
+    return WindowCall(x4, SWIN_WINDOW, lay, pads, (-(-h // 2), -(-w // 2)), out_features)
 
 
 _SWIN = window_layout("swin")
 
-__all__ = ["WindowCall", "check_window", "check_window_call", "check_window_input", "swin_call"]
+__all__ = [
+    "WindowCall",
+    "check_layout",
+    "check_window",
+    "check_window_call",
+    "check_window_input",
+    "swin_call",
+]

@@ -46,6 +46,7 @@ from . import _compat
 from ._checks import Norm
 from .focus import FocusConv, focus_to_conv
 from .impls import check_impl
+from .modules import SpaceToDepth, WindowMerging
 from .oracle import reference_window_merge
 from .window import Window
 from .window_bounds import window_error_bounds
@@ -59,7 +60,6 @@ from .window_layouts import (
     convert_window_layout,
     layout_from_offsets,
 )
-from .window_modules import SpaceToDepth, WindowMerging
 
 Kind = Literal["monai", "focus", "space-to-depth"]
 

@@ -58,6 +58,7 @@ def patch_merge(
     eps: float = 1e-5,
     impl: str = "slice",
     odd: Odd = "pad",
+    layout: str | WindowLayout = "swin",
 ) -> Tensor:
     """Merge each 2x2 window of a feature map into one token: ``(B, H, W, C) -> (B, H', W', O)``.
 
@@ -69,8 +70,8 @@ def patch_merge(
         x: ``(B, H, W, C)``, or ``(B, L, C)`` with ``hw=(H, W)`` and ``L == H*W``. Any
             strides; the output keeps the input's form: ``(B, H', W', O)`` or
             ``(B, H'*W', O)``.
-        reduction_weight: ``(O, 4C)`` in the canonical swin layout (column
-            ``(2*dw + dh)*C + c``); ``O`` is ``2C`` in every Swin.
+        reduction_weight: ``(O, 4C)``, its columns in ``layout``: by default the canonical
+            swin layout (column ``(2*dw + dh)*C + c``); ``O`` is ``2C`` in every Swin.
         norm_weight, norm_bias: LayerNorm affine parameters, ``(4C,)`` for
             ``norm="pre"``, ``(O,)`` for ``norm="post"``, ``None`` for no affine.
         norm: ``"pre"`` (Swin v1: LN over the 4C window, then the Linear), ``"post"``
@@ -81,6 +82,10 @@ def patch_merge(
             cached (:mod:`pm_core.auto`).
         odd: ``"pad"`` zero-pads a bottom row / right column (torchvision, timm, HF),
             so ``H' = ceil(H/2)``; ``"error"`` raises on odd sizes (Microsoft Swin).
+        layout: the order of the merged 4C vector (and of a pre-norm's vectors): ``"swin"``,
+            mmcv's ``"unfold"``, or any 2-D layout of
+            :data:`~pm_core.window_layouts.WINDOW_LAYOUTS` or a
+            :class:`~pm_core.window_layouts.WindowLayout`.
 
     Non-finite inputs propagate: a window that holds NaN or inf gives non-finite
     outputs, and every other window is unaffected. Empty inputs (B, H or W zero) give
@@ -94,7 +99,7 @@ def patch_merge(
     """
     check_impl(impl)
     call = check_call(x, reduction_weight, norm_weight, norm_bias, hw, norm, eps, odd)
-    wcall = swin_call(call.x, reduction_weight.shape[0])
+    wcall = swin_call(call.x, reduction_weight.shape[0], layout)
     y = merge(wcall, reduction_weight, norm_weight, norm_bias, norm, eps, impl)
     return y.flatten(1, 2) if call.flat else y
 

@@ -5,27 +5,29 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-from ._checks import as_bhwc, check_dim, check_options
+from ._checks import Odd, check_options
 from .adopt import from_module
 from .checkpoints import convert_state_dict
-from .modules import PatchMerging
+from .modules import PatchMerging, WindowMerging, _SwinPreset
+from .window import SWIN_WINDOW
 
 
-class UnfoldPatchMerging(nn.Module):
+class UnfoldPatchMerging(_SwinPreset, WindowMerging):
     """An mmcv-style merge: ``nn.Unfold(2, stride=2)``, LN(4C), Linear, weights in unfold order.
 
-    ``.norm`` is ``LayerNorm(4*dim)`` (``norm="pre"``) or ``Identity`` (``"none"``);
-    ``.reduction`` is ``nn.Linear(4*dim, out_dim, bias=False)``. Both are in the unfold
-    layout (column ``4*c + 2*dh + dw``), as in mmseg/mmdet checkpoints. Keys and shapes are
-    those of a Swin merge, so a swin-layout state dict loads *strictly and silently* and
-    computes the wrong function (mmseg #2350); convert it with
+    A :class:`~pm_core.WindowMerging` over :data:`~pm_core.oracle.SWIN_WINDOW` in the
+    ``"unfold"`` layout. ``.norm`` is ``LayerNorm(4*dim)`` (``norm="pre"``) or ``Identity``
+    (``"none"``); ``.reduction`` is ``nn.Linear(4*dim, out_dim, bias=False)``. Both are in
+    the unfold layout (column ``4*c + 2*dh + dw``), as in mmseg/mmdet checkpoints. Keys and
+    shapes are those of a Swin merge, so a swin-layout state dict loads *strictly and
+    silently* and computes the wrong function (mmseg #2350); convert it with
     ``convert_state_dict(sd, "swin", "unfold")``, and see :func:`check_merge_layout`.
 
     ``forward(x, hw=None)``: ``x`` is ``(B, H, W, C)``, or ``(B, H*W, C)`` with
     ``hw=(H, W)``; odd sizes are zero-padded at the bottom/right (mmcv's ``"corner"``).
+    ``impl`` defaults to ``"unfold"``, mmcv's own gather.
     """
 
     def __init__(
@@ -34,33 +36,20 @@ class UnfoldPatchMerging(nn.Module):
         *,
         out_dim: int | None = None,
         norm: Literal["pre", "none"] = "pre",
+        impl: str = "unfold",
+        odd: Odd = "pad",
         eps: float = 1e-5,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ):
-        super().__init__()
-        check_options(norm, "pad", eps)
+        check_options(norm, odd, eps)
         if norm not in ("pre", "none"):
             raise ValueError(f"UnfoldPatchMerging has mmcv's norm='pre' or 'none'; got {norm!r}")
-        check_dim(dim)
-        self.dim = dim
-        self.out_dim = 2 * dim if out_dim is None else out_dim
-        self.norm: nn.Module = (
-            nn.LayerNorm(4 * dim, eps=eps, device=device, dtype=dtype)
-            if norm == "pre"
-            else nn.Identity()
-        )
-        self.reduction = nn.Linear(4 * dim, self.out_dim, bias=False, device=device, dtype=dtype)
-
-    def forward(self, x: Tensor, hw: tuple[int, int] | None = None) -> Tensor:
-        x4, flat = as_bhwc(x, hw)
-        b, h, w, c = x4.shape
-        if c != self.dim:
-            raise ValueError(f"x has C={c} channels but this merge has dim={self.dim}")
-        nchw = F.pad(x4, (0, 0, 0, w % 2, 0, h % 2)).permute(0, 3, 1, 2)
-        v = F.unfold(nchw, kernel_size=2, stride=2).transpose(1, 2)  # (B, L', 4C)
-        y: Tensor = self.reduction(self.norm(v))
-        return y if flat else y.view(b, -(-h // 2), -(-w // 2), -1)
+        WindowMerging.__init__(
+            self, dim, SWIN_WINDOW, out_dim=out_dim, norm=norm, layout="unfold", impl=impl,
+            eps=eps, device=device, dtype=dtype,
+        )  # fmt: skip
+        self.odd = odd
 
     @classmethod
     def from_swin(cls, m: nn.Module) -> UnfoldPatchMerging:

@@ -207,5 +207,5 @@ def test_unfold_module_from_swin_and_errors() -> None:
     torch.testing.assert_close(flat, src(x).flatten(1, 2), rtol=1e-10, atol=1e-10)
     with pytest.raises(ValueError, match="norm='pre' or 'none'"):
         UnfoldPatchMerging(4, norm="post")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="C=5 channels but this merge has dim=6"):
+    with pytest.raises(ValueError, match="x has C=5 channels but this merge has dim=6"):
         unf(torch.randn(1, 4, 4, 5, dtype=torch.float64))

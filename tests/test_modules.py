@@ -8,7 +8,18 @@ import pytest
 import torch
 from torch import nn
 
-from pm_core import IMPLS, ConvPatchMerging, Norm, PatchMerging, reference_patch_merge
+from pm_core import (
+    IMPLS,
+    ConvPatchMerging,
+    ConvWindowMerging,
+    Norm,
+    PatchMerging,
+    UnfoldPatchMerging,
+    Window,
+    WindowMerging,
+    reference_patch_merge,
+)
+from pm_core.oracle import SWIN_WINDOW
 
 
 @pytest.mark.parametrize(("norm", "keys"), [
@@ -98,3 +109,64 @@ def test_constructor_rejects_bad_options(
     """Bad constructor options fail at construction, not at the first forward."""
     with pytest.raises(exc, match=fragment):
         cls(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("preset", "base", "layout"),
+    [
+        (PatchMerging, WindowMerging, "swin"),
+        (ConvPatchMerging, ConvWindowMerging, "swin"),
+        (UnfoldPatchMerging, WindowMerging, "unfold"),
+    ],
+)
+def test_swin_modules_are_presets_of_the_window_modules(
+    preset: Any, base: Any, layout: str
+) -> None:
+    """Each Swin module is its window module over SWIN_WINDOW in a fixed layout: the same
+    state_dict keys and shapes, and the same function as the window module loaded from
+    its state_dict, on an even and on an odd map."""
+    torch.manual_seed(0)
+    m = preset(6, dtype=torch.float64)
+    assert isinstance(m, base)
+    assert (m.window, m.layout.name) == (SWIN_WINDOW, layout)
+    general = base(6, SWIN_WINDOW, layout=layout, impl=m.impl, dtype=torch.float64)
+    general.load_state_dict(m.state_dict())  # strict: the same keys and shapes
+    assert list(general.state_dict()) == list(m.state_dict())
+    for hw in [(4, 6), (5, 3)]:
+        x = torch.randn(2, *hw, 6, dtype=torch.float64)
+        assert torch.equal(m(x), general(x))
+        assert torch.equal(m(x.flatten(1, 2), hw), m(x).flatten(1, 2))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: PatchMerging(6),
+        lambda: ConvPatchMerging(6),
+        lambda: UnfoldPatchMerging(6),
+        lambda: WindowMerging(6, Window((2, 2, 2))),
+        lambda: ConvWindowMerging(6, Window((3, 3), stride=2)),
+    ],
+)
+def test_every_module_names_a_channel_mismatch(make: Any) -> None:
+    """A module called on an input with the wrong channel count says which two disagree."""
+    m = make()
+    x = torch.randn(1, *([4] * m.window.dims), 5)
+    with pytest.raises(ValueError, match=r"x has C=5 channels but this merge has dim=6"):
+        m(x)
+
+
+def test_conversions_keep_the_preset() -> None:
+    """to_conv / to_linear of a Swin preset give the other Swin preset, with its options;
+    the unfold preset's conv form is the general conv module in its layout."""
+    m = PatchMerging(4, norm="post", impl="reshape", odd="error")
+    c = m.to_conv()
+    assert type(c) is ConvPatchMerging
+    assert (c.norm_mode, c.impl, c.odd) == ("post", "reshape", "error")
+    assert type(c.to_linear()) is PatchMerging
+    u = UnfoldPatchMerging(4).double()
+    uc = u.to_conv()
+    assert type(uc) is ConvWindowMerging
+    assert uc.layout.name == "unfold"
+    x = torch.randn(1, 6, 4, 4, dtype=torch.float64)
+    torch.testing.assert_close(uc(x), u(x), rtol=1e-12, atol=1e-12)
