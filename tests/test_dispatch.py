@@ -20,13 +20,13 @@ from pm_core.window import SWIN_WINDOW
 TWO_BY_TWO = [name for name, spec in pm_core.REGISTRY.items() if spec.windows == "2x2"]
 
 #: Windows that read exactly Swin's 2x2 windows of a map zero-padded at the bottom / right.
-SWIN_LIKE = [
-    SWIN_WINDOW,
-    Window((2, 2), padding="same"),
-    Window((2, 2), padding=((0, 1), (0, 1))),
-    Window((2, 2)),
-    Window((2, 2), stride=2, padding=((0, 0), (0, 1))),
-]
+SWIN_LIKE = {
+    "corner": SWIN_WINDOW,
+    "same": Window((2, 2), padding="same"),
+    "pad01": Window((2, 2), padding=((0, 1), (0, 1))),
+    "nopad": Window((2, 2)),
+    "pad00-01": Window((2, 2), stride=2, padding=((0, 0), (0, 1))),
+}
 
 
 def _inputs(h: int, w: int, norm: str) -> tuple[Any, ...]:
@@ -52,7 +52,7 @@ SAME_ARITHMETIC = [
 
 
 @pytest.mark.parametrize("norm", pm_core.NORMS)
-@pytest.mark.parametrize("window", SWIN_LIKE, ids=repr)
+@pytest.mark.parametrize("window", list(SWIN_LIKE.values()), ids=list(SWIN_LIKE))
 @pytest.mark.parametrize(("impl", "layout"), SAME_ARITHMETIC)
 def test_every_impl_runs_swin_windows_in_both_front_doors(
     impl: str, layout: str, window: Window, norm: str
@@ -76,14 +76,14 @@ def test_every_impl_runs_swin_windows_in_both_front_doors(
 @pytest.mark.parametrize(
     ("window", "layout"),
     [
-        (Window((3, 3)), "swin"),
-        (Window((2, 2), stride=1), "swin"),
-        (Window((2, 2), padding=1), "swin"),
-        (Window((2, 2), dilation=2), "swin"),
-        (Window((2, 2, 2)), "swin"),
-        (SWIN_WINDOW, "row-major"),
+        pytest.param(Window((3, 3)), "swin", id="3x3"),
+        pytest.param(Window((2, 2), stride=1), "swin", id="overlapping"),
+        pytest.param(Window((2, 2), padding=1), "swin", id="pad-before"),
+        pytest.param(Window((2, 2), padding=((0, 2), (0, 0))), "swin", id="pad-after-2"),
+        pytest.param(Window((2, 2), dilation=2), "swin", id="dilated"),
+        pytest.param(Window((2, 2, 2)), "swin", id="3-D"),
+        pytest.param(SWIN_WINDOW, "row-major", id="row-major"),
     ],
-    ids=repr,
 )
 @pytest.mark.parametrize("impl", [*TWO_BY_TWO, "auto"])
 def test_a_2x2_fast_path_refuses_other_windows_by_name(
