@@ -63,6 +63,7 @@ nitpick_ignore = [
         "collections.abc.Sequence",
         "pathlib.Path",
         "pm_core.adopt.Known",
+        "pm_core.recognition.Known",
         # the validated call a general impl receives, documented as pm_core.impls.WindowCall
         "pm_core._window_checks.WindowCall",
         "Pads",  # its padding field's type: a tuple of (before, after) pairs

@@ -38,7 +38,7 @@ import each other in one direction, from the leaves up::
     _checks, layouts, window  ->  window_layouts, fold  ->  oracle, window_gather
       ->  window_impls  ->  impls  ->  auto, precision, bound_terms, bounds
       ->  functional, window_bounds, expand, focus  ->  modules
-      ->  adopt_family  ->  adopt, checkpoints  ->  unfold_merge  ->  layout_check
+      ->  recognition, adopt_family  ->  adopt, checkpoints  ->  unfold_merge  ->  layout_check
 
 ``pm_core.lab`` is the measurement and reporting side (traffic, roofline, profiling,
 verification, benchmarks, the report, plots and the ``pm-core`` CLI). It imports the

@@ -27,68 +27,16 @@ Checkpoints are :mod:`pm_core.checkpoints`; telling a wrong-layout load is
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from . import _compat
 from ._checks import Norm, Odd
-from .adopt_family import KNOWN_FAMILY, FamilyModule, adopt_family, recognise_family
+from .adopt_family import FamilyModule, adopt_family
 from .impls import check_impl
 from .modules import PatchMerging
-
-Convention = Literal["bhwc", "hf"]
-
-
-@dataclass(frozen=True)
-class Known:
-    """A recognised library class: where it comes from and what it computes."""
-
-    library: str
-    convention: Convention  # "bhwc": merge(x (B, H, W, C)); "hf": merge(x (B, L, C), (H, W))
-    norm: Norm  # where its LayerNorm sits
-
-
-#: ``(class module, class qualname) -> Known``. Every entry gathers the 2x2 window in the
-#: swin order (0,0), (1,0), (0,1), (1,1) and zero-pads odd sizes (read from the sources of
-#: torchvision 0.29, timm 1.0 and transformers 5.x; the probe in :func:`from_module`
-#: re-checks both on every call).
-KNOWN: dict[tuple[str, str], Known] = {
-    ("torchvision.models.swin_transformer", "PatchMerging"): Known("torchvision", "bhwc", "pre"),
-    ("torchvision.models.swin_transformer", "PatchMergingV2"): Known("torchvision", "bhwc", "post"),
-    ("timm.models.swin_transformer", "PatchMerging"): Known("timm", "bhwc", "pre"),
-    ("timm.models.swin_transformer_v2", "PatchMerging"): Known("timm", "bhwc", "post"),
-    # v2_cr: despite its docstring ("[B, C, H, W]"), the stage hands it (B, H, W, C), and
-    # unlike timm's swinv2 its norm is LN(4C) *before* the reduction, with out = 2C fixed.
-    ("timm.models.swin_transformer_v2_cr", "PatchMerging"): Known("timm", "bhwc", "pre"),
-    ("transformers.models.swin.modeling_swin", "SwinPatchMerging"): Known(
-        "transformers", "hf", "pre"
-    ),
-    ("transformers.models.swinv2.modeling_swinv2", "Swinv2PatchMerging"): Known(
-        "transformers", "hf", "post"
-    ),
-    # HF's copies of the same code
-    ("transformers.models.donut.modeling_donut_swin", "DonutSwinPatchMerging"): Known(
-        "transformers", "hf", "pre"
-    ),
-    ("transformers.models.maskformer.modeling_maskformer_swin", "MaskFormerSwinPatchMerging"): (
-        Known("transformers", "hf", "pre")
-    ),
-    ("transformers.models.clap.modeling_clap", "ClapAudioPatchMerging"): Known(
-        "transformers", "hf", "pre"
-    ),
-    ("transformers.models.swin2sr.modeling_swin2sr", "Swin2SRPatchMerging"): Known(
-        "transformers", "hf", "post"
-    ),
-}
-
-
-def recognise(m: object) -> Known | None:
-    """The :data:`KNOWN` entry for ``m``'s class, or ``None``. Never imports the library."""
-    t = type(m)
-    return KNOWN.get((t.__module__, t.__qualname__))
+from .recognition import KNOWN, Convention, Known, recognise
 
 
 def _is_plain_layer_norm(norm: nn.Module) -> bool:
@@ -120,13 +68,14 @@ def _structure(m: nn.Module, known: Known) -> tuple[int, int, Norm, float]:
             f"{name}.norm is {type(norm_mod).__name__}; pm_core can only fold nn.LayerNorm "
             "(or nn.Identity) into the merge"
         )
-    want = 4 * dim if known.norm == "pre" else out_dim
+    norm: Norm = "pre" if known.norm is None else known.norm
+    want = 4 * dim if norm == "pre" else out_dim
     if tuple(norm_mod.normalized_shape) != (want,):
         raise ValueError(
-            f"{name}.norm normalises {tuple(norm_mod.normalized_shape)} but a {known.norm!r}-norm "
+            f"{name}.norm normalises {tuple(norm_mod.normalized_shape)} but a {norm!r}-norm "
             f"merge with dim={dim}, out_dim={out_dim} normalises ({want},)"
         )
-    return dim, out_dim, known.norm, float(norm_mod.eps)
+    return dim, out_dim, norm, float(norm_mod.eps)
 
 
 def _probe_input(m: nn.Module, dim: int, h: int, w: int) -> Tensor:
@@ -225,7 +174,7 @@ def from_module(m: nn.Module, *, impl: str = "conv", verify: bool = True) -> Ado
     catches, e.g., a pad with H and W swapped, or a different channel order). Parameters on the meta device skip the
     probe and keep ``odd="pad"``, the policy of every recognised library.
 
-    The space-to-depth family (:data:`pm_core.adopt_family.KNOWN_FAMILY`; its gather
+    The space-to-depth family (the rest of :data:`~pm_core.adopt.KNOWN`; its gather
     order is probed from the module, see :mod:`pm_core.adopt_family`):
 
     * MONAI ``PatchMergingV2`` (2-D: layout ``"swin"``; 3-D: ``"monai-v2-3d"``) and
@@ -265,14 +214,13 @@ def from_module(m: nn.Module, *, impl: str = "conv", verify: bool = True) -> Ado
         same.norm, same.reduction = m.norm, m.reduction
         return same.train(m.training)
     known = recognise(m)
+    if known is not None and known.kind != "swin":
+        return adopt_family(m, known, impl=impl, verify=verify)
     if known is None:
-        family = recognise_family(m)
-        if family is not None:
-            return adopt_family(m, family, impl=impl, verify=verify)
         t = type(m)
         raise ValueError(
             f"from_module does not recognise {t.__module__}.{t.__qualname__}; it knows "
-            + ", ".join(f"{mod}.{cls}" for mod, cls in (*KNOWN, *KNOWN_FAMILY))
+            + ", ".join(f"{mod}.{cls}" for mod, cls in KNOWN)
         )
     dim, out_dim, norm, eps = _structure(m, known)
     out = PatchMerging(dim, out_dim=out_dim, norm=norm, impl=impl, eps=eps, device="meta")
@@ -292,7 +240,7 @@ def from_module(m: nn.Module, *, impl: str = "conv", verify: bool = True) -> Ado
 
 
 def _recognised(m: object) -> bool:
-    return recognise(m) is not None or recognise_family(m) is not None
+    return recognise(m) is not None
 
 
 def swap_patch_merging(model: nn.Module, impl: str = "conv", *, verify: bool = True) -> int:

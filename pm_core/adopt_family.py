@@ -4,7 +4,7 @@
 ``pm_core.adopt``:
 
 * **No third-party imports.** Classes are recognised by module path and qualname
-  (:data:`KNOWN_FAMILY`); ``import pm_core`` needs only torch.
+  (:data:`~pm_core.adopt.KNOWN`); ``import pm_core`` needs only torch.
 * **The order is probed, never assumed from a version.** MONAI's legacy 3-D
   ``PatchMerging`` kept its class name while its slice list changed (1.5.0, PR #8285),
   so a version string or a class name says nothing about what a module gathers.
@@ -36,8 +36,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +46,7 @@ from .focus import FocusConv, focus_to_conv
 from .impls import check_impl
 from .modules import SpaceToDepth, WindowMerging
 from .oracle import reference_window_merge
+from .recognition import Known
 from .window import Window
 from .window_bounds import window_error_bounds
 from .window_gather import space_to_depth
@@ -61,36 +60,8 @@ from .window_layouts import (
     layout_from_offsets,
 )
 
-Kind = Literal["monai", "focus", "space-to-depth"]
-
-
-@dataclass(frozen=True)
-class FamilyKnown:
-    """A recognised space-to-depth class: its library and which adopter handles it."""
-
-    library: str
-    kind: Kind
-
-
-_MONAI = "monai.networks.nets.swin_unetr"
-#: ``(class module, class qualname) -> FamilyKnown``. What each gathers is probed on
-#: every call (:func:`~pm_core.adopt_family.probe_layout`), so one entry covers every version of a class.
-KNOWN_FAMILY: dict[tuple[str, str], FamilyKnown] = {
-    (_MONAI, "PatchMergingV2"): FamilyKnown("monai", "monai"),
-    (_MONAI, "PatchMerging"): FamilyKnown("monai", "monai"),
-    ("ultralytics.nn.modules.conv", "Focus"): FamilyKnown("ultralytics", "focus"),
-    ("timm.layers.space_to_depth", "SpaceToDepth"): FamilyKnown("timm", "space-to-depth"),
-    ("timm.models.layers.space_to_depth", "SpaceToDepth"): FamilyKnown("timm", "space-to-depth"),
-}
-
 #: What :func:`pm_core.from_module` returns for a family member.
 FamilyModule = WindowMerging | FocusConv | SpaceToDepth
-
-
-def recognise_family(m: object) -> FamilyKnown | None:
-    """The :data:`~pm_core.adopt_family.KNOWN_FAMILY` entry for ``m``'s class, or ``None``. Never imports the library."""
-    t = type(m)
-    return KNOWN_FAMILY.get((t.__module__, t.__qualname__))
 
 
 def _replaced(m: nn.Module, **subs: nn.Module) -> nn.Module:
@@ -409,7 +380,7 @@ def _adopt_space_to_depth(m: nn.Module) -> SpaceToDepth:
     return SpaceToDepth(window, layout, channels_first=True).train(m.training)
 
 
-def adopt_family(m: nn.Module, known: FamilyKnown, *, impl: str, verify: bool) -> FamilyModule:
+def adopt_family(m: nn.Module, known: Known, *, impl: str, verify: bool) -> FamilyModule:
     """The pm_core module computing what family member ``m`` computes (see the module
     docstring); :func:`pm_core.from_module` is the public entry point."""
     if known.kind == "monai":
@@ -420,10 +391,7 @@ def adopt_family(m: nn.Module, known: FamilyKnown, *, impl: str, verify: bool) -
 
 
 __all__ = [
-    "KNOWN_FAMILY",
-    "FamilyKnown",
     "FamilyModule",
     "adopt_family",
     "probe_layout",
-    "recognise_family",
 ]

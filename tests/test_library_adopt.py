@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import pm_core
 from pm_core import (
     FocusConv,
     SpaceToDepth,
@@ -419,3 +420,26 @@ def test_focus_checkpoint_converts_to_focus_conv_and_back() -> None:
         convert_state_dict(sd, "focus", "conv", focus="model.1.conv.")
     with pytest.raises(ValueError, match="src and dst are 'focus' and 'conv'"):
         convert_state_dict(sd, "swin", "conv", focus="model.0.")
+
+
+def test_one_recognition_table_names_every_adopter() -> None:
+    """pm_core.adopt.KNOWN is the one table: each entry names its adopter, a Swin merge its
+    calling convention and norm placement, and a family member neither (they are probed)."""
+    kinds = {k.kind for k in pm_core.adopt.KNOWN.values()}
+    assert kinds == {"swin", "monai", "focus", "space-to-depth"}
+    for (module, qualname), known in pm_core.adopt.KNOWN.items():
+        assert module.split(".")[0] in {
+            "torchvision",
+            "timm",
+            "transformers",
+            "monai",
+            "ultralytics",
+        }
+        if known.kind == "swin":
+            assert known.norm in {"pre", "post"}, qualname
+        else:
+            assert (known.norm, known.convention) == (None, "bhwc"), qualname
+    with pytest.raises(
+        ValueError, match=r"knows .*monai\.networks\.nets\.swin_unetr\.PatchMergingV2"
+    ):
+        pm_core.from_module(torch.nn.Linear(4, 2))
