@@ -8,6 +8,7 @@ published code.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -146,6 +147,45 @@ def test_depth_to_space_rejects_windows_that_do_not_tile() -> None:
         depth_to_space(torch.zeros(1, 2, 2, 4), Window((2, 2), stride=1), "swin")
     with pytest.raises(ValueError, match="gathers spatial size"):
         depth_to_space(torch.zeros(1, 2, 2, 4), Window((2, 2)), "swin", size=(7, 7))
+
+
+@pytest.mark.parametrize(
+    ("args", "exc", "match"),
+    [
+        (([1.0], Window((2, 2))), TypeError, r"^v must be a torch\.Tensor, got list$"),
+        (
+            (torch.zeros(1, 2, 4), Window((2, 2))),
+            ValueError,
+            r"2 spatial dims .* got shape \(1, 2, 4\)",
+        ),
+        ((torch.zeros(1, 2, 2, 6), Window((2, 2))), ValueError, r"prod\(kernel\) = 4, got shape"),
+        ((torch.zeros(1, 2, 2, 0), Window((2, 2))), ValueError, r"prod\(kernel\) = 4, got shape"),
+        ((torch.zeros(1, 2, 2, 8), (2, 2)), TypeError, "window must be a pm_core.Window"),
+        (
+            (torch.zeros(1, 2, 2, 8), Window((2, 2)), "monai-legacy"),
+            ValueError,
+            "is for 3-D windows",
+        ),
+    ],
+)
+def test_depth_to_space_rejects_bad_arguments(args: Any, exc: type, match: str) -> None:
+    """Each bad argument fails naming itself and what was expected."""
+    with pytest.raises(exc, match=match):
+        depth_to_space(*args)
+
+
+def test_depth_to_space_defaults_to_the_swin_layout_and_the_covered_size() -> None:
+    """Without a layout or size it inverts the swin-layout gather of a map the windows
+    cover exactly, and for a corner-padded odd map it returns the padded size less the
+    explicit padding (none for adaptive padding: the whole padded grid)."""
+    x = torch.arange(2 * 4 * 6 * 3, dtype=torch.float64).view(2, 4, 6, 3)
+    win = Window((2, 2))
+    assert torch.equal(depth_to_space(space_to_depth(x, win), win), x)
+    pad = Window((2, 2), padding=((0, 1), (0, 1)))
+    odd = x[:, :3, :5]
+    back = depth_to_space(space_to_depth(odd, pad), pad)
+    assert back.shape == (2, 3, 5, 3)
+    assert torch.equal(back, odd)
 
 
 def test_patch_expand_module_state_dict_keys() -> None:
