@@ -26,8 +26,8 @@ The top level holds what a user calls:
 
 The rest lives in namespaces named for what they hold (:data:`~pm_core.NAMESPACES`, each with its
 own ``__all__``): ``layouts`` and ``window_layouts`` (channel orders and exact weight
-conversions), ``focus``, ``checkpoints``, ``layout_check``, ``adopt`` and ``adopt_family``
-(recognition and probing), ``impls`` (the registry and its types), ``window_impls`` (the
+conversions), ``focus``, ``checkpoints``, ``layout_check``, ``adopt``, ``adopt_family`` and
+``adopt_any`` (recognition and probing), ``impls`` (the registry and its types), ``window_impls`` (the
 general impls),
 ``bounds``, ``precision``, ``oracle`` (the float64 oracle's gathers), ``functional`` and
 ``auto`` (the ``impl="auto"`` cache).
@@ -38,7 +38,8 @@ import each other in one direction, from the leaves up::
     _checks, layouts, window  ->  window_layouts, fold  ->  oracle, window_gather
       ->  window_impls  ->  impls  ->  auto, precision, bound_terms, bounds
       ->  functional, window_bounds, expand, focus  ->  modules
-      ->  recognition, adopt_family  ->  adopt, checkpoints  ->  unfold_merge  ->  layout_check
+      ->  recognition, adopt_family  ->  adopt_any  ->  adopt, checkpoints  ->  unfold_merge
+      ->  layout_check
 
 ``pm_core.lab`` is the measurement and reporting side (traffic, roofline, profiling,
 verification, benchmarks, the report, plots and the ``pm-core`` CLI). It imports the
@@ -82,6 +83,7 @@ __all__ = [
 
 # the namespaces, re-exported as attributes (the redundant alias marks a re-export)
 from . import adopt as adopt
+from . import adopt_any as adopt_any
 from . import adopt_family as adopt_family
 from . import auto as auto
 from . import bounds as bounds
@@ -121,6 +123,7 @@ from .window_gather import depth_to_space, space_to_depth
 #: The namespaces that hold the rest of the public API, each with its own ``__all__``.
 NAMESPACES = (
     "adopt",
+    "adopt_any",
     "adopt_family",
     "auto",
     "bounds",

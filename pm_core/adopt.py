@@ -27,16 +27,19 @@ Checkpoints are :mod:`pm_core.checkpoints`; telling a wrong-layout load is
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import Tensor, nn
 
 from . import _compat
 from ._checks import Norm, Odd
+from .adopt_any import NotAMerge, ProbedMerge, UnadoptableMerge, adopt_by_behaviour, candidate
 from .adopt_family import FamilyModule, adopt_family
 from .impls import check_impl
 from .modules import PatchMerging
 from .recognition import KNOWN, Convention, Known, recognise
+from .window_layouts import WindowOrderError
 
 
 def _is_plain_layer_norm(norm: nn.Module) -> bool:
@@ -153,8 +156,14 @@ def _detect_odd_and_verify(src: nn.Module, dst: PatchMerging, known: Known, dim:
     return policy
 
 
-#: What :func:`from_module` returns: a 2x2 merge, or a member of the general family.
-Adopted = PatchMerging | FamilyModule
+#: What :func:`from_module` returns: a 2x2 merge, a member of the general family, or a
+#: merge adopted by behaviour.
+Adopted = PatchMerging | FamilyModule | ProbedMerge
+
+
+class UnswappedMergeWarning(UserWarning):
+    """:func:`~pm_core.swap_patch_merging` saw merge-like modules it did not replace; the message
+    names each one and the reason."""
 
 
 def from_module(m: nn.Module, *, impl: str = "conv", verify: bool = True) -> Adopted:
@@ -188,6 +197,14 @@ def from_module(m: nn.Module, *, impl: str = "conv", verify: bool = True) -> Ado
       weight :func:`pm_core.focus.focus_to_conv`, the source's BatchNorm and activation).
     * timm ``SpaceToDepth`` becomes a :class:`pm_core.SpaceToDepth` (``"timm-s2d"``).
 
+    Any other module with a merge's structure (one bias-free ``nn.Linear``, an optional
+    ``nn.LayerNorm``, no other parameters: Microsoft Swin's ``PatchMerging`` as research
+    repos vendor it, Video Swin's, a fork's) is adopted by behaviour
+    (:mod:`pm_core.adopt_any`): its calling convention, window, gather order, norm
+    placement and odd-size policy are probed, and it becomes a
+    :class:`pm_core.adopt_any.ProbedMerge` with its call, keys and Parameters; one that
+    merges in a form pm_core cannot compute raises, naming why.
+
     ``Focus`` and ``SpaceToDepth`` have one form each and ignore ``impl``; ``impl="auto"``
     (see :mod:`pm_core.auto`) chooses among the 2x2 merge's impls, and a MONAI merge
     takes the general merge's ``"conv"`` form for it.
@@ -217,9 +234,13 @@ def from_module(m: nn.Module, *, impl: str = "conv", verify: bool = True) -> Ado
     if known is not None and known.kind != "swin":
         return adopt_family(m, known, impl=impl, verify=verify)
     if known is None:
+        if candidate(m) is not None:
+            return adopt_by_behaviour(m, impl=impl, verify=verify)
         t = type(m)
         raise ValueError(
-            f"from_module does not recognise {t.__module__}.{t.__qualname__}; it knows "
+            f"from_module does not recognise {t.__module__}.{t.__qualname__}, and it has no "
+            "merge's structure to probe (one bias-free nn.Linear, in_features a multiple of "
+            "4, an optional nn.LayerNorm, no other parameters); by name it knows "
             + ", ".join(f"{mod}.{cls}" for mod, cls in KNOWN)
         )
     dim, out_dim, norm, eps = _structure(m, known)
@@ -243,6 +264,18 @@ def _recognised(m: object) -> bool:
     return recognise(m) is not None
 
 
+def _merge_like(m: nn.Module) -> bool:
+    """Not recognised by name, and not pm_core's own, but built like a merge or named one."""
+    if isinstance(m, (PatchMerging, ProbedMerge)) or type(m).__module__.startswith("pm_core."):
+        return False
+    return candidate(m) is not None or "merg" in type(m).__name__.lower()
+
+
+def _named_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(prefix for children, module)`` for every module, duplicates included once."""
+    return [(f"{name}." if name else "", m) for name, m in model.named_modules()]
+
+
 def swap_patch_merging(model: nn.Module, impl: str = "conv", *, verify: bool = True) -> int:
     """Replace every recognised patch-merging module inside ``model``, in place.
 
@@ -251,11 +284,17 @@ def swap_patch_merging(model: nn.Module, impl: str = "conv", *, verify: bool = T
     is any name in :data:`pm_core.IMPLS`, and a module it cannot apply to (a 2x2 fast path
     for MONAI's 3-D merge) raises before the model is touched.
 
+    Modules no table names but built like a merge are probed (:mod:`pm_core.adopt_any`):
+    a merge is replaced; a look-alike that gathers no windows is left alone. A module
+    that merges but cannot be adopted exactly, or is named like a merge but built like
+    none, is left in place and named, with the reason, in one
+    :class:`~pm_core.adopt.UnswappedMergeWarning`: the function never returns silently past a merge it
+    did not replace.
+
     Each replacement is :func:`from_module` of the original, so parameters are shared and
     ``model.state_dict()`` keeps its keys; the model's own forward is unchanged. Modules
-    already converted (:class:`pm_core.PatchMerging`) and unrecognised ones are left
-    alone: compare the returned count with what you expect. A module registered under
-    several names is converted once and replaced everywhere.
+    already converted (:class:`pm_core.PatchMerging`) are left alone. A module registered
+    under several names is converted once and replaced everywhere.
 
     Returns:
         The number of distinct modules replaced.
@@ -273,18 +312,37 @@ def swap_patch_merging(model: nn.Module, impl: str = "conv", *, verify: bool = T
         )
     check_impl(impl)  # reject an unknown impl before touching the model
     # _modules, not named_children(): that skips a second name for the same module
-    targets = [
-        (parent, name, child)
-        for parent in model.modules()
+    seen = [
+        (parent, name, child, prefix + name)
+        for prefix, parent in _named_modules(model)
         for name, child in parent._modules.items()
-        if child is not None and _recognised(child)
+        if child is not None and (_recognised(child) or _merge_like(child))
     ]
     new: dict[int, Adopted] = {}
-    for _, _, child in targets:
-        if id(child) not in new:
+    skipped: dict[int, str] = {}
+    for _, _, child, path in seen:
+        if id(child) in new or id(child) in skipped:
+            continue
+        if _recognised(child):
             new[id(child)] = from_module(child, impl=impl, verify=verify)
-    for parent, name, child in targets:
-        setattr(parent, name, new[id(child)])
+            continue
+        try:
+            new[id(child)] = adopt_by_behaviour(child, impl=impl, verify=verify, name=path)
+        except NotAMerge as e:
+            if "merg" in type(child).__name__.lower():  # named like a merge: say so
+                skipped[id(child)] = f"{path} ({type(child).__qualname__}): {e}"
+        except (UnadoptableMerge, WindowOrderError) as e:
+            skipped[id(child)] = f"{path} ({type(child).__qualname__}): {e}"
+    for parent, name, child, _ in seen:
+        if id(child) in new:
+            setattr(parent, name, new[id(child)])
+    if skipped:
+        warnings.warn(
+            f"swap_patch_merging left {len(skipped)} merge-like module(s) in place: "
+            + "; ".join(skipped.values()),
+            UnswappedMergeWarning,
+            stacklevel=2,
+        )
     return len(new)
 
 
@@ -293,6 +351,7 @@ __all__ = [
     "Adopted",
     "Convention",
     "Known",
+    "UnswappedMergeWarning",
     "call_as_library",
     "from_module",
     "recognise",

@@ -168,9 +168,13 @@ class _Renamed(nn.Module):
 
 
 def test_from_module_rejects_unknown_module() -> None:
-    """An unrecognised module raises ValueError naming its class; duck typing is not enough."""
-    with pytest.raises(ValueError, match=r"does not recognise .*_Renamed"):
+    """An unrecognised module raises ValueError naming its class: with a merge's parts but
+    no merge's behaviour (here, no forward at all), it says the probe found no windows;
+    without a merge's structure, that it knows neither the class nor the structure."""
+    with pytest.raises(ValueError, match=r"_Renamed has a merge's parts .* gathers no windows"):
         from_module(_Renamed(4))
+    with pytest.raises(ValueError, match=r"does not recognise .*Conv2d, and it has no merge's"):
+        from_module(nn.Conv2d(4, 8, 2))
     with pytest.raises(TypeError, match=r"needs an nn\.Module"):
         from_module("PatchMerging")  # type: ignore[arg-type]
 
