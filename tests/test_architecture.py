@@ -105,8 +105,9 @@ def test_library_never_imports_the_lab() -> None:
 
 
 def _public(module: str) -> set[str]:
-    """The public names of a library module: ``pm_core``'s and its namespaces' ``__all__``."""
-    namespaces = {f"pm_core.{n}" for n in pm_core.NAMESPACES}
+    """The public names of a library module: ``pm_core``'s, its namespaces' and the
+    optional ``pm_core.testing``'s ``__all__``."""
+    namespaces = {f"pm_core.{n}" for n in pm_core.NAMESPACES} | {"pm_core.testing"}
     if module != "pm_core" and module not in namespaces:
         return set()
     return set(importlib.import_module(module).__all__)

@@ -1,7 +1,8 @@
-"""``pm-core`` / ``python -m pm_core``: verify, bench, traffic, profile, view and report.
+"""``pm-core`` / ``python -m pm_core``: check, verify, bench, traffic, profile, view and report.
 
 Exit codes: 0 when everything holds, 1 when an equivalence that should hold does not
-(or a step failed), 2 for usage errors.
+(or a step failed), 2 for usage errors. Each command imports what it needs when it runs,
+so ``pm-core check`` works from a plain install with the ``testing`` extra.
 """
 
 from __future__ import annotations
@@ -15,23 +16,8 @@ from pathlib import Path
 
 import torch
 
-from pm_core.auto import cache_path
-
-from .checkout import benchmark_command, checkout_root
-from .peers import choices_table, run_tune
-from .profiling import run_profiles
-from .report import build_report
 from .shapes import SWIN_T_STAGE1, SWIN_T_STAGES
-from .terminal import Progress, without_kineto_chatter
-from .trace_viewer import (
-    DEFAULT_CACHE,
-    SPEEDSCOPE_VERSION,
-    ViewerUnavailable,
-    fetch_speedscope,
-    viewer_url,
-)
-from .traffic_table import traffic_table
-from .verify import format_table, run_verify
+from .trace_viewer import DEFAULT_CACHE
 
 DTYPES = {
     "float32": torch.float32,
@@ -53,7 +39,36 @@ def _shape(text: str) -> tuple[int, int, int, int]:
     return parts[0], parts[1], parts[2], parts[3]
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        from pm_core.testing import NotEquivalent, check_merge
+    except ImportError as e:
+        raise SystemExit(
+            f"pm-core check needs Hypothesis and pytest ({e}): pip install 'pm-core[testing]'"
+        ) from e
+    sys.path.insert(
+        0, ""
+    )  # import the user's package from the working directory, as python -m does
+    dtypes = [DTYPES[d] for d in args.dtype] if args.dtype else list(DTYPES.values())
+    try:
+        verdict = check_merge(
+            args.target, norms=args.norm, dtypes=dtypes, devices=args.device or ["cpu"],
+            max_examples=args.examples, grads=not args.no_grads,
+        )  # fmt: skip
+    except NotEquivalent as e:
+        print(e)
+        return 1
+    except (ImportError, AttributeError, TypeError, ValueError) as e:
+        print(f"pm-core check: {args.target}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    print(verdict.table())
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    from .terminal import Progress
+    from .verify import format_table, run_verify
+
     profile = "dev" if args.quick else args.profile
     progress = Progress(f"verify ({profile})")
     progress.step("property suite")
@@ -73,16 +88,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from .checkout import benchmark_command, checkout_root
+
     cmd = benchmark_command("benchmarks", subset="--quick" if args.quick else None)
     return subprocess.call([*cmd, *args.pytest_args], cwd=checkout_root())
 
 
 def cmd_traffic(args: argparse.Namespace) -> int:
+    from .traffic_table import traffic_table
+
     print(traffic_table(args.shape, dtype=DTYPES[args.dtype], backward=args.backward))
     return 0
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from .profiling import run_profiles
+    from .terminal import Progress, without_kineto_chatter
+
     progress = Progress("profile")
     progress.step("traces")
     try:
@@ -107,6 +129,8 @@ def _newest_trace(root: Path) -> Path:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
+    from .trace_viewer import SPEEDSCOPE_VERSION, ViewerUnavailable, fetch_speedscope, viewer_url
+
     trace = Path(args.trace) if args.trace else _newest_trace(Path("profiles"))
     if not trace.exists():
         raise SystemExit(f"{trace}: no such trace file or run folder")
@@ -123,6 +147,11 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from pm_core.auto import cache_path
+
+    from .peers import choices_table, run_tune
+    from .terminal import Progress
+
     shapes = args.shape or list(SWIN_T_STAGES)
     dtypes = tuple(DTYPES[d] for d in args.dtype or ["float32", "bfloat16"])
     if args.device != "cpu" and not torch.cuda.is_available():
@@ -138,6 +167,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
     ok = build_report(Path(args.out), quick=args.quick, update_readme_file=args.update_readme)
     return 0 if ok else 1
 
@@ -153,6 +184,31 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser(
+        "check",
+        help="check your own merge (a function, a module, or a factory) against the oracle",
+        description=(
+            "Run pm-core's equivalence properties on TARGET: the output and the gradients "
+            "against the float64 oracle within the derived bound, per norm x dtype x "
+            "device. Exit 0: equivalent; 1: not, with the minimal counterexample and a "
+            "repro; 2: TARGET could not be loaded or checked."
+        ),
+    )
+    c.add_argument(
+        "target",
+        help="package.module:attr: a function with pm_core.register's impl signature, an "
+        "nn.Module computing a 2x2 merge, or a zero-argument callable returning one",
+    )
+    c.add_argument("--norm", choices=["pre", "post", "none"], action="append",
+                   help="repeatable (default: every norm the target computes)")  # fmt: skip
+    c.add_argument("--dtype", choices=list(DTYPES), action="append",
+                   help="repeatable (default: all four)")  # fmt: skip
+    c.add_argument("--device", action="append", help="repeatable (default: cpu)")
+    c.add_argument("--examples", type=int, default=25,
+                   help="Hypothesis examples per cell (default: 25)")  # fmt: skip
+    c.add_argument("--no-grads", action="store_true", help="check the outputs only")
+    c.set_defaults(func=cmd_check)
 
     v = sub.add_parser(
         "verify",
