@@ -316,11 +316,12 @@ def _cpu_name() -> str:
 
 
 def machine_summary() -> str:
-    """One line naming the hardware the figures came from."""
+    """One line naming the hardware and the versions the figures came from."""
     cpu = f"{_cpu_name()}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}"
+    versions = f"torch {torch.__version__}, Python {platform.python_version()}"
     if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}); host {cpu}"
-    return f"CPU only: {cpu}"
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}); host {cpu}; {versions}"
+    return f"CPU only: {cpu}; {versions}"
 
 
 __all__ = [
