@@ -186,6 +186,10 @@ def test_depth_to_space_defaults_to_the_swin_layout_and_the_covered_size() -> No
     back = depth_to_space(space_to_depth(odd, pad), pad)
     assert back.shape == (2, 3, 5, 3)
     assert torch.equal(back, odd)
+    before = Window((2, 2), padding=((1, 0), (0, 1)))  # padding before H: the size is less it
+    back = depth_to_space(space_to_depth(odd, before), before)
+    assert back.shape == (2, 3, 5, 3)
+    assert torch.equal(back, odd)
 
 
 def test_patch_expand_module_state_dict_keys() -> None:
