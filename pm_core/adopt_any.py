@@ -307,9 +307,10 @@ class ProbedMerge(nn.Module):
 
 
 def _plain(value: object) -> bool:
+    """A plain attribute a replacement keeps: a number, a string, or a tuple / list of them."""
     if isinstance(value, (bool, int, float, str)) or value is None:
         return True
-    return isinstance(value, tuple) and all(_plain(v) for v in value)
+    return isinstance(value, (tuple, list)) and all(_plain(v) for v in value)
 
 
 def _verify(src: nn.Module, dst: ProbedMerge, name: str) -> None:

@@ -147,6 +147,7 @@ def _randomise(m: nn.Module) -> nn.Module:
 CASES: dict[str, tuple[Any, tuple[int, ...], Any]] = {
     # name: (module, input shape, how it is called)
     "ms-swin-v1": (lambda: MsSwinV1Merge((4, 6), 3), (2, 24, 3), lambda m, x: m(x)),
+    "resolution-as-list": (lambda: MsSwinV1Merge([4, 6], 3), (2, 24, 3), lambda m, x: m(x)),  # type: ignore[arg-type]
     "ms-swin-v2": (lambda: MsSwinV2Merge((4, 6), 3), (2, 24, 3), lambda m, x: m(x)),
     "detection": (lambda: DetectionMerge(3), (2, 15, 3), lambda m, x: m(x, 3, 5)),
     "video-swin": (lambda: VideoSwinMerge(3), (2, 2, 3, 5, 3), lambda m, x: m(x)),
@@ -154,6 +155,7 @@ CASES: dict[str, tuple[Any, tuple[int, ...], Any]] = {
 }
 EXPECT = {  # convention, window kernel, layout, norm, odd policy
     "ms-swin-v1": ("tokens@resolution", (2, 2), "swin", "pre", "error"),
+    "resolution-as-list": ("tokens@resolution", (2, 2), "swin", "pre", "error"),
     "ms-swin-v2": ("tokens@resolution", (2, 2), "swin", "post", "error"),
     "detection": ("tokens+h+w", (2, 2), "swin", "pre", "pad"),
     "video-swin": ("bdhwc", (1, 2, 2), None, "pre", "pad"),
