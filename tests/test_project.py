@@ -113,3 +113,28 @@ def test_the_version_is_written_once() -> None:
         f for f in tracked if f != "pyproject.toml" and pattern.search((ROOT / f).read_text())
     ]
     assert others == []
+
+
+def test_the_lab_extra_declares_what_the_lab_imports() -> None:
+    """Every third-party package pm_core.lab imports is torch, torchvision (the models
+    group, imported only where a model is built), mutmut (the mutants session's own), or
+    in the ``lab`` extra, which a wheel publishes."""
+    import ast
+
+    from pm_core.lab.mutation import read_toml
+
+    cfg = read_toml(ROOT / "pyproject.toml")
+    extra = cfg["project"]["optional-dependencies"]
+    declared = {
+        re.split(r"[<>=;\[ ]", req, maxsplit=1)[0].replace("-", "_")
+        for req in [*extra["lab"], *extra["testing"]]
+    }
+    imported: set[str] = set()
+    for path in (ROOT / "pm_core" / "lab").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"pm_core", "torch"}
+    assert third_party - {"torchvision", "mutmut"} <= declared, sorted(third_party - declared)
