@@ -68,9 +68,9 @@ MONAI = {"1.4.0": ("monai==1.4.0", "numpy<2", "einops"), "1.6.1": ("monai==1.6.1
 @nox.session(default=False)
 @nox.parametrize("monai", list(MONAI))
 def monai(session: nox.Session, monai: str) -> None:
-    """tests/test_monai.py against a real MONAI: <= 1.4's legacy merge refused, >= 1.5's adopted."""
+    """tests/interop/test_monai.py against a real MONAI: <= 1.4's legacy merge refused, >= 1.5's adopted."""
     _install(session, "test", extra=MONAI[monai])
-    session.run("pytest", "tests/test_monai.py", "-p", "no:cacheprovider", *session.posargs)
+    session.run("pytest", "tests/interop/test_monai.py", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session(default=False)

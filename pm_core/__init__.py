@@ -45,7 +45,7 @@ import each other in one direction, from the leaves up::
 verification, benchmarks, the report, plots and the ``pm-core`` CLI). It imports the
 library only through public names (``pm_core.__all__`` and the namespaces' ``__all__``),
 and nothing in the library imports it, so ``import pm_core`` stays light
-(``tests/test_architecture.py`` checks both).
+(``tests/project/test_architecture.py`` checks both).
 """
 
 from __future__ import annotations

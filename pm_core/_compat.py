@@ -61,7 +61,7 @@ def constant_when_traced(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 
     Private: the attribute ``_dynamo_marked_constant`` (checked on torch 2.14.1), set
     directly because ``assume_constant_result`` imports ``torch._dynamo``, which takes
-    seconds, and ``import pm_core`` must stay light; ``tests/test_compile.py`` checks the
+    seconds, and ``import pm_core`` must stay light; ``tests/interop/test_compile.py`` checks the
     mark is still the one torch sets. Fallback: none needed, an unknown attribute is
     ignored; compiling then breaks the graph at the call, and stays correct.
     """

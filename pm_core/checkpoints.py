@@ -268,7 +268,7 @@ def fold_offsets(
     the same function**: LayerNorm's mean and variance over the ``K*C`` entries count a
     repeated slice twice and a missing one never, while any merge of the distinct
     offsets normalises over each voxel once; no weight makes up for that
-    (``tests/test_library_adopt.py`` shows why).
+    (``tests/interop/test_library_adopt.py`` shows why).
     """
     if w.dim() != 2 or w.shape[1] % len(offsets):
         raise ValueError(f"w must be [O, K*C] for the {len(offsets)} offsets, got {tuple(w.shape)}")

@@ -15,7 +15,7 @@ from torch import Tensor
 from pm_core import Norm
 from pm_core.lab.cli import main
 from pm_core.testing import NotEquivalent, check_merge
-from tests.test_adopt_any import DetectionMerge, MsSwinV1Merge
+from tests.interop.test_adopt_any import DetectionMerge, MsSwinV1Merge
 
 F32_64 = [torch.float32, torch.float64]
 

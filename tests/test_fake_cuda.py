@@ -15,7 +15,7 @@ What cannot run on fake CUDA tensors, and what covers it instead:
 * **values.** ``error_bounds`` returns its conditioning as a tensor, so it runs; the
   float64 probes that ``swap_patch_merging`` runs to verify a merge need values, so on
   fake (as on meta) parameters it skips them: the swap's verification is tested on real
-  CPU models in ``tests/test_models.py``.
+  CPU models in ``tests/interop/test_models.py``.
 * **autocast.** ``torch.autocast("cuda")`` is disabled without CUDA (it warns and does
   nothing), so it cannot be entered here. The autocast path of every impl is the same
   code on every device (``_autocasting(x.device)`` picks it); CPU autocast covers it in

@@ -69,7 +69,7 @@ def flags() -> Iterator[None]:
 def test_a_mix_of_the_two_flag_apis_makes_the_getter_raise(flags: None) -> None:
     """A mix of the legacy and the new flag API makes ``torch.backends.cudnn.allow_tf32``
     raise until both are set back; the fixture restores both, so a later
-    ``torch.export`` (tests/test_onnx.py, which failed after this module in one
+    ``torch.export`` (tests/interop/test_onnx.py, which failed after this module in one
     process) can read it."""
     torch.backends.cudnn.allow_tf32 = False
     CUDNN.conv.fp32_precision = "tf32"

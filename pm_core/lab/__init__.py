@@ -16,7 +16,7 @@ Inside the lab, modules import in one direction, from the leaves up::
       ->  traffic, profiling, verify, bench  ->  traffic_table, family, gpu_model
       ->  plots, report_base  ->  report_evidence, report_speed  ->  report  ->  cli
 
-Nothing imports :mod:`pm_core.lab.cli`. ``tests/test_architecture.py`` checks every
+Nothing imports :mod:`pm_core.lab.cli`. ``tests/project/test_architecture.py`` checks every
 rule above by reading the import statements of both packages.
 
 The lab measures a *source checkout*: ``verify`` runs the property suite in ``tests/``

@@ -15,7 +15,7 @@ Two of the family's layers, at the inputs they see in the models that ship them
   is YOLOv5s's ``Focus(3, 32, 3)`` (width 0.5 of 64 channels); ``k=1`` is ultralytics'
   default. BatchNorm and SiLU act on the output alike in both forms and are left out.
 
-Both forms of a layer compute the same function (``tests/test_family_lab.py`` checks it).
+Both forms of a layer compute the same function (``tests/lab/test_family_lab.py`` checks it).
 Time is measured by ``benchmarks/test_family_bench.py`` (pytest-benchmark medians, run by
 :func:`run_family_bench`); bytes are counted at the aten dispatcher
 (:func:`pm_core.lab.traffic.measure_traffic`) against :func:`minimum_bytes`: read the

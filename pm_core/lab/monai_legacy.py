@@ -9,7 +9,7 @@ silently and computes another function.
 
 The two slice lists are data here (:data:`SLICES_1_4`, :data:`SLICES_1_5`, the ``(d, h, w)``
 starts of ``x0 .. x7`` in the wheels' sources; ``tests/library_code.py`` reproduces the
-forwards and ``tests/test_family_lab.py`` checks that the lists are theirs).
+forwards and ``tests/lab/test_family_lab.py`` checks that the lists are theirs).
 :func:`legacy_merge_findings` asks pm_core about them the way :func:`pm_core.from_module`
 asks a live module, with :func:`pm_core.adopt_family.probe_layout` on a gather built from each list, and
 measures the two functions on the same weights in float64.
@@ -50,7 +50,7 @@ FIRST_MERGE_64 = (1, 32, 32, 32, 12)
 #: weights, in one float64 SwinUNETR (feature_size 12, depths (1, 1, 1, 1), num_heads 3,
 #: 64^3 input, random weights with the merges' LayerNorm affine drawn around 1), at the
 #: first merge's output and at the model's output. Measured by ``nox -s monai``
-#: (``tests/test_monai.py::measure_1_4_checkpoint_on_1_5``); it needs MONAI's SwinUNETR,
+#: (``tests/interop/test_monai.py::measure_1_4_checkpoint_on_1_5``); it needs MONAI's SwinUNETR,
 #: which the report's environment does not install.
 SWIN_UNETR_1_4_ON_1_5 = {"first merge": 0.550, "output": 0.0937}
 
@@ -101,7 +101,7 @@ def legacy_merge_findings(shape: Sequence[int] = FIRST_MERGE_64) -> LegacyMergeF
 
     ``shape`` is ``(B, D, H, W, C)``; weights and input are drawn in float64 from a fixed
     seed (reduction ``[2C, 8C]``, LayerNorm affine ``1 + N(0, 0.25)`` and ``N(0, 0.25)``,
-    as ``tests/test_monai.py`` draws them), so the figures repeat exactly.
+    as ``tests/interop/test_monai.py`` draws them), so the figures repeat exactly.
     """
     shape = tuple(shape)
     try:
@@ -180,7 +180,7 @@ def legacy_merge_text(f: LegacyMergeFindings) -> list[str]:
         f"weight computing it (measured: relative L2 {f.fold_no_norm_rel_l2:.1g}, float64 "
         "rounding). With the pre-norm that every SwinUNETR merge has, nothing converts: the "
         "LayerNorm's mean and variance count two voxels twice and two never, while any "
-        ">= 1.5 merge normalises over all 8 (`tests/test_library_adopt.py` proves no weight "
+        ">= 1.5 merge normalises over all 8 (`tests/interop/test_library_adopt.py` proves no weight "
         "makes up for it). The nearest attempt, folding the LayerNorm's affine into the "
         "weight, folding that, and adding its constant back, is still off by relative L2 "
         f"{f.fold_pre_norm_rel_l2:.3g} on the same input. A <= 1.4 model keeps its "

@@ -298,7 +298,7 @@ def section_profiles(r: Report, tick: Tick) -> None:
     )
 
 
-#: Where the browser test (tests/test_browser.py) leaves its screenshots, in the report folder.
+#: Where the browser test (tests/lab/test_browser.py) leaves its screenshots, in the report folder.
 SCREENSHOTS = "browser"
 
 
@@ -307,14 +307,14 @@ def section_screenshots(r: Report, _tick: Tick) -> None:
     if not shots:
         r.add(
             "The profiler UI in a browser",
-            "No screenshots yet: `tests/test_browser.py` takes them when Chromium is installed "
-            "(`apt-get install chromium`, then `python -m nox -s tests -- tests/test_browser.py`).",
+            "No screenshots yet: `tests/lab/test_browser.py` takes them when Chromium is installed "
+            "(`apt-get install chromium`, then `python -m nox -s tests -- tests/lab/test_browser.py`).",
         )
         return
     taken = datetime.fromtimestamp(max(p.stat().st_mtime for p in shots)).strftime("%Y-%m-%d %H:%M")
     r.add(
         "The profiler UI in a browser",
-        f"Taken by `tests/test_browser.py` (headless Chromium, no network; last at {taken}) on "
+        f"Taken by `tests/lab/test_browser.py` (headless Chromium, no network; last at {taken}) on "
         "its own small runs. `tensorboard-offline`: what a user sees with no internet, the "
         "pickers and a spinner. `tensorboard-operator-*` and `tensorboard-trace-*`: the same "
         "page with Google Charts and the web-components polyfill stood in (charts blank, "

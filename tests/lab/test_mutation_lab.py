@@ -16,7 +16,7 @@ import pytest
 from pm_core.lab import mutation, report, report_evidence
 from tests.mutation import order
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CORE = {
     "pm_core/impls.py", "pm_core/fold.py", "pm_core/functional.py", "pm_core/_checks.py",
     "pm_core/layouts.py", "pm_core/oracle.py", "pm_core/bounds.py", "pm_core/bound_terms.py",

@@ -2,7 +2,7 @@
 
 MONAI and ultralytics are not dependencies of the suite, so their classes are the
 reproductions in :mod:`tests.library_code` (copied from the wheels' sources, registered
-under the library's class path); ``tests/test_monai.py`` runs the same claims on the
+under the library's class path); ``tests/interop/test_monai.py`` runs the same claims on the
 real MONAI in the ``nox -s monai`` session. timm is installed with the models group, and
 its real ``SpaceToDepth`` is used. Tolerances come from :func:`pm_core.window_error_bounds`;
 claims of exactness are checked bit for bit on integer-valued float64 data, where every

@@ -25,7 +25,7 @@ import pytest
 
 import pm_core
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "pm_core"
 #: ``python -m`` entry points: scripts the import system runs, never imports.
 ENTRY_POINTS = {"pm_core.__main__", "pm_core.lab.__main__"}

@@ -12,7 +12,7 @@ import pytest
 from pm_core import IMPLS
 from pm_core.lab.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_ci_runs_the_readme_test_command() -> None:

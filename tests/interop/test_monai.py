@@ -10,7 +10,7 @@ bit for bit against the installed class of its own version.
 A <= 1.4 checkpoint loaded on >= 1.5: the keys and shapes are identical (the class
 and its parameters did not change, only its slice list), so it loads silently and
 computes another function. What converts: nothing, exactly, while the merge has its
-pre-norm (``tests/test_library_adopt.py`` proves no >= 1.5 weight computes the <= 1.4
+pre-norm (``tests/interop/test_library_adopt.py`` proves no >= 1.5 weight computes the <= 1.4
 function, and the reverse); without a norm, ``pm_core.checkpoints.fold_offsets`` would.
 """
 
@@ -158,7 +158,7 @@ def test_swap_in_swin_unetr_within_bound(downsample: str) -> None:
     """swap_patch_merging replaces SwinUNETR's 4 merges (keys kept); each swapped merge,
     on the input it receives inside the model, is within the bound of the oracle; end to
     end (float32 against the float64 run of the original), the swapped model's RMS error
-    is at most 2x the original's (the rule tests/test_models.py uses)."""
+    is at most 2x the original's (the rule tests/interop/test_models.py uses)."""
     original = _swin_unetr(downsample)
     swapped = copy.deepcopy(original)
     assert swap_patch_merging(swapped, impl="conv") == 4
@@ -275,5 +275,5 @@ def test_1_4_checkpoint_on_1_5_loads_and_computes_another_function(
     assert figures["output"] > 1e-6, figures
 
 
-if __name__ == "__main__":  # the figures for the report: python -m tests.test_monai
+if __name__ == "__main__":  # the figures for the report: python -m tests.interop.test_monai
     print(measure_1_4_checkpoint_on_1_5())

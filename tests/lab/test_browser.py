@@ -3,7 +3,7 @@
 Chromium is Debian's (or the runner's Chrome), driven by Playwright's Python API through
 ``executable_path``; Playwright's own browser download cannot work offline. The browser
 reaches nothing but loopback and ``file://``: every other request is answered here, by a
-stand-in from ``tests/browser_standins/`` or by a network error, and recorded.
+stand-in from ``tests/lab/browser_standins/`` or by a network error, and recorded.
 
 What a user can rely on offline, as these tests show it:
 
@@ -77,7 +77,7 @@ if CHROMIUM is None:
 
 def _screenshot_dir() -> Path:
     env = os.environ.get("PM_CORE_SCREENSHOTS")
-    out = Path(env) if env else Path(__file__).resolve().parents[1] / "profiles/report/browser"
+    out = Path(env) if env else Path(__file__).resolve().parents[2] / "profiles/report/browser"
     out.mkdir(parents=True, exist_ok=True)
     return out
 

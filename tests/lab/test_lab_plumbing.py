@@ -13,7 +13,7 @@ import pytest
 from pm_core.lab import checkout, records
 from pm_core.lab.terminal import Progress
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_progress_prints_one_plain_line_per_step_off_a_terminal() -> None:
