@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+import pm_core
 from pm_core import Norm
 from pm_core.lab.cli import main
 from pm_core.testing import NotEquivalent, check_merge
@@ -89,3 +90,18 @@ def test_the_cli_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "repro: python -c" in capsys.readouterr().out
     assert main(["check", "tests.test_check:nothing_here", *args]) == 2
     assert "AttributeError" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "impl",
+    [
+        n
+        for n, s in pm_core.REGISTRY.items()
+        if s.windows == "2x2" and s.exact_for == set(pm_core.NORMS)
+    ],
+)
+def test_check_merge_passes_pm_cores_own_fast_paths(impl: str) -> None:
+    """The user-facing check and the suite's properties are one path: check_merge on a
+    registered 2x2 impl's function passes, as its properties do."""
+    fn = pm_core.REGISTRY[impl].fn
+    assert check_merge(fn, dtypes=[torch.float32], max_examples=3).passed
