@@ -93,8 +93,9 @@ def swin_call(x4: Tensor, out_features: int, layout: object = "swin") -> WindowC
     """Swin's 2x2 merge of a validated ``(B, H, W, C)`` as a general call:
     :data:`~pm_core.oracle.SWIN_WINDOW` in ``layout`` (the ``"swin"`` order by default;
     validated here). Its padding and output
-    size in closed form (``SWIN_WINDOW.pads`` / ``.output_size`` give the same: the
-    tests check it), since this runs on every :func:`pm_core.patch_merge` call."""
+    size in closed form, since this runs on every :func:`pm_core.patch_merge` call;
+    ``SWIN_WINDOW.pads`` / ``.output_size`` give the same (``tests/test_dispatch.py``
+    compares ``patch_merge`` with ``window_merge`` over that window, odd sizes included)."""
     lay = _SWIN if layout == "swin" else check_layout(layout, SWIN_WINDOW)
     h, w = x4.shape[1], x4.shape[2]
     pads = ((0, h % 2), (0, w % 2))
