@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 import pm_core
@@ -17,31 +16,23 @@ from pm_core import Norm
 from pm_core.lab.cli import main
 from pm_core.testing import NotEquivalent, check_merge
 from tests.interop.test_adopt_any import DetectionMerge, MsSwinV1Merge
+from tests.selftest.window_planted import reduce_gathered
 
 F32_64 = [torch.float32, torch.float64]
-
-
-def _reduce(
-    v: Tensor, w: Tensor, nw: Tensor | None, nb: Tensor | None, norm: Norm, eps: float
-) -> Tensor:
-    if norm == "pre":
-        v = F.layer_norm(v, v.shape[-1:], nw, nb, eps)
-    v = F.linear(v, w)
-    return F.layer_norm(v, v.shape[-1:], nw, nb, eps) if norm == "post" else v
 
 
 def good(
     x: Tensor, w: Tensor, nw: Tensor | None, nb: Tensor | None, norm: Norm, eps: float
 ) -> Tensor:
     v = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
-    return _reduce(v, w, nw, nb, norm, eps)
+    return reduce_gathered(v, w, nw, nb, norm, eps)
 
 
 def swapped(
     x: Tensor, w: Tensor, nw: Tensor | None, nb: Tensor | None, norm: Norm, eps: float
 ) -> Tensor:
     v = torch.cat([x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2]], -1)
-    return _reduce(v, w, nw, nb, norm, eps)
+    return reduce_gathered(v, w, nw, nb, norm, eps)
 
 
 def eps_off(

@@ -16,9 +16,10 @@ from pm_core.window_layouts import WindowLayout
 from tests import library_code as lib
 
 
-def _reduce(
+def reduce_gathered(
     v: Tensor, w: Tensor, nw: Tensor | None, nb: Tensor | None, norm: Norm, eps: float
 ) -> Tensor:
+    """LayerNorm and the projection of gathered ``(..., n)`` vectors, as a merge does."""
     if norm == "pre":
         v = F.layer_norm(v, v.shape[-1:], nw, nb, eps)
     v = F.linear(v, w)
@@ -31,7 +32,7 @@ def monai_1_4(
 ) -> Tensor:  # fmt: skip
     """MONAI <= 1.4's legacy 3-D merge (issue #4757): its slice list repeats (0, 1, 0) and
     (0, 0, 1) in place of (1, 1, 0) and (0, 1, 1), whatever layout it is asked for."""
-    return _reduce(lib.monai_legacy_gather_1_4(x), w, nw, nb, norm, eps)
+    return reduce_gathered(lib.monai_legacy_gather_1_4(x), w, nw, nb, norm, eps)
 
 
 def offsets_swapped(
