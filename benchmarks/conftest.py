@@ -12,6 +12,10 @@ import pytest
 import torch
 
 from pm_core.lab.roofline import Roofline, get_roofline
+from pm_core.lab.user_impls import load_user_impls
+
+# a user's impls ($PM_CORE_IMPLS, `pm-core bench --impl`), measured beside pm-core's
+load_user_impls()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -21,6 +21,7 @@ import torch
 from hypothesis import HealthCheck, settings
 
 from pm_core.lab import records
+from pm_core.lab.user_impls import load_user_impls
 from pm_core.testing import RECORDERS
 
 CI_EXAMPLES = 50
@@ -61,6 +62,10 @@ if _WORKERS > 1:
 # there as one JSON line, through the lab's writer (which validates the schema).
 if os.environ.get(records.ENV_VAR):
     RECORDERS.append(lambda rec: records.append(cast(records.CheckRecord, rec)))
+
+# a user's impls ($PM_CORE_IMPLS, `pm-core verify --impl`), registered before the test
+# modules are imported, so every property is parametrized over them too
+load_user_impls()
 
 # The hypothesis pytest plugin loads --hypothesis-profile in pytest_configure, which runs
 # after this conftest is imported, so this only sets the default.

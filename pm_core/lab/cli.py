@@ -173,6 +173,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _impl_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--impl",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="also run a user's impls: package.module (registers on import) or "
+        "package.module:function (repeatable; adds to $PM_CORE_IMPLS)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pm-core",
@@ -221,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Hypothesis profile (default: ci)",
     )
     v.add_argument("--quick", action="store_true", help="shorthand for --profile dev")
+    _impl_option(v)
     v.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     v.set_defaults(func=cmd_verify)
 
@@ -229,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--quick", action="store_true", help="a small smoke subset")
     b.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
+    _impl_option(b)
     b.set_defaults(func=cmd_bench)
 
     t = sub.add_parser("traffic", help="bytes read and written per aten op, per impl and norm")
@@ -288,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--update-readme", action="store_true", help="also refresh README.md's findings section"
     )
+    _impl_option(r)
     r.set_defaults(func=cmd_report)
     return p
 
@@ -300,6 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, "pytest_args"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.pytest_args = [*args.pytest_args, *extra]
+    if getattr(args, "impl", None):
+        from .user_impls import add
+
+        add(args.impl)  # the suite and the benchmarks load them in their subprocesses
     return int(args.func(args))
 
 

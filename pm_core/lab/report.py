@@ -39,6 +39,7 @@ from .report_speed import (
     section_tune,
 )
 from .terminal import Progress
+from .user_impls import load_user_impls
 
 #: The report, in order. A step reads only what the steps before it set on the Report.
 STEPS: tuple[Step, ...] = (
@@ -60,7 +61,11 @@ STEPS: tuple[Step, ...] = (
 
 
 def build_report(out: Path, *, quick: bool = False, update_readme_file: bool = False) -> bool:
-    """Build the report into ``out``; returns False when an expected equivalence failed."""
+    """Build the report into ``out``; returns False when an expected equivalence failed.
+
+    A user's impls named by ``$PM_CORE_IMPLS`` (``--impl``) are loaded first, so every
+    table that enumerates the registry has them beside pm-core's own."""
+    load_user_impls()
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
