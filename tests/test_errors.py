@@ -498,5 +498,6 @@ CONVERTERS: dict[str, Callable[[Any], object]] = {
 def test_converters_refuse_a_module_and_say_to_pass_its_weight(name: str) -> None:
     """A layer passed where its weight belongs is a TypeError naming the argument, the
     module's class and the fix, not an AttributeError from inside the converter."""
-    with pytest.raises(TypeError, match=r"must be a torch\.Tensor, got Linear \(a module: pass"):
+    fix = r"\(a module: pass its weight, e\.g\. `linear\.weight`\)$"
+    with pytest.raises(TypeError, match=r"must be a torch\.Tensor, got Linear " + fix):
         CONVERTERS[name](torch.nn.Linear(8, 4))

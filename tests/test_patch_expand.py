@@ -202,3 +202,20 @@ def test_patch_expand_module_state_dict_keys() -> None:
     x4 = PatchExpand(8, kernel=(4, 4), out_dim=8)
     assert tuple(x4.expand.weight.shape) == (128, 8)
     assert x4(torch.randn(1, 2, 3, 8)).shape == (1, 8, 12, 8)
+
+
+@pytest.mark.parametrize(
+    ("v", "match"),
+    [
+        ([1.0], r"^v must be \(B, \*S', n\) with 2 spatial dims$"),
+        (torch.zeros(1, 2, 8), r"^v must be \(B, \*S', n\) with 2 spatial dims$"),
+        (torch.zeros(1, 3, 2, 8), r"gathers \(B, 2, 2, prod\(kernel\)\*C\)$"),
+        (torch.zeros(1, 2, 2, 6), r"^v has shape \(1, 2, 2, 6\), but Window\(kernel=\(2, 2\)"),
+    ],
+)
+def test_the_oracles_scatter_names_the_shape_it_needs(v: Any, match: str) -> None:
+    """The oracle's depth_to_space checks ``v`` against the window and size it is given."""
+    from pm_core.oracle import reference_depth_to_space
+
+    with pytest.raises(ValueError, match=match):
+        reference_depth_to_space(v, Window((2, 2)), "swin", (4, 4))

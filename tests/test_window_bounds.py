@@ -140,3 +140,24 @@ def test_overlapping_dx_bound_follows_the_derivation(
                 for i in pos:
                     at = at[i]
                 assert math.isclose(at[ch], want, rel_tol=RTOL, abs_tol=0.0), (bi, pos, ch)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "n", "acc"),
+    [(torch.float32, 4, torch.float32), (torch.bfloat16, 384, torch.float32),
+     (torch.float64, 8, torch.float64), (torch.float16, 384, torch.float32),
+     (torch.bfloat16, 16, torch.bfloat16)],
+)  # fmt: skip
+def test_finite_range_is_the_documented_formula(
+    dtype: torch.dtype, n: int, acc: torch.dtype
+) -> None:
+    """``min(max_dtype, sqrt(max_acc / n) / 2)``: the largest |x| whose squares over n
+    entries sum, with the mean's, below the accumulator's largest value ("Range" in the
+    bounds docstring); float16 is capped by its own largest value."""
+    from pm_core.bounds import finite_range
+
+    want = min(torch.finfo(dtype).max, math.sqrt(torch.finfo(acc).max / n) / 2)
+    given = None if acc == torch.promote_types(dtype, torch.float32) else acc
+    assert finite_range(dtype, n, given) == want
+    if dtype != torch.float16:
+        assert want < torch.finfo(dtype).max  # the accumulator's limit is the one that binds

@@ -97,6 +97,11 @@ W = torch.zeros(4, 8)
             "reduction_weight has O == 0 outputs",
         ),
         (
+            lambda: window_merge(X, W, None, torch.zeros(3), window=Window((2, 2))),
+            ValueError,
+            r"norm_bias must have shape \(8,\)",
+        ),
+        (
             lambda: window_merge(X, W, window=Window((2, 2)), impl="fast"),
             ValueError,
             r"unknown impl 'fast'; choose one of \('slice', ",
