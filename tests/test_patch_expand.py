@@ -145,8 +145,12 @@ def test_patch_expand_rejects() -> None:
 def test_depth_to_space_rejects_windows_that_do_not_tile() -> None:
     with pytest.raises(ValueError, match="inverts windows that tile"):
         depth_to_space(torch.zeros(1, 2, 2, 4), Window((2, 2), stride=1), "swin")
-    with pytest.raises(ValueError, match="gathers spatial size"):
+    with pytest.raises(
+        ValueError, match=r"gathers spatial size \(7, 7\) into \(3, 3\) windows, but v has \(2, 2\)"
+    ):
         depth_to_space(torch.zeros(1, 2, 2, 4), Window((2, 2)), "swin", size=(7, 7))
+    with pytest.raises(ValueError, match=r"gathers spatial size \(7,\) into \? windows"):
+        depth_to_space(torch.zeros(1, 2, 2, 4), Window((2, 2)), "swin", size=(7,))
 
 
 @pytest.mark.parametrize(
