@@ -153,3 +153,17 @@ def test_a_registered_general_impl_runs_on_every_window() -> None:
     finally:
         pm_core.REGISTRY.clear()
         pm_core.REGISTRY.update(saved)
+
+
+@pytest.mark.parametrize("norm", pm_core.NORMS)
+@pytest.mark.parametrize("impl", pm_core.IMPLS)
+def test_run_swin_is_what_patch_merge_runs(impl: str, norm: str) -> None:
+    """``impls.run_swin`` (what ``auto`` times) runs any impl, 2x2 or general, on Swin's
+    merge of an even map, bit for bit as ``patch_merge`` does."""
+    x, wt, nw, nb = _inputs(4, 6, norm)
+    spec = pm_core.REGISTRY[impl]
+    if norm not in spec.exact_for:
+        return
+    got = pm_core.impls.run_swin(spec, x, wt, nw, nb, norm, 1e-5)
+    want = patch_merge(x, wt, nw, nb, norm=norm, impl=impl)
+    assert torch.equal(got, want)
