@@ -25,6 +25,7 @@ and a one-line repro.
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -108,8 +109,6 @@ def _resolve(obj: Any) -> Any:
         return obj
     if callable(obj):
         try:
-            import inspect
-
             params = inspect.signature(obj).parameters.values()
             required = [
                 p
