@@ -14,7 +14,8 @@ whose class no table can list. This module adopts such a module by behaviour:
   convention pm_core knows (:data:`ProbedConvention`) until one returns the windows of a
   pure gather: that fixes the convention, the window and the order of its offsets (any
   permutation, offset- or channel-major). An odd-sized probe then reads the odd-size
-  policy: zero-padding at the bottom / right, or an error.
+  policy: zero-padding at the bottom / right, or an error. A module that returns
+  ``(y, output_size)`` (mmcv's ``PatchMerging``, in mmdet and mmseg Swins) is followed.
 * **Function verified**: float64 copies of the source and the replacement run on a
   random probe in the source's convention and must lie within
   :func:`pm_core.window_error_bounds` of :func:`pm_core.reference_window_merge`; the
@@ -86,6 +87,7 @@ class Probed:
     odd: OddPolicy
     norm: Norm
     eps: float
+    returns_size: bool = False  # it returns (y, (H', W')), as mmcv's PatchMerging does
 
 
 def candidate(m: nn.Module) -> Parts | None:
@@ -128,20 +130,28 @@ def _windows(in_features: int) -> list[tuple[Window, ProbedConvention, int]]:
     return out
 
 
-def call_as(m: nn.Module, convention: ProbedConvention, x: Tensor) -> Tensor:
-    """Call ``m`` in ``convention`` on ``x: (B, *S, C)``; return ``(B, *S', n)``."""
+def _raw_call(m: nn.Module, convention: ProbedConvention, x: Tensor) -> Any:
+    """What ``m`` returns when called in ``convention`` on ``x: (B, *S, C)``."""
     if convention in ("bhwc", "bdhwc"):
-        y: Tensor = m(x)
-        return y
+        return m(x)
     b, h, w, c = x.shape
     tokens = x.reshape(b, h * w, c)
     if convention == "tokens@resolution":
         setattr(m, "input_resolution", (h, w))  # noqa: B010 - a probe copy, or a replacement's own
-        y = m(tokens)
-    elif convention == "tokens+h+w":
-        y = m(tokens, h, w)
-    else:
-        y = m(tokens, (h, w))
+        return m(tokens)
+    if convention == "tokens+h+w":
+        return m(tokens, h, w)
+    return m(tokens, (h, w))
+
+
+def call_as(m: nn.Module, convention: ProbedConvention, x: Tensor) -> Tensor:
+    """Call ``m`` in ``convention`` on ``x: (B, *S, C)``; return ``(B, *S', n)`` (the first
+    element where ``m`` returns a tuple, as mmcv's ``(y, output_size)``)."""
+    out = _raw_call(m, convention, x)
+    y: Tensor = out[0] if isinstance(out, tuple) else out
+    if convention in ("bhwc", "bdhwc"):
+        return y
+    b, h, w, _ = x.shape
     return y.reshape(b, -(-h // 2), -(-w // 2), -1)
 
 
@@ -217,6 +227,9 @@ def probe(m: nn.Module, *, name: str | None = None) -> Probed:
         )
     conv, window, layout, channels = _probe_gather(m, parts, name)
     odd = _probe_odd(m, parts, conv, window, layout, channels, name)
+    with torch.no_grad():
+        one = torch.ones(1, *window.kernel, channels, dtype=torch.float64)
+        returns_size = isinstance(_raw_call(_gather_of(m, parts), conv, one), tuple)
     if odd == "pad":
         window = Window(window.kernel, padding="corner")
     eps, norms = 1e-5, ["none"]
@@ -234,7 +247,7 @@ def probe(m: nn.Module, *, name: str | None = None) -> Probed:
             if shape == (size,)
         ]  # fmt: skip
     norm: Norm = "pre" if norms[0] == "pre" else "post" if norms[0] == "post" else "none"
-    return Probed(parts, conv, window, layout, odd, norm, eps)
+    return Probed(parts, conv, window, layout, odd, norm, eps, returns_size)
 
 
 class ProbedMerge(nn.Module):
@@ -284,11 +297,13 @@ class ProbedMerge(nn.Module):
             impl=self.impl,
         )  # fmt: skip
 
-    def forward(self, x: Tensor, *args: Any) -> Tensor:
-        """The source's convention: see :data:`ProbedConvention`."""
+    def forward(self, x: Tensor, *args: Any) -> Any:
+        """The source's convention (:data:`ProbedConvention`) and return: the merged tensor,
+        or ``(y, (H', W'))`` for a source that returns its output size."""
         conv = self.probed.convention
         if conv in ("bhwc", "bdhwc"):
-            return self._merge(x)
+            y = self._merge(x)
+            return (y, tuple(y.shape[-3:-1])) if self.probed.returns_size else y
         if conv == "tokens@resolution":
             h, w = getattr(self, "input_resolution")  # noqa: B009 - copied from the source
         elif conv == "tokens+h+w":
@@ -296,7 +311,9 @@ class ProbedMerge(nn.Module):
         else:
             h, w = args[0]
         b, _, c = x.shape
-        return self._merge(x.view(b, h, w, c)).flatten(1, 2)
+        y4 = self._merge(x.view(b, h, w, c))
+        y = y4.flatten(1, 2)
+        return (y, tuple(y4.shape[1:3])) if self.probed.returns_size else y
 
     def extra_repr(self) -> str:
         p = self.probed
@@ -361,7 +378,7 @@ def adopt_by_behaviour(
             norms = ("pre", "post")
     for norm in norms:
         p = Probed(probed.parts, probed.convention, probed.window, probed.layout, probed.odd,
-                   norm, probed.eps)  # fmt: skip
+                   norm, probed.eps, probed.returns_size)  # fmt: skip
         out = ProbedMerge(m, p, impl)
         if not verify or not all(_compat.has_values(t) for t in m.parameters()):
             return out

@@ -114,6 +114,26 @@ class RowMajorForkMerge(nn.Module):
         return y
 
 
+class MmcvStyleMerge(nn.Module):
+    """mmcv's PatchMerging (mmdet / mmseg Swin): nn.Unfold after corner padding, channel-major
+    vectors, forward(x, (H, W)) returning (y, output_size)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.sampler = nn.Unfold(kernel_size=2, dilation=1, padding=0, stride=2)
+        self.norm = nn.LayerNorm(4 * in_channels)
+        self.reduction = nn.Linear(4 * in_channels, out_channels, bias=False)
+
+    def forward(self, x: Tensor, input_size: tuple[int, int]) -> tuple[Tensor, tuple[int, int]]:
+        b, _, c = x.shape
+        h, w = input_size
+        x = x.view(b, h, w, c).permute([0, 3, 1, 2])
+        x = F.pad(x, [0, w % 2, 0, h % 2])  # "corner" adaptive padding
+        x = self.sampler(x).transpose(1, 2)  # (B, H'W', 4C), channel-major
+        out_size = ((h + h % 2) // 2, (w + w % 2) // 2)
+        return self.reduction(self.norm(x)), out_size
+
+
 class LookAlike(nn.Module):
     """LayerNorm and a bias-free Linear on every token: a merge's parts, no merge."""
 
@@ -152,6 +172,7 @@ CASES: dict[str, tuple[Any, tuple[int, ...], Any]] = {
     "detection": (lambda: DetectionMerge(3), (2, 15, 3), lambda m, x: m(x, 3, 5)),
     "video-swin": (lambda: VideoSwinMerge(3), (2, 2, 3, 5, 3), lambda m, x: m(x)),
     "row-major-fork": (lambda: RowMajorForkMerge(3), (2, 4, 6, 3), lambda m, x: m(x)),
+    "mmcv": (lambda: MmcvStyleMerge(3, 6), (2, 15, 3), lambda m, x: m(x, (3, 5))),
 }
 EXPECT = {  # convention, window kernel, layout, norm, odd policy
     "ms-swin-v1": ("tokens@resolution", (2, 2), "swin", "pre", "error"),
@@ -160,6 +181,7 @@ EXPECT = {  # convention, window kernel, layout, norm, odd policy
     "detection": ("tokens+h+w", (2, 2), "swin", "pre", "pad"),
     "video-swin": ("bdhwc", (1, 2, 2), None, "pre", "pad"),
     "row-major-fork": ("bhwc", (2, 2), "row-major", "pre", "error"),
+    "mmcv": ("tokens+hw", (2, 2), "unfold", "pre", "pad"),
 }
 
 
@@ -188,7 +210,12 @@ def test_an_adopted_merge_is_a_drop_in(case: str, impl: str) -> None:
     assert list(new.state_dict()) == list(src.state_dict())
     assert {id(p) for p in new.parameters()} == {id(p) for p in src.parameters()}
     x = torch.randn(shape, dtype=torch.float64) + 3.0
-    torch.testing.assert_close(call(new, x), call(src, x), rtol=1e-9, atol=1e-9)
+    got, want = call(new, x), call(src, x)
+    assert type(got) is type(want)
+    if isinstance(want, tuple):  # mmcv's (y, output_size)
+        assert got[1] == want[1]
+        got, want = got[0], want[0]
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
     for attr in ("dim", "input_resolution"):
         if hasattr(src, attr):
             assert getattr(new, attr) == getattr(src, attr)
