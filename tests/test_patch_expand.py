@@ -223,3 +223,16 @@ def test_the_oracles_scatter_names_the_shape_it_needs(v: Any, match: str) -> Non
 
     with pytest.raises(ValueError, match=match):
         reference_depth_to_space(v, Window((2, 2)), "swin", (4, 4))
+
+
+@pytest.mark.parametrize(
+    "padding", [((1, 0), (1, 0)), ((0, 1), (0, 1)), ((1, 1), (0, 0)), 1], ids=str
+)
+def test_space_to_depth_pads_like_the_oracle_when_every_dim_pads(padding: Any) -> None:
+    """Explicit padding on every spatial dim (each the same pair, the case a shortcut for
+    'nothing to pad' could mistake) gathers what the oracle gathers, bit for bit."""
+    from pm_core.oracle import reference_space_to_depth
+
+    x = torch.arange(2 * 4 * 5 * 3, dtype=torch.float64).view(2, 4, 5, 3) + 1
+    win = Window((2, 2), padding=padding)
+    assert torch.equal(space_to_depth(x, win, "swin"), reference_space_to_depth(x, win, "swin"))
