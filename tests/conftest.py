@@ -20,6 +20,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+import pm_core
 from pm_core.lab import records
 from pm_core.lab.user_impls import load_user_impls
 from pm_core.testing import RECORDERS
@@ -85,3 +86,12 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def scratch_registry() -> Iterator[None]:
+    """Registrations made in the test are gone afterwards."""
+    saved = dict(pm_core.REGISTRY)
+    yield
+    pm_core.REGISTRY.clear()
+    pm_core.REGISTRY.update(saved)

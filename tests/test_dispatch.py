@@ -131,6 +131,7 @@ def test_space_to_depth_of_an_empty_map_keeps_the_graph() -> None:
     assert x.grad.shape == x.shape
 
 
+@pytest.mark.usefixtures("scratch_registry")
 def test_a_registered_general_impl_runs_on_every_window() -> None:
     """``windows="any"`` registers a WindowFn that both front doors run on any window."""
     calls: list[str] = []
@@ -139,20 +140,13 @@ def test_a_registered_general_impl_runs_on_every_window() -> None:
         calls.append(str(call.window.kernel))
         return 2 * pm_core.REGISTRY["gather"].fn(x, w, nw, nb, call, norm, eps)  # type: ignore[call-arg]
 
-    saved = dict(pm_core.REGISTRY)
-    try:
-        pm_core.register("twice_gather", layout="any", summary="2x gather", windows="any")(
-            twice_gather
-        )
-        assert pm_core.REGISTRY["twice_gather"].windows == "any"
-        x, w = torch.randn(1, 6, 6, 2), torch.randn(3, 18)
-        want = 2 * window_merge(x, w, window=Window((3, 3)), norm="none", impl="gather")
-        got = window_merge(x, w, window=Window((3, 3)), norm="none", impl="twice_gather")
-        assert torch.equal(got, want)
-        assert calls == ["(3, 3)"]
-    finally:
-        pm_core.REGISTRY.clear()
-        pm_core.REGISTRY.update(saved)
+    pm_core.register("twice_gather", layout="any", summary="2x gather", windows="any")(twice_gather)
+    assert pm_core.REGISTRY["twice_gather"].windows == "any"
+    x, w = torch.randn(1, 6, 6, 2), torch.randn(3, 18)
+    want = 2 * window_merge(x, w, window=Window((3, 3)), norm="none", impl="gather")
+    got = window_merge(x, w, window=Window((3, 3)), norm="none", impl="twice_gather")
+    assert torch.equal(got, want)
+    assert calls == ["(3, 3)"]
 
 
 @pytest.mark.parametrize("norm", pm_core.NORMS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -409,15 +409,6 @@ def test_module_accepts_one_channel(module: type[torch.nn.Module]) -> None:
     """dim=1 is the smallest valid map: the check stops at zero, not at one."""
     y = module(1)(torch.randn(1, 2, 2, 1))
     assert y.shape == (1, 1, 1, 2)
-
-
-@pytest.fixture
-def scratch_registry() -> Iterator[None]:
-    """Registrations made in the test are gone afterwards."""
-    saved = dict(pm_core.REGISTRY)
-    yield
-    pm_core.REGISTRY.clear()
-    pm_core.REGISTRY.update(saved)
 
 
 def _twice_slice(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,6 @@ import pm_core
 from pm_core.lab.user_impls import ENV, load_user_impls
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def scratch_registry() -> Iterator[None]:
-    saved = dict(pm_core.REGISTRY)
-    yield
-    pm_core.REGISTRY.clear()
-    pm_core.REGISTRY.update(saved)
 
 
 @pytest.mark.usefixtures("scratch_registry")
