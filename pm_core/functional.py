@@ -97,7 +97,6 @@ def patch_merge(
     >>> patch_merge(x, w, norm="none", impl="conv").shape
     torch.Size([2, 4, 3, 16])
     """
-    check_impl(impl)
     call = check_call(x, reduction_weight, norm_weight, norm_bias, hw, norm, eps, odd)
     wcall = swin_call(call.x, reduction_weight.shape[0], layout)
     y = merge(wcall, reduction_weight, norm_weight, norm_bias, norm, eps, impl)
@@ -147,7 +146,6 @@ def window_merge(
     ...              norm="none", impl="conv").shape
     torch.Size([2, 3, 3, 3, 8])
     """
-    check_impl(impl)
     call = check_window_call(x, reduction_weight, norm_weight, norm_bias, window, layout, norm, eps)
     return merge(call, reduction_weight, norm_weight, norm_bias, norm, eps, impl)
 
