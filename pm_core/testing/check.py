@@ -197,11 +197,8 @@ class _Runner(nn.Module):
 
 
 def _name(obj: Any) -> str:
-    t = (
-        obj
-        if isinstance(obj, type) or (callable(obj) and not isinstance(obj, nn.Module))
-        else type(obj)
-    )
+    """``module.qualname`` of a function or class, or of a module instance's class."""
+    t = type(obj) if isinstance(obj, nn.Module) else obj
     return f"{getattr(t, '__module__', '?')}.{getattr(t, '__qualname__', repr(t))}"
 
 
