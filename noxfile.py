@@ -53,6 +53,28 @@ def tests_matrix(session: nox.Session) -> None:
     tests(session)
 
 
+#: The oldest torch the project declares (``dependencies`` in pyproject.toml says the same;
+#: tests/project checks they agree): the first with the per-backend ``fp32_precision``
+#: flags that pm_core.precision reads is 2.9, and 2.13 is the oldest release tested.
+OLDEST_TORCH = "2.13.0"
+#: The library's tests: everything but the interop, lab and project tests (which need
+#: torchvision, the lab's extras or the checkout's tooling, all pinned to the newest torch).
+LIBRARY_TESTS = ("tests", "--ignore=tests/interop", "--ignore=tests/lab", "--ignore=tests/project")
+
+
+@nox.session(default=False, venv_backend="virtualenv")
+def tests_oldest(session: nox.Session) -> None:
+    """The library's tests on the oldest declared torch (pip, not uv: pip takes a local
+    wheel from find-links where the machine has one)."""
+    reqs = [
+        r for r in nox.project.dependency_groups(PYPROJECT, "test")
+        if not r.startswith(("torch==", "torchvision=="))
+    ]  # fmt: skip
+    session.install(*reqs, f"torch=={OLDEST_TORCH}")
+    session.install("--no-deps", "-e", ".")
+    session.run("pytest", "--hypothesis-profile=ci", *XDIST, *LIBRARY_TESTS, *session.posargs)
+
+
 @nox.session(default=False)
 def tests_gpu(session: nox.Session) -> None:
     """Only the CUDA tests; each skips cleanly where torch sees no GPU."""

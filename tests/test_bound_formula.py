@@ -39,6 +39,7 @@ from pm_core import Norm, error_bounds
 from pm_core.bounds import bounds_on_windows, window_conditioning
 from pm_core.oracle import gather_windows
 from pm_core.testing import examples
+from tests.marks import needs_cuda_build
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -425,6 +426,7 @@ def test_window_conditioning_follows_its_definition(
         _close(float(got[bi, i, j]), want, f"conditioning of window {(bi, i, j)}")
 
 
+@needs_cuda_build
 @pytest.mark.parametrize("norm", ["pre", "post"])
 def test_error_bounds_without_affine_stay_on_the_device(norm: Norm) -> None:
     """Without LayerNorm parameters the bound stands in ones and zeros for them, on the

@@ -45,10 +45,11 @@ from pm_core.lab.profiling import case_inputs, profiler_activities
 from pm_core.lab.traffic import measure_traffic
 from pm_core.layouts import Layout
 from pm_core.testing import DTYPES, EPS, NORMS, Case, cases, examples, expected_output_shape
+from tests.marks import needs_cuda_build
 
 ROOT = Path(__file__).resolve().parent.parent
 CUDA = torch.device("cuda", 0)
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [pytest.mark.usefixtures("single_thread"), needs_cuda_build]
 
 
 def is_non_overlapping_and_dense(t: torch.Tensor) -> bool:

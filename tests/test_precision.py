@@ -77,6 +77,10 @@ def test_a_mix_of_the_two_flag_apis_makes_the_getter_raise(flags: None) -> None:
         _ = torch.backends.cudnn.allow_tf32
 
 
+@pytest.mark.skipif(
+    not torch.backends.cudnn.is_available(),  # type: ignore[no-untyped-call]
+    reason="cuDNN's TF32 default needs a torch built with cuDNN; without it a CUDA conv is not cuDNN's",
+)
 def test_defaults_without_a_gpu(flags: None) -> None:
     """Under PyTorch's default flags, with no GPU present: cuDNN convs are TF32, cuBLAS
     matmuls IEEE, and every impl reports its own backend's mode."""

@@ -138,3 +138,16 @@ def test_the_lab_extra_declares_what_the_lab_imports() -> None:
                 imported.add(node.module.split(".")[0])
     third_party = imported - set(sys.stdlib_module_names) - {"pm_core", "torch"}
     assert third_party - {"torchvision", "mutmut"} <= declared, sorted(third_party - declared)
+
+
+def test_the_declared_torch_floor_is_the_tested_one() -> None:
+    """pyproject's ``torch>=X`` is the torch ``nox -s tests_oldest`` installs, and CI runs
+    that session: a floor nothing tests would be a claim nothing checks."""
+    from pm_core.lab.mutation import read_toml
+
+    deps = read_toml(ROOT / "pyproject.toml")["project"]["dependencies"]
+    floor = next(d.removeprefix("torch>=") for d in deps if d.startswith("torch>="))
+    noxfile = (ROOT / "noxfile.py").read_text()
+    assert re.search(rf'^OLDEST_TORCH = "{re.escape(floor)}(\.0)?"$', noxfile, re.M), floor
+    assert "tests_oldest" in (ROOT / ".ci/run").read_text()
+    assert "tests_oldest" in (ROOT / ".github/workflows/ci.yml").read_text()
