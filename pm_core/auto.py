@@ -28,6 +28,7 @@ cached choice is used if there is one, else ``FALLBACK`` (``"conv"``). Under
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -88,16 +89,26 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown cpu"
 
 
-def machine_key(device: torch.device) -> str:
-    """What decides which impl is fastest: the device (a GPU's name; a CPU's model, its
-    vector and matrix units, its cores and torch's threads) and the torch version.
-    Not the host's name: a new container on the same hardware reuses the choices."""
+def _machine_key(device: torch.device, threads: int) -> str:
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)
     else:
         units = "+".join(u for u in CPU_UNITS if _cpu_capability(u, False)) or "no units known"
-        where = f"{_cpu_model()}|{units}|{os.cpu_count()}cpu|{torch.get_num_threads()}threads"
+        where = f"{_cpu_model()}|{units}|{os.cpu_count()}cpu|{threads}threads"
     return "|".join((platform.machine(), f"torch {torch.__version__}", where))
+
+
+# Read once per device and thread count: reading /proc/cpuinfo and the CPU's units on
+# every impl="auto" call cost more than a small merge. By call, not as a decorator:
+# mutmut does not mutate decorated functions.
+_machine_key_cached = functools.lru_cache(maxsize=64)(_machine_key)
+
+
+def machine_key(device: torch.device) -> str:
+    """What decides which impl is fastest: the device (a GPU's name; a CPU's model, its
+    vector and matrix units, its cores and torch's threads) and the torch version.
+    Not the host's name: a new container on the same hardware reuses the choices."""
+    return _machine_key_cached(device, torch.get_num_threads())
 
 
 def _bucket(n: int) -> int:

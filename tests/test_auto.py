@@ -202,6 +202,20 @@ def test_machine_key_follows_the_hardware_not_the_host(monkeypatch: pytest.Monke
     assert "container" not in a
     assert f"torch {torch.__version__}" in a
     assert auto_mod._cpu_model() in a
+    # another CPU: the key is read once per process, so compute it afresh
     monkeypatch.setattr(auto_mod, "_cpu_capability", lambda name, unknown: name == "avx2")
-    assert auto_mod.machine_key(cpu) != a
-    assert "|avx2|" in auto_mod.machine_key(cpu)
+    other = auto_mod._machine_key(cpu, torch.get_num_threads())
+    assert other != a
+    assert "|avx2|" in other
+
+
+def test_machine_key_follows_the_thread_count() -> None:
+    """Read once per device and thread count: a new torch.set_num_threads is a new key."""
+    cpu = torch.device("cpu")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        assert f"|{threads + 1}threads" in auto_mod.machine_key(cpu)
+    finally:
+        torch.set_num_threads(threads)
+    assert f"|{threads}threads" in auto_mod.machine_key(cpu)
