@@ -167,9 +167,21 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.merge:
+        from .merge_runs import main as merge_main
+
+        if args.quick or args.full or args.update_readme:
+            raise SystemExit("pm-core report --merge combines finished runs: it takes no "
+                             "--quick, --full or --update-readme")  # fmt: skip
+        out = ["--out", args.merge_out] if args.merge_out else []
+        return merge_main([*args.merge, *out])
+    if args.quick and args.full:
+        raise SystemExit("pm-core report: --quick and --full contradict each other; pass one")
     from .report import build_report
 
-    ok = build_report(Path(args.out), quick=args.quick, update_readme_file=args.update_readme)
+    ok = build_report(
+        Path(args.out), quick=args.quick, full=args.full, update_readme_file=args.update_readme
+    )
     return 0 if ok else 1
 
 
@@ -294,7 +306,22 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="everything above into profiles/report/report.md plus plots (needs a checkout)",
     )
-    r.add_argument("--quick", action="store_true", help="about one minute instead of about ten")
+    r.add_argument(
+        "--quick", action="store_true", help="a smoke run: one small shape, float32, fewer rounds"
+    )
+    r.add_argument(
+        "--full",
+        action="store_true",
+        help="also the pytest-benchmark matrix, compile peers, whole models and the family",
+    )
+    r.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="DIR",
+        help="instead of measuring: put several runs' summary.json side by side, a column "
+        "per machine (markdown to stdout, or to --merge-out)",
+    )
+    r.add_argument("--merge-out", metavar="FILE", help="with --merge: write the tables here")
     r.add_argument(
         "--out", default="profiles/report", help="report folder (default: profiles/report)"
     )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -14,7 +15,6 @@ from matplotlib.patches import Rectangle
 
 from pm_core import IMPLS, NORMS
 
-from .bench import LayerTiming
 from .records import CheckRecord, oracle_checks
 from .traffic_table import TrafficRow
 
@@ -41,7 +41,7 @@ def op_colors(ops: Sequence[str]) -> dict[str, tuple[float, ...]]:
     return {op: _PALETTE[k % len(_PALETTE)] for k, op in enumerate(ops)}
 
 
-def time_vs_shape(rows: Sequence[LayerTiming], path: Path) -> Path:
+def time_vs_shape(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """Median time per shape, one line per impl, one panel per norm (float32 where present)."""
     dtype = "float32" if any(b["dtype"] == "float32" for b in rows) else rows[0]["dtype"]
     modes = list(dict.fromkeys(b["mode"] for b in rows))

@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 from .family import section_family
+from .report_answers import section_speed, verdicts
 from .report_base import README_END, README_START, Report, Step
 from .report_evidence import (
+    machine_identity,
     machine_summary,
     section_channel_norm,
     section_environment,
@@ -42,6 +44,9 @@ from .terminal import Progress
 from .user_impls import load_user_impls
 
 #: The report, in order. A step reads only what the steps before it set on the Report.
+#: The default run answers the three questions (verification, traffic, speed with
+#: intervals, the GPU model); ``--full`` adds the pytest-benchmark matrix, the compile
+#: peers, whole models and the space-to-depth family.
 STEPS: tuple[Step, ...] = (
     Step("environment", section_environment),
     Step("verify", section_verify),
@@ -50,17 +55,46 @@ STEPS: tuple[Step, ...] = (
     Step("traffic", section_traffic),
     Step("gpu model", section_gpu_model),
     Step("auto tune", section_tune),
-    Step("benchmarks", section_bench),
-    Step("compile peers", section_peers),
-    Step("whole models", section_models),
-    Step("family", section_family),
+    Step("speed", section_speed),
+    Step("benchmarks", section_bench, full_only=True),
+    Step("compile peers", section_peers, full_only=True),
+    Step("whole models", section_models, full_only=True),
+    Step("family", section_family, full_only=True),
     Step("profiles", section_profiles),
     Step("screenshots", section_screenshots),
     Step("plots", section_plots),
 )
 
 
-def build_report(out: Path, *, quick: bool = False, update_readme_file: bool = False) -> bool:
+def _flags(quick: bool, full: bool) -> str:
+    return " ".join(f for f, on in (("--quick", quick), ("--full", full)) if on)
+
+
+def _command(quick: bool, full: bool) -> str:
+    return " ".join(("pm-core report", _flags(quick, full))).strip()
+
+
+def _noise_line(r: Report) -> str:
+    m = r.monitor
+    reasons = m.reasons()
+    spread = ", ".join(f"{k.split('_')[0]} {v:.0%}" for k, v in m.spread().items())
+    share = m.others_share()
+    others = "not measured here" if share is None else f"{share:.0%}"
+    measured = (
+        f"reference GEMM and copy rates, probed {len(m.probes)} times (start, after each "
+        f"step, end), moved {spread}; other processes used {others} of the CPU"
+    )
+    if reasons:
+        return (
+            f"- **Noisy run: the speed figures may not hold.** {'; '.join(reasons)} "
+            f"({measured}). Rerun on a quiet machine."
+        )
+    return f"- **Quiet machine:** {measured}."
+
+
+def build_report(
+    out: Path, *, quick: bool = False, full: bool = False, update_readme_file: bool = False
+) -> bool:
     """Build the report into ``out``; returns False when an expected equivalence failed.
 
     A user's impls named by ``$PM_CORE_IMPLS`` (``--impl``) are loaded first, so every
@@ -72,24 +106,33 @@ def build_report(out: Path, *, quick: bool = False, update_readme_file: bool = F
     tmp.mkdir(parents=True)
     if (out / SCREENSHOTS).is_dir():  # the browser test's, not the report's: keep them
         shutil.copytree(out / SCREENSHOTS, tmp / SCREENSHOTS)
-    r = Report(tmp, quick)
-    progress = Progress("report", total=len(STEPS))
+    r = Report(tmp, quick, full)
+    steps = [s for s in STEPS if full or not s.full_only]
+    progress = Progress("report", total=len(steps))
+    r.monitor.start()
     try:
-        for step in STEPS:
+        for step in steps:
             progress.step(step.name)
             start = time.perf_counter()
             try:
                 step.run(r, progress.tick)
             finally:
                 r.timings[step.name] = time.perf_counter() - start
+            r.monitor.probe(f"after {step.name}")
     finally:
         progress.close()
+    r.monitor.stop()
+    r.headline.insert(0, _noise_line(r))
     total = sum(r.timings.values())
+    skipped = [s.name for s in STEPS if s.full_only and not full]
     body = [
         "# pm-core report",
         "Are Swin's PatchMerging implementations and the Conv2d(k=2, s=2) form the same function, "
         "which is fastest on this machine, and where do the bytes go? Regenerate with "
-        f"`pm-core report{' --quick' if quick else ''}` (or `nox -s report`).",
+        f"`{_command(quick, full)}` (or `nox -s report"
+        + (f" -- {_flags(quick, full)}" if quick or full else "")
+        + "`)."
+        + (f" Steps left to `--full`: {', '.join(skipped)}." if skipped else ""),
         "## Headline\n\n" + "\n".join(r.headline),
         *r.sections,
         "## How long each step took\n\n"
@@ -100,9 +143,18 @@ def build_report(out: Path, *, quick: bool = False, update_readme_file: bool = F
     (tmp / "headline.md").write_text(
         f"## pm-core report\n\nMeasured on {machine_summary()}:\n\n" + "\n".join(r.headline) + "\n"
     )
-    (tmp / "summary.json").write_text(
-        json.dumps({"headline": r.headline, "ok": r.ok, "timings": r.timings}, indent=2)
-    )
+    summary = {
+        "command": _command(quick, full),
+        "machine": machine_identity(),
+        "noisy": bool(r.monitor.reasons()),
+        "noise": r.monitor.as_dict(),
+        "ok": r.ok,
+        "verdicts": verdicts(r.speed or []),
+        "speed": r.speed or [],
+        "headline": r.headline,
+        "timings": r.timings,
+    }
+    (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
     _swap_in(tmp, out)
     if update_readme_file:
         update_readme(

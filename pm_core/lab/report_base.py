@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bench import LayerTiming
+from .noise import LoadMonitor
+from .speed import SpeedGroup
 from .traffic_table import TrafficRow
 from .verify import Verification
 
@@ -27,6 +29,7 @@ class Report:
 
     out: Path
     quick: bool
+    full: bool = False
     sections: list[str] = field(default_factory=list)
     headline: list[str] = field(default_factory=list)
     ok: bool = True
@@ -36,6 +39,8 @@ class Report:
     bench: list[LayerTiming] | None = None  # set by the benchmarks step
     auto_tuned: list[dict[str, object]] | None = None  # set by the auto tune step
     auto_cache: Path | None = None  # set by the auto tune step
+    speed: list[SpeedGroup] | None = None  # set by the speed step
+    monitor: LoadMonitor = field(default_factory=LoadMonitor)
 
     def add(self, title: str, *body: str) -> None:
         self.sections.append("\n\n".join([f"## {title}", *body]))
@@ -43,10 +48,12 @@ class Report:
 
 @dataclass(frozen=True)
 class Step:
-    """One step of the report: a name for progress and timings, and what it runs."""
+    """One step of the report: a name for progress and timings, what it runs, and whether
+    only ``--full`` runs it."""
 
     name: str
     run: Callable[[Report, Tick], None]
+    full_only: bool = False
 
 
 __all__ = ["README_END", "README_START", "Report", "Step", "Tick"]

@@ -315,6 +315,23 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine_identity() -> dict[str, object]:
+    """The machine and versions, as ``summary.json`` records them (``--merge`` labels its
+    columns with ``label``)."""
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    cpu = _cpu_name()
+    return {
+        "label": gpu or f"{cpu} ({os.cpu_count()} cores)",
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "summary": machine_summary(),
+    }
+
+
 def machine_summary() -> str:
     """One line naming the hardware and the versions the figures came from."""
     cpu = f"{_cpu_name()}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}"
@@ -325,6 +342,7 @@ def machine_summary() -> str:
 
 
 __all__ = [
+    "machine_identity",
     "machine_summary",
     "section_channel_norm",
     "section_environment",

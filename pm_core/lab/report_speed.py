@@ -25,6 +25,7 @@ from .peers import (
     use_report_cache,
 )
 from .profiling import run_profiles, summarize_trace
+from .report_answers import plot_rows
 from .report_base import Report, Tick
 from .roofline import get_roofline
 from .shapes import SWIN_T_STAGES
@@ -34,7 +35,6 @@ from .terminal import without_kineto_chatter
 def section_bench(r: Report, tick: Tick) -> None:
     rows = run_layer_bench(r.out / "bench.json", quick=r.quick, tick=tick)
     r.bench = rows
-    _headline_speed(r, rows)
     body = [
         "pytest-benchmark medians, measured side by side in one run "
         f"(`{_bench_shown(r.quick)}`; raw JSON: "
@@ -67,7 +67,8 @@ def speed_tables(rows: list[LayerTiming]) -> list[str]:
             )
         )
         lines = [
-            f"**{dtype}, {mode}**: median ms; x = speedup against `slice` in the same column; "
+            f"**{dtype}, {mode}**: median ms of each case's own benchmark run (ratios between "
+            "impls are in the Speed section, measured interleaved); "
             "% = fraction of this machine's roofline (minimum bytes / peak bandwidth, or GEMM "
             "FLOPs / peak FLOP/s, whichever is longer). *italic* = not the same function. "
             "`auto` shows the impl it ran; (peer) rows are `torch.compile` of that form.",
@@ -85,15 +86,12 @@ def speed_tables(rows: list[LayerTiming]) -> list[str]:
                 cells = []
                 for norm in NORMS:
                     b = keyed.get((impl, norm, dtype, mode, shape))
-                    base = keyed.get(("slice", norm, dtype, mode, shape))
                     if b is None:
                         cells.append("-")
                         continue
                     cell = f"{b['median'] * 1e3:.2f}"
-                    if base is not None:
-                        cell += f" ({base['median'] / b['median']:.2f}x"
-                        frac = b.get("roofline_fraction")
-                        cell += f", {frac:.0%})" if frac is not None else ")"
+                    frac = b.get("roofline_fraction")
+                    cell += f" ({frac:.0%})" if frac is not None else ""
                     if impl == "auto":
                         cell = f"`{b['runs']}` {cell}"
                     cells.append(cell if b["exact"] else f"*{cell}*")
@@ -103,38 +101,6 @@ def speed_tables(rows: list[LayerTiming]) -> list[str]:
                 )
         out.append("\n".join(lines))
     return out
-
-
-def _headline_speed(r: Report, rows: list[LayerTiming]) -> None:
-    s1 = tuple(rows[0]["shape"]) if rows else ()
-    for mode in ("fwd", "fwd+bwd"):
-        parts = []
-        for norm in NORMS:
-            # candidates: impls exact in every norm mode (conv_channel_norm is a foil; for
-            # post/none it *is* conv, so listing it would only add noise)
-            cell = [
-                b for b in rows
-                if b["norm"] == norm and b["mode"] == mode and b["dtype"] == "float32"
-                and tuple(b["shape"]) == s1 and b["impl"] in REGISTRY
-                and len(REGISTRY[b["impl"]].exact_for) == len(NORMS)
-            ]  # fmt: skip
-            base = next((b for b in cell if b["impl"] == "slice"), None)
-            if not cell or base is None:
-                continue
-            best = min(cell, key=lambda b: b["median"])
-            frac = best.get("roofline_fraction")
-            parts.append(
-                f"`{norm}`: **{best['impl']}** {best['median'] * 1e3:.2f} ms, "
-                f"{base['median'] / best['median']:.2f}x `slice` ({base['median'] * 1e3:.2f} ms)"
-                + (f", {frac:.0%} of roofline" if frac is not None else "")
-            )
-        if parts:
-            shape = ",".join(map(str, s1))
-            r.headline.append(
-                f"- **Fastest exact impl, float32 {mode}, shape ({shape}):** "
-                + "; ".join(parts)
-                + "."
-            )
 
 
 def section_tune(r: Report, tick: Tick) -> None:
@@ -326,7 +292,9 @@ def section_screenshots(r: Report, _tick: Tick) -> None:
 def section_plots(r: Report, _tick: Tick) -> None:
     from . import plots  # matplotlib: loaded by the one step that draws
 
-    if r.bench is not None:
+    if r.speed:
+        plots.time_vs_shape(plot_rows(r.speed), r.out / "time_vs_shape.png")
+    elif r.bench is not None:
         plots.time_vs_shape(r.bench, r.out / "time_vs_shape.png")
     if r.traffic is not None:
         plots.bytes_per_op(r.traffic, r.out / "traffic.png")

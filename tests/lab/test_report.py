@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pm_core.lab import report, report_base, report_speed
+from pm_core.lab import noise, report, report_base, report_speed
 from pm_core.lab.bench import LayerTiming
 
 
@@ -18,9 +18,13 @@ def _no_step(r: report.Report, tick: report_base.Tick) -> None:
 def fast_report(monkeypatch: pytest.MonkeyPatch) -> None:
     """build_report with every measuring step stubbed out (they have their own tests)."""
     stubbed = tuple(
-        s if s.name == "environment" else report.Step(s.name, _no_step) for s in report.STEPS
+        s if s.name == "environment" else report.Step(s.name, _no_step, s.full_only)
+        for s in report.STEPS
     )
     monkeypatch.setattr(report, "STEPS", stubbed)
+    monkeypatch.setattr(
+        noise, "reference_rates", lambda: {"gemm_flops": 1.0, "copy_bytes_per_s": 1.0}
+    )
 
 
 def test_crash_mid_report_leaves_previous_report_whole(
@@ -34,7 +38,7 @@ def test_crash_mid_report_leaves_previous_report_whole(
     def boom(r: report.Report, tick: report_base.Tick) -> None:
         raise RuntimeError("benchmark died")
 
-    steps = tuple(report.Step(s.name, boom) if s.name == "benchmarks" else s for s in report.STEPS)
+    steps = tuple(report.Step(s.name, boom) if s.name == "speed" else s for s in report.STEPS)
     monkeypatch.setattr(report, "STEPS", steps)
     with pytest.raises(RuntimeError, match="benchmark died"):
         report.build_report(out)
@@ -108,15 +112,17 @@ def _timing(
     )  # fmt: skip
 
 
-def test_speed_table_marks_inexact_cells_and_speedups() -> None:
-    """Speedups are against slice in the same column; an impl not exact for a norm is italic."""
+def test_speed_table_marks_inexact_cells_and_states_no_ratio() -> None:
+    """Medians of separate benchmark runs, with no ratio between them (the Speed section
+    measures ratios interleaved); an impl not exact for a norm is italic."""
     rows = [
         _timing("slice", 2e-3, exact=True, roofline_fraction=0.5),
         _timing("conv_channel_norm", 1e-3, exact=False, roofline_fraction=1.0),
     ]
     (table,) = report_speed.speed_tables(rows)
-    assert "| 1,2,2,1 | slice | 2.00 (1.00x, 50%) |" in table
-    assert "*1.00 (2.00x, 100%)*" in table
+    assert "| 1,2,2,1 | slice | 2.00 (50%) |" in table
+    assert "*1.00 (100%)*" in table
+    assert "x," not in table
 
 
 def test_speed_table_shows_auto_and_peers_beside_the_impls() -> None:
@@ -127,8 +133,8 @@ def test_speed_table_shows_auto_and_peers_beside_the_impls() -> None:
         _timing("inductor:slice", 4e-3, exact=True, roofline_fraction=0.25, peer=True),
     ]
     (table,) = report_speed.speed_tables(rows)
-    assert "| 1,2,2,1 | auto | `conv_cw` 1.00 (2.00x, 100%) |" in table
-    assert "| 1,2,2,1 | inductor:slice (peer) | 4.00 (0.50x, 25%) |" in table
+    assert "| 1,2,2,1 | auto | `conv_cw` 1.00 (100%) |" in table
+    assert "| 1,2,2,1 | inductor:slice (peer) | 4.00 (25%) |" in table
     assert (
         table.index("| slice |")
         < table.index("| auto |")

@@ -1,0 +1,148 @@
+"""Is the machine quiet enough for the speed figures? Two independent signals.
+
+* **The reference kernels' rates move.** :func:`reference_rates` times a fixed GEMM and a
+  fixed copy (best of a few calls). The report probes them at the start, between steps
+  and at the end; a spread (fastest probe over slowest, less one) above
+  :data:`RATE_SPREAD` means the machine's speed changed while the figures were taken.
+* **Other processes used the CPU.** Over the run, the CPU time every process on the
+  machine used (``/proc/stat``) less the CPU time this process and its finished children
+  used (``getrusage``) is what others took. Above :data:`OTHERS_SHARE` of the machine's
+  capacity (wall time x cores), the run shared the machine, even if the load was steady
+  from start to end and the reference rates did not move. Where ``/proc/stat`` does not
+  exist (not Linux) this signal is left out and the report says so.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from dataclasses import dataclass, field
+from pathlib import Path
+from time import perf_counter
+
+import torch
+
+#: A run is flagged when the reference rates' spread exceeds this (0.25: 25%). On a quiet
+#: 2-core machine the GEMM's best rate drifts by up to about 15% over a minute of the
+#: process's own sustained load (clock and thermal state), which must not flag; a second
+#: process contending for the cores moves it by far more.
+RATE_SPREAD = 0.25
+#: ...or when other processes used more than this share of the machine's CPU capacity.
+OTHERS_SHARE = 0.10
+_PROC_STAT = Path("/proc/stat")
+
+
+def _best(fn: object, reps: int) -> float:
+    assert callable(fn)
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = perf_counter()
+        fn()
+        best = min(best, perf_counter() - t0)
+    return best
+
+
+def reference_rates(*, reps: int = 15) -> dict[str, float]:
+    """FLOP/s of a 384x384x384 float32 GEMM and bytes/s of a 16 MiB float32 copy, each the
+    best of ``reps`` calls on the CPU: small enough to probe often (about 0.1 s)."""
+    n = 384
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    src = torch.randn(1 << 22)
+    dst = torch.empty_like(src)
+    gemm = 2 * n**3 / _best(lambda: torch.mm(a, b), reps)
+    copy = 2 * src.numel() * 4 / _best(lambda: dst.copy_(src), reps)
+    return {"gemm_flops": gemm, "copy_bytes_per_s": copy}
+
+
+def _machine_cpu_s() -> float | None:
+    """CPU seconds every process on the machine has used since boot (all cores), or None."""
+    try:
+        first = _PROC_STAT.read_text().splitlines()[0].split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal ...: busy = all but idle, iowait
+    ticks = [int(v) for v in first[1:]]
+    busy = sum(ticks) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds this process (every thread) and its finished children have used."""
+    return sum(
+        r.ru_utime + r.ru_stime
+        for r in (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
+    )
+
+
+@dataclass
+class LoadMonitor:
+    """Probes the reference kernels at named points and accounts for others' CPU time."""
+
+    probes: list[tuple[str, dict[str, float]]] = field(default_factory=list)
+    _start: tuple[float, float | None, float] = field(default=(0.0, None, 0.0))
+    _end: tuple[float, float | None, float] | None = None
+
+    def start(self) -> None:
+        self._start = (perf_counter(), _machine_cpu_s(), _own_cpu_s())
+        self.probe("start")
+
+    def probe(self, label: str) -> None:
+        self.probes.append((label, reference_rates()))
+
+    def stop(self) -> None:
+        self.probe("end")
+        self._end = (perf_counter(), _machine_cpu_s(), _own_cpu_s())
+
+    def spread(self) -> dict[str, float]:
+        """Per reference kernel: fastest probe's rate over the slowest's, less one."""
+        out = {}
+        for key in self.probes[0][1] if self.probes else ():
+            rates = [p[key] for _, p in self.probes]
+            out[key] = max(rates) / min(rates) - 1
+        return out
+
+    def others_share(self) -> float | None:
+        """Share of the machine's CPU capacity other processes used, or None if unknown."""
+        end = self._end
+        if end is None or end[1] is None or self._start[1] is None:
+            return None
+        wall = end[0] - self._start[0]
+        others = (end[1] - self._start[1]) - (end[2] - self._start[2])
+        return max(others, 0.0) / (wall * _cores()) if wall > 0 else None
+
+    def reasons(self) -> list[str]:
+        """Why the run is flagged as noisy; empty when it is not."""
+        out = [
+            f"the reference {key.split('_')[0]} rate moved {s:.0%} between probes "
+            f"(threshold {RATE_SPREAD:.0%})"
+            for key, s in self.spread().items()
+            if s > RATE_SPREAD
+        ]
+        share = self.others_share()
+        if share is not None and share > OTHERS_SHARE:
+            out.append(
+                f"other processes used {share:.0%} of the machine's CPU "
+                f"(threshold {OTHERS_SHARE:.0%})"
+            )
+        return out
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "noisy": bool(self.reasons()),
+            "reasons": self.reasons(),
+            "rate_spread": self.spread(),
+            "others_cpu_share": self.others_share(),
+            "thresholds": {"rate_spread": RATE_SPREAD, "others_cpu_share": OTHERS_SHARE},
+            "probes": [{"at": label, **rates} for label, rates in self.probes],
+        }
+
+
+__all__ = ["OTHERS_SHARE", "RATE_SPREAD", "LoadMonitor", "reference_rates"]
