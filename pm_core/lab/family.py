@@ -41,6 +41,7 @@ from pm_core.focus import focus_to_conv
 
 from .bench import command
 from .checkout import FAMILY_BENCH, stream
+from .interleave import ROUNDS, Interval, ratio_interval, time_interleaved
 from .monai_legacy import CORNER3, legacy_merge_findings, legacy_merge_text
 from .shapes import SWIN_UNETR_96_STAGES, YOLO_640
 from .traffic import distinct_bytes, measure_traffic
@@ -243,16 +244,39 @@ def run_family_bench(
     return read_family_json(json_path)
 
 
-def family_table(rows: list[FamilyTiming]) -> str:
-    """Markdown: per layer and form, the median per dtype (with the speedup over the
-    gather form), and the bytes moved against the minimum in the first dtype measured."""
+def conv_speedups(
+    rows: list[FamilyTiming], *, rounds: int = ROUNDS
+) -> dict[tuple[str, str], Interval]:
+    """Per case and dtype of ``rows``: ``t_gather / t_conv`` (the conv form's speedup), the
+    two forms timed interleaved in this process, with its 95% interval."""
+    by_name = {fs.name: fs for fs in (*FAMILY_SHAPES, *QUICK_FAMILY_SHAPES)}
+    out = {}
+    for case, dtype, device in dict.fromkeys((r["case"], r["dtype"], r["device"]) for r in rows):
+        fs = by_name[case]
+        calls: dict[str, Callable[[], object]] = {
+            form: family_call(fs, form, getattr(torch, dtype), device) for form in FORMS
+        }
+        sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+        with torch.no_grad():
+            times = time_interleaved(calls, rounds=rounds, sync=sync)
+        out[case, dtype] = ratio_interval(times["gather"], times["conv"])
+    return out
+
+
+def family_table(
+    rows: list[FamilyTiming], speedups: dict[tuple[str, str], Interval] | None = None
+) -> str:
+    """Markdown: per layer and form, the median per dtype (and for the conv form its
+    interleaved speedup over the gather form, with its interval), and the bytes moved
+    against the minimum in the first dtype measured."""
+    speedups = speedups or {}
     dtypes = list(dict.fromkeys(r["dtype"] for r in rows))
     keyed = {(r["case"], r["form"], r["dtype"]): r for r in rows}
     cases = list(dict.fromkeys(r["case"] for r in rows))
     first = dtypes[0] if dtypes else "float32"
     lines = [
         "| layer | input | form | "
-        + " | ".join(f"{d} ms (x gather)" for d in dtypes)
+        + " | ".join(f"{d} ms (x gather [95%])" for d in dtypes)
         + f" | MB moved ({first}) | minimum MB | ratio |",
         "|---|---|---|" + "---:|" * (len(dtypes) + 3),
     ]
@@ -260,11 +284,11 @@ def family_table(rows: list[FamilyTiming]) -> str:
         for form in FORMS:
             cells = []
             for d in dtypes:
-                r, base = keyed.get((case, form, d)), keyed.get((case, "gather", d))
+                r, iv = keyed.get((case, form, d)), speedups.get((case, d))
                 if r is None:
                     cells.append("-")
                     continue
-                speed = "" if base is None else f" ({base['median'] / r['median']:.2f}x)"
+                speed = "" if iv is None or form == "gather" else f" ({iv})"
                 cells.append(f"{r['median'] * 1e3:.2f}{speed}")
             t = keyed.get((case, form, first))
             if t is None:
@@ -289,33 +313,28 @@ class ReportLike(Protocol):
     def add(self, title: str, *body: str) -> None: ...
 
 
-def _speedups(rows: list[FamilyTiming], cases: list[str], dtype: str) -> list[float]:
-    med = {(r["case"], r["form"]): r["median"] for r in rows if r["dtype"] == dtype}
-    return [
-        med[c, "gather"] / med[c, "conv"]
-        for c in cases
-        if (c, "gather") in med and (c, "conv") in med
-    ]
-
-
 def section_family(r: ReportLike, tick: Callable[[str], None]) -> None:
     """The family's gather-vs-conv table (``benchmarks/test_family_bench.py``, ``--quick``
     in a quick report) and MONAI's legacy-merge story, as two sections and a headline line."""
     rows = run_family_bench(r.out / "family.json", quick=r.quick, tick=tick)
+    tick("conv against gather, interleaved")
+    speedups = conv_speedups(rows, rounds=7 if r.quick else ROUNDS)
     findings = legacy_merge_findings()
     shown = " ".join(command(FAMILY_BENCH, Path("family.json"), quick=r.quick)[2:])
     merges = list(dict.fromkeys(x["case"] for x in rows if len(x["shape"]) == 5))
     focus = list(dict.fromkeys(x["case"] for x in rows if len(x["shape"]) == 4))
     parts = []
     for what, cases in (("3-D merges", merges), ("Focus", focus)):
-        s = _speedups(rows, cases, "float32")
+        s = sorted(
+            (iv for (case, d), iv in speedups.items() if d == "float32" and case in cases),
+            key=lambda iv: iv.estimate,
+        )
         if s:
-            span = f"{min(s):.2f}x" + (f" to {max(s):.2f}x" if max(s) > min(s) else "")
-            parts.append(f"{what} {span}")
+            parts.append(f"{what} {s[0]}" + (f" to {s[-1]}" if len(s) > 1 else ""))
     dup = ", ".join(f"({', '.join(map(str, o))})" for o in findings.duplicated)
     r.headline.append(
         "- **The space-to-depth family** (speedup of the conv form over the gather form, "
-        "float32 forward: "
+        "timed interleaved, with 95% intervals, float32 forward: "
         + "; ".join(parts)
         + f"). MONAI <= 1.4's legacy 3-D merge reads {dup} twice and "
         + ", ".join(f"({', '.join(map(str, o))})" for o in findings.missing)
@@ -331,7 +350,10 @@ def section_family(r: ReportLike, tick: Callable[[str], None]) -> None:
         "YOLOv5's Focus at 640x640 on its NCHW tensor as its own space-to-depth then a k x k "
         "conv (gather) and as one 2k x 2k, stride-2 conv with `pm_core.focus.focus_to_conv`'s "
         "weight (conv); BatchNorm and SiLU, the same in both, are left out. Forward only. "
-        f"pytest-benchmark medians (`{shown}`; raw JSON: [family.json](family.json)); "
+        f"pytest-benchmark medians (`{shown}`; raw JSON: [family.json](family.json)); the "
+        "conv form's speedup over the gather form, `t_gather / t_conv`, from the two timed "
+        f"interleaved in one process over {7 if r.quick else ROUNDS} rounds, with its 95% "
+        "interval; "
         "bytes counted at the aten dispatcher like the Traffic section's, against the "
         "minimum (read the input and parameters once, write the output once).",
         family_table(rows),
@@ -356,6 +378,7 @@ __all__ = [
     "FamilyTiming",
     "Form",
     "ReportLike",
+    "conv_speedups",
     "family_call",
     "family_inputs",
     "family_table",

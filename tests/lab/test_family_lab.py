@@ -19,12 +19,14 @@ from pm_core.lab.family import (
     FamilyShape,
     FamilyTiming,
     Form,
+    conv_speedups,
     family_call,
     family_table,
     family_traffic,
     minimum_bytes,
     section_family,
 )
+from pm_core.lab.interleave import Interval
 from pm_core.lab.monai_legacy import (
     SLICES_1_4,
     SLICES_1_5,
@@ -99,11 +101,35 @@ def _timing(case: str, form: str, median: float, nbytes: int) -> FamilyTiming:
     )  # fmt: skip
 
 
-def test_family_table_speedups_are_against_gather() -> None:
-    """Each cell's speedup is the gather form's median over this form's, same dtype."""
-    table = family_table([_timing("a", "gather", 2e-3, 300), _timing("a", "conv", 1e-3, 100)])
-    assert "| L | 1x2x2x2x1 BDHWC | gather | 2.00 (1.00x) | 0.0 | 0.0 | 3.00 |" in table
-    assert "| L | 1x2x2x2x1 BDHWC | conv | 1.00 (2.00x) | 0.0 | 0.0 | 1.00 |" in table
+def test_family_table_shows_the_interleaved_speedup_not_a_ratio_of_medians() -> None:
+    """The conv row carries the interleaved t_gather / t_conv with its interval; the
+    medians of the two separate benchmark runs are not divided."""
+    rows = [_timing("a", "gather", 2e-3, 300), _timing("a", "conv", 1e-3, 100)]
+    table = family_table(rows, {("a", "float32"): Interval(1.4, 1.5, 1.6)})
+    assert "| L | 1x2x2x2x1 BDHWC | gather | 2.00 | 0.0 | 0.0 | 3.00 |" in table
+    assert "| L | 1x2x2x2x1 BDHWC | conv | 1.00 (1.50x [1.40, 1.60]) | 0.0 | 0.0 | 1.00 |" in table
+    assert "2.00x" not in family_table(rows)
+
+
+def test_conv_speedups_time_both_forms_of_each_case() -> None:
+    fs = QUICK_FAMILY_SHAPES[0]
+    rows = [
+        FamilyTiming(
+            case=fs.name,
+            layer=fs.layer,
+            form=form,
+            dtype="float32",
+            shape=list(fs.shape),
+            label=fs.label,
+            bytes=1,
+            min_bytes=1,
+            device="cpu",
+            median=1.0,
+        )
+        for form in FORMS
+    ]
+    (iv,) = conv_speedups(rows, rounds=3).values()
+    assert 0 < iv.low <= iv.estimate <= iv.high
 
 
 def test_section_family_quick(tmp_path: Path) -> None:
