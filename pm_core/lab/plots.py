@@ -42,7 +42,16 @@ def op_colors(ops: Sequence[str]) -> dict[str, tuple[float, ...]]:
 
 
 def time_vs_shape(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    """Median time per shape, one line per impl, one panel per norm (float32 where present)."""
+    """:func:`time_vs_shape_figure`, saved to ``path``."""
+    fig = time_vs_shape_figure(rows)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def time_vs_shape_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """Median time per shape, one line per impl, one panel per norm (float32 where present);
+    one legend below the panels."""
     dtype = "float32" if any(b["dtype"] == "float32" for b in rows) else rows[0]["dtype"]
     modes = list(dict.fromkeys(b["mode"] for b in rows))
     norms = [n for n in NORMS if any(b["norm"] == n for b in rows)]
@@ -76,12 +85,18 @@ def time_vs_shape(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
             ax.set_ylabel(f"median time, ms ({dtype}, log)")
             ax.tick_params(axis="x", labelrotation=20, labelsize=8)
             ax.grid(True, which="both", alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="upper right")
+    # one legend for every panel, below them, where it covers no line
+    entries: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    fig.legend(
+        list(entries.values()), list(entries), loc="lower center",
+        ncol=min(len(entries), 8), fontsize=8,
+    )  # fmt: skip
     fig.suptitle("Patch merging: time per call by input shape (lower is better)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
 
 
 def bytes_per_op(rows: Sequence[TrafficRow], path: Path) -> Path:
@@ -178,4 +193,5 @@ __all__ = [
     "impl_color",
     "op_colors",
     "time_vs_shape",
+    "time_vs_shape_figure",
 ]

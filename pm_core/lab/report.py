@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -77,19 +78,22 @@ def _command(quick: bool, full: bool) -> str:
 def _noise_line(r: Report) -> str:
     m = r.monitor
     reasons = m.reasons()
-    spread = ", ".join(f"{k.split('_')[0]} {v:.0%}" for k, v in m.spread().items())
-    share = m.others_share()
-    others = "not measured here" if share is None else f"{share:.0%}"
-    measured = (
-        f"reference GEMM and copy rates, probed {len(m.probes)} times (start, after each "
-        f"step, end), moved {spread}; other processes used {others} of the CPU"
-    )
     if reasons:
         return (
-            f"- **Noisy run: the speed figures may not hold.** {'; '.join(reasons)} "
-            f"({measured}). Rerun on a quiet machine."
+            f"- **Noisy run: the speed figures may not hold.** {'; '.join(reasons)}. "
+            "Rerun on a quiet machine."
         )
-    return f"- **Quiet machine:** {measured}."
+    spread = ", ".join(f"{k.split('_')[0]} {v:.0%}" for k, v in m.spread().items())
+    share = m.others_share()
+    others = (
+        "other processes' CPU time was not measured (no /proc/stat)"
+        if share is None
+        else f"other processes used {share:.0%} of the CPU"
+    )
+    return (
+        f"- **Quiet machine:** reference GEMM and copy rates, probed {len(m.probes)} times "
+        f"(start, after each step, end), moved {spread}; {others}."
+    )
 
 
 def build_report(
@@ -157,10 +161,14 @@ def build_report(
     (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
     _swap_in(tmp, out)
     if update_readme_file:
-        update_readme(
-            f"Measured on {machine_summary()} by `pm-core report`:\n\n" + "\n".join(r.headline)
-        )
+        picture = out / "time_vs_shape.png"
+        if picture.is_file():  # the README's picture comes from the run its findings do
+            README_PICTURE.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(picture, README_PICTURE)
+        update_readme(findings_block(r.headline, picture.is_file()))
     print(f"wrote {out / 'report.md'} ({total:.0f} s){'' if r.ok else ' -- with FAILURES'}")
+    if summary["noisy"]:
+        print("the machine was busy: " + "; ".join(r.monitor.reasons()), file=sys.stderr)
     return r.ok
 
 
@@ -173,6 +181,23 @@ def _swap_in(tmp: Path, out: Path) -> None:
     tmp.rename(out)
     if old.exists():
         shutil.rmtree(old)
+
+
+#: The README's picture: the time-vs-shape plot of the run that wrote its findings,
+#: committed beside the docs (the report folder itself is not committed).
+README_PICTURE = Path("docs/images/time_vs_shape.png")
+
+
+def findings_block(headline: list[str], picture: bool) -> str:
+    """The README's findings block: the machine, the picture and its caption, the headline."""
+    shown = (
+        f"![Median time per call against shape, per impl]({README_PICTURE.as_posix()})\n\n"
+        "*Median time per call of each exact impl at Swin-T's three merge inputs (batch 8), "
+        "float32, forward and forward+backward: the Speed section of the same run.*\n\n"
+        if picture
+        else ""
+    )
+    return f"Measured on {machine_summary()} by `pm-core report`:\n\n{shown}" + "\n".join(headline)
 
 
 def update_readme(findings: str, readme: Path = Path("README.md")) -> bool:
@@ -188,4 +213,13 @@ def update_readme(findings: str, readme: Path = Path("README.md")) -> bool:
     return True
 
 
-__all__ = ["STEPS", "Report", "Step", "build_report", "machine_summary", "update_readme"]
+__all__ = [
+    "README_PICTURE",
+    "STEPS",
+    "Report",
+    "Step",
+    "build_report",
+    "findings_block",
+    "machine_summary",
+    "update_readme",
+]

@@ -7,7 +7,7 @@ import pytest
 
 from pm_core import IMPLS
 from pm_core.lab import plots
-from pm_core.lab.plots import bytes_per_op_figure, impl_color, op_colors
+from pm_core.lab.plots import bytes_per_op_figure, impl_color, op_colors, time_vs_shape_figure
 from pm_core.lab.traffic_table import TrafficRow
 
 
@@ -62,5 +62,31 @@ def test_the_traffic_legend_covers_no_axis_label() -> None:
             assert not box.overlaps(label), "the legend covers an x label"
             assert ticks is not None
             assert not box.overlaps(ticks), "the legend covers tick labels"
+    finally:
+        plt.close(fig)
+
+
+def test_the_time_legend_covers_no_panel() -> None:
+    """One legend for the six panels, below them: it overlaps no panel (axes, labels and
+    ticks)."""
+    rows = [
+        {"impl": impl, "norm": norm, "dtype": "float32", "mode": mode, "shape": shape,
+         "median": 1e-3 * (k + 1) * (j + 1), "exact": True}
+        for k, impl in enumerate(IMPLS)
+        for norm in ("pre", "post", "none")
+        for mode in ("fwd", "fwd+bwd")
+        for j, shape in enumerate(([8, 56, 56, 96], [8, 28, 28, 192]))
+    ]  # fmt: skip
+    fig = time_vs_shape_figure(rows)
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+        (legend,) = fig.legends
+        box = legend.get_window_extent(renderer)
+        assert len(legend.get_texts()) == len(IMPLS)
+        for ax in fig.axes:
+            panel = ax.get_tightbbox(renderer)
+            assert panel is not None
+            assert not box.overlaps(panel), f"the legend covers panel {ax.get_title()!r}"
     finally:
         plt.close(fig)

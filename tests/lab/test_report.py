@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ def fast_report(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         noise, "reference_rates", lambda: {"gemm_flops": 1.0, "copy_bytes_per_s": 1.0}
     )
+    # other tests share the machine (pytest-xdist): only the rates may flag a stubbed run
+    monkeypatch.setattr(noise, "_machine_cpu_s", lambda: None)
 
 
 def test_crash_mid_report_leaves_previous_report_whole(
@@ -164,3 +167,49 @@ def test_peer_duel_picks_own_best_exact_and_best_peer() -> None:
         "| `conv` 1.50 (60%) | 1.33x | `inductor:conv` 1.80 (50%) | 1.20 | `conv` 1.40 | 0.93 |"
         in table
     )
+
+
+def test_findings_block_names_the_machine_and_shows_the_picture() -> None:
+    block = report.findings_block(["- a finding"], picture=True)
+    first = block.splitlines()[0]
+    assert first.startswith("Measured on ")
+    assert "torch " in first
+    assert "Python " in first
+    assert f"]({report.README_PICTURE.as_posix()})" in block
+    assert block.endswith("- a finding")
+    assert "![" not in report.findings_block(["- a finding"], picture=False)
+
+
+def test_a_busy_machine_is_flagged_in_the_headline_and_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast_report: None
+) -> None:
+    """The reference rates halve mid-run: the headline opens with the flag and its reason,
+    and summary.json says noisy; a steady run says quiet."""
+    out = tmp_path / "report"
+    assert report.build_report(out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["noisy"] is False
+    assert summary["headline"][0].startswith("- **Quiet machine:**")
+    assert {"label", "cpu", "torch", "python"} <= set(summary["machine"])
+    assert summary["verdicts"] == []  # the speed step was stubbed
+
+    rates = iter([2.0, 1.0] * 50)
+    monkeypatch.setattr(noise, "reference_rates", lambda: {"gemm_flops": next(rates)})
+    assert report.build_report(out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["noisy"] is True
+    head = summary["headline"][0]
+    assert head.startswith("- **Noisy run: the speed figures may not hold.**")
+    assert "gemm rate moved 100%" in head
+    assert head in (out / "report.md").read_text()
+
+
+def test_the_default_run_leaves_the_slow_steps_to_full(tmp_path: Path, fast_report: None) -> None:
+    out = tmp_path / "report"
+    report.build_report(out)
+    text = (out / "report.md").read_text()
+    assert "Steps left to `--full`: benchmarks, compile peers, whole models, family." in text
+    report.build_report(out, full=True)
+    timings = json.loads((out / "summary.json").read_text())["timings"]
+    assert {"benchmarks", "compile peers", "whole models", "family", "speed"} <= set(timings)
+    assert "Steps left" not in (out / "report.md").read_text()

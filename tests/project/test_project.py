@@ -151,3 +151,22 @@ def test_the_declared_torch_floor_is_the_tested_one() -> None:
     assert re.search(rf'^OLDEST_TORCH = "{re.escape(floor)}(\.0)?"$', noxfile, re.M), floor
     assert "tests_oldest" in (ROOT / ".ci/run").read_text()
     assert "tests_oldest" in (ROOT / ".github/workflows/ci.yml").read_text()
+
+
+def test_every_picture_and_file_the_readme_links_is_committed() -> None:
+    """A fresh clone renders the README whole: every relative link and image it names is
+    tracked (the report folder is not, so the picture lives under docs/)."""
+    readme = (ROOT / "README.md").read_text()
+    targets = {
+        t.split("#")[0]
+        for t in re.findall(r"\]\(([^)\s]+)\)", readme)
+        if not t.startswith(("http://", "https://", "#", "mailto:"))
+    }
+    tracked = set(
+        subprocess.run(
+            ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    missing = sorted(t for t in targets if t not in tracked)
+    assert missing == [], f"README links files a clone lacks: {missing}"
+    assert "docs/images/time_vs_shape.png" in targets
