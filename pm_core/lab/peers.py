@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -20,12 +21,13 @@ from typing import TypedDict
 
 import torch
 
-from pm_core import NORMS, REGISTRY, Norm, patch_merge
-from pm_core.auto import cached_choices, class_key, tune
+from pm_core import NORMS, REGISTRY, Norm
+from pm_core.auto import cached_choices, tune
 
 from .bench import LayerTiming
-from .profiling import case_inputs
+from .interleave import Interval, ratio_interval, time_interleaved
 from .shapes import SWIN_T_STAGES
+from .speed import auto_runs, merge_call
 
 #: Where the report keeps ``impl="auto"``'s cache (beside the roofline's), unless
 #: ``PM_CORE_AUTO_CACHE`` says otherwise.
@@ -96,30 +98,21 @@ def _ms(b: LayerTiming) -> str:
 
 
 def duel_table(rows: Sequence[LayerTiming]) -> str:
-    """Markdown: best exact impl, best peer, and auto, per dtype x mode x norm."""
+    """Markdown: best exact impl, best peer, and auto, per dtype x mode x norm: the medians
+    of separate benchmark cases, side by side and not divided (the ratios with intervals
+    are measured interleaved: the report's Speed section and :func:`check_auto`)."""
     lines = [
-        "| dtype | mode | norm | best exact pm-core impl, ms (% roofline) | vs `slice` "
-        "| best compile peer, ms | peer / best | `auto` chose, ms | `auto` / best |",
-        "|---|---|---|---|---:|---|---:|---|---:|",
+        "| dtype | mode | norm | best exact pm-core impl, ms (% roofline) "
+        "| best compile peer, ms (% roofline) | `auto` chose, ms |",
+        "|---|---|---|---|---|---|",
     ]
-    slice_of = {
-        (b["dtype"], b["mode"], b["norm"], tuple(b["shape"])): b
-        for b in rows
-        if b["impl"] == "slice"
-    }
     for d in duels(rows):
-        best = d["best"]
-        base = slice_of.get((d["dtype"], d["mode"], d["norm"], tuple(best["shape"])))
-        vs = f"{base['median'] / best['median']:.2f}x" if base else "-"
-        peer = d["peer"]
+        peer, auto = d["peer"], d["auto"]
         pcell = f"`{peer['impl']}` {_ms(peer)}" if peer else "-"
-        pratio = f"{peer['median'] / best['median']:.2f}" if peer else "-"
-        auto = d["auto"]
         acell = f"`{auto['runs']}` {auto['median'] * 1e3:.2f}" if auto else "-"
-        aratio = f"{auto['median'] / best['median']:.2f}" if auto else "-"
         lines.append(
-            f"| {d['dtype']} | {d['mode']} | {d['norm']} | `{best['impl']}` {_ms(best)} | {vs} "
-            f"| {pcell} | {pratio} | {acell} | {aratio} |"
+            f"| {d['dtype']} | {d['mode']} | {d['norm']} | `{d['best']['impl']}` "
+            f"{_ms(d['best'])} | {pcell} | {acell} |"
         )
     return "\n".join(lines)
 
@@ -171,31 +164,7 @@ class AutoCheck(TypedDict):
     runs: str  # what auto ran
     auto_s: float  # median seconds
     best_s: float  # median seconds
-
-
-def _merge_call(
-    shape: list[int], dtype: torch.dtype, norm: Norm, grad: bool
-) -> tuple[Callable[[str], None], torch.Tensor]:
-    """``call(impl)``: one forward (and backward) of a merge on the benchmark's inputs for
-    the case (:func:`~pm_core.lab.profiling.case_inputs`); and ``x``."""
-    b, h, w, c = shape
-    x, wt, nw, nb = (
-        None if t is None else t.requires_grad_(grad)
-        for t in case_inputs((b, h, w, c), norm, dtype, "cpu")
-    )
-    assert x is not None
-    assert wt is not None
-    params = [t for t in (x, wt, nw, nb) if t is not None]
-
-    def call(impl: str) -> None:
-        for t in params:  # as the benchmark's fwd+bwd: no accumulation into .grad
-            t.grad = None
-        with torch.set_grad_enabled(grad):
-            y = patch_merge(x, wt, nw, nb, norm=norm, impl=impl)
-            if grad:
-                torch.autograd.backward(y, torch.ones_like(y))
-
-    return call, x
+    ratio: list[float]  # t_auto / t_best per round: [low, estimate, high], 95% interval
 
 
 def check_auto(
@@ -203,10 +172,8 @@ def check_auto(
 ) -> list[AutoCheck]:
     """For each dtype x mode x norm on the benchmark's first shape: ``rounds`` interleaved
     calls of ``impl="auto"`` (from the cache on disk: re-read, not this process's memory)
-    and of the fastest exact impl the benchmark measured, on the same inputs; medians.
-
-    Interleaving puts both under the same load, which on a shared machine moves more
-    between one benchmark case and the next than the 10% this compares."""
+    and of the fastest exact impl the benchmark measured, on the same inputs; medians and
+    the per-round ratio with its 95% interval."""
     cached_choices()  # re-reads the cache file: auto then runs what is on disk
     out: list[AutoCheck] = []
     for d in duels(rows):
@@ -214,20 +181,17 @@ def check_auto(
         norm: Norm = d["norm"]  # type: ignore[assignment]
         grad = d["mode"] == "fwd+bwd"
         tick(f"auto vs {best} {d['dtype']} {d['mode']} {norm}")
-        call, x = _merge_call(d["best"]["shape"], getattr(torch, d["dtype"]), norm, grad)
-        times: dict[str, list[float]] = {"auto": [], best: []}
-        for impl in times:
-            call(impl)  # warm-up
-        for _ in range(rounds):
-            for impl, ts in times.items():
-                t0 = time.perf_counter()
-                call(impl)
-                ts.append(time.perf_counter() - t0)
+        b, h, w, c = d["best"]["shape"]
+        dtype, cpu = getattr(torch, d["dtype"]), torch.device("cpu")
+        call = merge_call((b, h, w, c), dtype, norm, grad, cpu)
+        calls = {k: functools.partial(call, k) for k in ("auto", best)}
+        times = time_interleaved(calls, rounds=rounds)
         med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-        runs = cached_choices().get(class_key(x, norm, grad), {}).get("impl", "?")
+        runs = auto_runs((b, h, w, c), dtype, norm, grad, cpu)
         check = AutoCheck(
             dtype=d["dtype"], mode=d["mode"], norm=norm, best=best, runs=str(runs),
             auto_s=med["auto"], best_s=med[best],
+            ratio=ratio_interval(times["auto"], times[best]).as_list(),
         )  # fmt: skip
         out.append(check)
     return out
@@ -235,12 +199,13 @@ def check_auto(
 
 def auto_check_table(checks: Sequence[AutoCheck]) -> str:
     lines = [
-        "| dtype | mode | norm | fastest exact in the bench | `auto` ran | auto ms | fastest ms | auto / fastest |",
+        "| dtype | mode | norm | fastest exact in the bench | `auto` ran | auto ms | fastest ms "
+        "| auto / fastest [95%] |",
         "|---|---|---|---|---|---:|---:|---:|",
     ]
     lines += [
         f"| {c['dtype']} | {c['mode']} | {c['norm']} | `{c['best']}` | `{c['runs']}` "
-        f"| {c['auto_s'] * 1e3:.2f} | {c['best_s'] * 1e3:.2f} | {c['auto_s'] / c['best_s']:.2f} |"
+        f"| {c['auto_s'] * 1e3:.2f} | {c['best_s'] * 1e3:.2f} | {Interval(*c['ratio'])} |"
         for c in checks
     ]
     return "\n".join(lines)

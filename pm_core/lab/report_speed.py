@@ -146,26 +146,23 @@ def section_peers(r: Report, tick: Tick) -> None:
         duel_table(rows),
         _roof_line(rows),
     ]
-    verdicts = []
+    lines = []
     for d in duels(rows):
         if d["dtype"] != "float32" or d["mode"] != "fwd":
             continue
         frac = d["best"].get("roofline_fraction")
         peer = d["peer"]
-        if peer is None:
-            versus = ""
-        elif d["best"]["median"] <= peer["median"]:
-            versus = f"; the best peer `{peer['impl']}` takes {peer['median'] / d['best']['median']:.2f}x its time"
-        else:
-            versus = f"; **slower** than the best peer `{peer['impl']}` ({d['best']['median'] / peer['median']:.2f}x the peer's time)"
-        verdicts.append(
-            f"- `{d['norm']}`: best exact `{d['best']['impl']}`"
-            + (f" at {frac:.0%} of the roofline" if frac is not None else "")
-            + versus
+        lines.append(
+            f"- `{d['norm']}`: best exact `{d['best']['impl']}` {d['best']['median'] * 1e3:.2f} ms"
+            + (f" ({frac:.0%} of the roofline)" if frac is not None else "")
+            + (f"; best peer `{peer['impl']}` {peer['median'] * 1e3:.2f} ms" if peer else "")
             + "."
         )
-    if verdicts:
-        body.append("**float32 forward:**\n\n" + "\n".join(verdicts))
+    if lines:
+        body.append(
+            "**float32 forward** (medians of separate benchmark cases, so no ratio is "
+            "stated between them):\n\n" + "\n".join(lines)
+        )
     body += [
         "**The peers.** Compile time is the first call less a warm call, with dynamo reset "
         "and inductor's FX graph cache off; inductor's on-disk cache of built C++ kernels is "
@@ -178,9 +175,9 @@ def section_peers(r: Report, tick: Tick) -> None:
         "kernels only (0 on a CPU).",
         peer_table(rows) if any(b["peer"] for b in rows) else "(no peers ran)",
         '**`impl="auto"` against the fastest exact impl**, timed interleaved after the '
-        "benchmarks (15 rounds each, medians, the same inputs), `auto` reading its choice "
-        "from the cache file the tune step wrote. Separate benchmark cases move by more than "
-        "10% between neighbours on a shared machine, so the comparison is made here:",
+        "benchmarks (15 rounds, the same inputs; the ratio is the median per-round ratio "
+        "with its 95% bootstrap interval), `auto` reading its choice from the cache file "
+        "the tune step wrote:",
         auto_check_table(check_auto(rows, tick=tick)),
         f'**`impl="auto"`\'s choices** on this machine (cache: `{r.auto_cache}`), median ms '
         "of every exact candidate as the tune step measured them:",

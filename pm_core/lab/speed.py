@@ -75,11 +75,12 @@ def merge_call(
     return call
 
 
-def _auto_runs(
+def auto_runs(
     shape: Shape, dtype: torch.dtype, norm: Norm, grad: bool, device: torch.device
 ) -> str:
     from pm_core.auto import cached_choices, class_key
 
+    """The impl ``impl="auto"`` runs for this class, read from its cache ("?" if none)."""
     x = torch.empty(shape, dtype=dtype, device=device)
     return str(cached_choices().get(class_key(x, norm, grad), {}).get("impl", "?"))
 
@@ -120,7 +121,7 @@ def measure_group(
         vs_slice={k: ratio_interval(times["slice"], times[k]).as_list() for k in names},
         fastest=verdict.fastest,
         runner_up=None if verdict.margin is None else verdict.margin.as_list(),
-        auto_runs=_auto_runs(shape, dtype, norm, grad, device),
+        auto_runs=auto_runs(shape, dtype, norm, grad, device),
         auto_vs_best=ratio_interval(times["auto"], times[best]).as_list(),
         roofline_fraction={k: roofline_fraction(median[k], roof_s) for k in names},
     )
@@ -153,4 +154,4 @@ def measure_speed(
     return groups, roof
 
 
-__all__ = ["SpeedGroup", "candidates", "measure_group", "measure_speed", "merge_call"]
+__all__ = ["SpeedGroup", "auto_runs", "candidates", "measure_group", "measure_speed", "merge_call"]

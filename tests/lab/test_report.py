@@ -163,10 +163,8 @@ def test_peer_duel_picks_own_best_exact_and_best_peer() -> None:
     assert d["peer"] is not None
     assert d["peer"]["impl"] == "inductor:conv"
     table = duel_table(rows)
-    assert (
-        "| `conv` 1.50 (60%) | 1.33x | `inductor:conv` 1.80 (50%) | 1.20 | `conv` 1.40 | 0.93 |"
-        in table
-    )
+    assert "| `conv` 1.50 (60%) | `inductor:conv` 1.80 (50%) | `conv` 1.40 |" in table
+    assert "x |" not in table  # separate cases: no ratio between them
 
 
 def test_findings_block_names_the_machine_and_shows_the_picture() -> None:
@@ -213,3 +211,19 @@ def test_the_default_run_leaves_the_slow_steps_to_full(tmp_path: Path, fast_repo
     timings = json.loads((out / "summary.json").read_text())["timings"]
     assert {"benchmarks", "compile peers", "whole models", "family", "speed"} <= set(timings)
     assert "Steps left" not in (out / "report.md").read_text()
+
+
+def test_auto_check_times_auto_beside_the_best_with_an_interval() -> None:
+    from pm_core.lab.peers import auto_check_table, check_auto
+
+    rows = [
+        _timing("slice", 2e-3, exact=True, roofline_fraction=0.5),
+        _timing("reshape", 1e-3, exact=True, roofline_fraction=0.6),
+    ]
+    rows = [LayerTiming(**{**r, "shape": [1, 4, 4, 8]}) for r in rows]
+    (c,) = check_auto(rows, rounds=3)
+    assert c["best"] == "reshape"
+    low, est, high = c["ratio"]
+    assert 0 < low <= est <= high
+    table = auto_check_table([c])
+    assert f"| {c['best_s'] * 1e3:.2f} | {est:.2f}x [{low:.2f}, {high:.2f}] |" in table
