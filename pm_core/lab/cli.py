@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser(
         "report",
-        help="everything above into profiles/report/report.md plus plots (needs a checkout)",
+        help="everything above into profiles/report/report.md plus plots (needs a checkout; "
+        "--merge does not)",
     )
     r.add_argument(
         "--quick", action="store_true", help="a smoke run: one small shape, float32, fewer rounds"
