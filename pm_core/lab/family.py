@@ -356,7 +356,7 @@ def section_family(r: ReportLike, tick: Callable[[str], None]) -> None:
         "interval; "
         "bytes counted at the aten dispatcher like the Traffic section's, against the "
         "minimum (read the input and parameters once, write the output once).",
-        family_table(rows),
+        family_table(rows, speedups),
         "Where the bytes go (the counts are machine-independent): Focus's one conv reads "
         "the NCHW input in place and moves exactly the minimum, while its gather form "
         "writes and reads a space-to-depth copy first. The 3-D merges' conv form moves "

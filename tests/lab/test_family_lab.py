@@ -150,6 +150,8 @@ def test_section_family_quick(tmp_path: Path) -> None:
     ]
     assert len(rows) == 2 * len(QUICK_FAMILY_SHAPES)
     assert all(float(row[-1].rstrip(" |")) >= 1 for row in rows), rows
+    # the conv rows carry the interleaved speedup with its interval, the gather rows none
+    assert all(("x [" in row[3]) == (row[2] == "conv") for row in rows), rows
     assert (tmp_path / "family.json").is_file()
     assert monai_section.startswith("## MONAI's legacy 3-D merge")
     for part in ("(0, 1, 0) at positions 2, 5", "(0, 0, 1) at positions 3, 6",
