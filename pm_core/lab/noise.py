@@ -120,12 +120,15 @@ class LoadMonitor:
 
     def reasons(self) -> list[str]:
         """Why the run is flagged as noisy; empty when it is not."""
-        out = [
-            f"the reference {key.split('_')[0]} rate moved {s:.0%} between probes "
-            f"(threshold {RATE_SPREAD:.0%})"
-            for key, s in self.spread().items()
-            if s > RATE_SPREAD
-        ]
+        out = []
+        for key, s in self.spread().items():
+            if s > RATE_SPREAD:
+                slowest = min(self.probes, key=lambda p: p[1][key])[0]
+                fastest = max(self.probes, key=lambda p: p[1][key])[0]
+                out.append(
+                    f"the reference {key.split('_')[0]} rate moved {s:.0%} between probes, "
+                    f"slowest {slowest}, fastest {fastest} (threshold {RATE_SPREAD:.0%})"
+                )
         share = self.others_share()
         if share is not None and share > OTHERS_SHARE:
             out.append(

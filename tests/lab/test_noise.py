@@ -31,6 +31,7 @@ def test_a_reference_rate_that_moves_flags_the_run(monkeypatch: pytest.MonkeyPat
     assert m.spread()["copy_bytes_per_s"] == 0
     (reason,) = [r for r in m.reasons() if "gemm" in r]
     assert "67%" in reason
+    assert "slowest b, fastest start" in reason
     assert f"{RATE_SPREAD:.0%}" in reason
     assert m.as_dict()["noisy"] is True
 
