@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pm_core import NORMS
 from pm_core.lab.report_answers import plot_rows, speed_table, verdicts
 from pm_core.lab.roofline import Roofline
-from pm_core.lab.speed import SpeedGroup, candidates, measure_group
+from pm_core.lab.speed import SpeedGroup, auto_runs, candidates, measure_group, merge_call
+from tests.marks import needs_cuda_build
 
 ROOF = Roofline("cpu", 1e10, {"float32": 1e11}, {"float32": "matmul"}, {})
 
@@ -67,3 +69,19 @@ def test_plot_rows_carry_what_the_plot_reads() -> None:
     rows = plot_rows([_group("pre", ["reshape"])])
     assert {r["impl"] for r in rows} == {"slice", "reshape"}
     assert all(r["exact"] is True and isinstance(r["median"], float) for r in rows)
+
+
+@needs_cuda_build
+def test_the_timed_calls_run_on_a_cuda_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The speed step's calls on CUDA, without a GPU: fake CUDA tensors (forward only, as
+    fake tensors have no backward), the device's name stood in for the auto cache key.
+    Every impl and auto run with their inputs on the device."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_a: "stand-in GPU")
+    cuda = torch.device("cuda", 0)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        call = merge_call((2, 8, 8, 16), torch.float32, "pre", False, cuda)
+        for impl in (*candidates(), "auto"):
+            call(impl)
+        assert auto_runs((2, 8, 8, 16), torch.float32, "pre", False, cuda) in (*candidates(), "?")
