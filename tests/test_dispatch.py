@@ -107,7 +107,10 @@ def test_register_rejects_the_name_auto_and_an_unknown_window_kind() -> None:
     def fn(*args: Any) -> Any:
         return args[0]
 
-    with pytest.raises(ValueError, match="'auto' names impl='auto'"):
+    with pytest.raises(
+        ValueError,
+        match=r"^'auto' names impl='auto' \(pm_core\.auto\); register under another name$",
+    ):
         pm_core.register("auto", layout="swin", summary="s")(fn)
     with pytest.raises(ValueError, match="windows must be '2x2' or 'any'"):
         pm_core.register("x", layout="swin", summary="s", windows="3x3")(fn)  # type: ignore[arg-type]
@@ -161,3 +164,21 @@ def test_run_swin_is_what_patch_merge_runs(impl: str, norm: str) -> None:
     got = pm_core.impls.run_swin(spec, x, wt, nw, nb, norm, 1e-5)
     want = patch_merge(x, wt, nw, nb, norm=norm, impl=impl)
     assert torch.equal(got, want)
+
+
+def test_the_defaults_are_the_general_gather_and_swin_v1s_pre_norm() -> None:
+    """``window_merge`` without ``impl`` runs the general gather, and both oracles without
+    ``norm`` compute Swin v1's pre-norm: the same results as when passed explicitly."""
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(1, 4, 6, 3, generator=g), torch.randn(6, 12, generator=g)
+    nw, nb = torch.rand(12, generator=g) + 0.5, torch.randn(12, generator=g)
+    win = Window((2, 2))
+    assert torch.equal(
+        window_merge(x, w, nw, nb, window=win),
+        window_merge(x, w, nw, nb, window=win, impl="gather"),
+    )
+    ref = pm_core.reference_window_merge
+    assert torch.equal(ref(x, w, nw, nb, window=win), ref(x, w, nw, nb, window=win, norm="pre"))
+    swin = pm_core.reference_patch_merge
+    assert torch.equal(swin(x, w, nw, nb), swin(x, w, nw, nb, norm="pre"))
+    assert not torch.equal(swin(x, w, nw, nb), swin(x, w, None, None, norm="none"))

@@ -145,6 +145,39 @@ def test_oracle_and_bounds_validate_the_same_way(fn: Any) -> None:
         fn(X, torch.zeros(4, 9), window=Window((2, 2)), norm="none")
 
 
+@pytest.mark.parametrize("fn", [reference_window_merge, window_error_bounds])
+@pytest.mark.parametrize(
+    ("nw", "nb", "match"),
+    [
+        (torch.zeros(3), torch.zeros(8), r"norm_weight must have shape \(8,\)"),
+        (torch.zeros(8), torch.zeros(3), r"norm_bias must have shape \(8,\)"),
+    ],
+)
+def test_oracle_and_bounds_check_the_norm_vectors(
+    fn: Any, nw: torch.Tensor, nb: torch.Tensor, match: str
+) -> None:
+    """The LayerNorm vectors are validated too, each named: the oracle would otherwise
+    broadcast a wrong-sized one, or fail with torch's shape message."""
+    with pytest.raises(ValueError, match=match):
+        fn(X, W, nw, nb, window=Window((2, 2)))
+
+
+@pytest.mark.parametrize(
+    ("nw", "nb", "match"),
+    [
+        (torch.zeros(3), torch.zeros(8), r"norm_weight must have shape \(8,\)"),
+        (torch.zeros(8), torch.zeros(3), r"norm_bias must have shape \(8,\)"),
+    ],
+)
+def test_swin_oracle_checks_the_norm_vectors(
+    nw: torch.Tensor, nb: torch.Tensor, match: str
+) -> None:
+    from pm_core import reference_patch_merge
+
+    with pytest.raises(ValueError, match=match):
+        reference_patch_merge(X, W, nw, nb)
+
+
 def test_space_to_depth_rejects_a_non_tensor() -> None:
     with pytest.raises(TypeError, match=r"x must be a torch\.Tensor, got list"):
         space_to_depth([1.0], Window((2, 2)))  # type: ignore[arg-type]
