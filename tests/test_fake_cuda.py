@@ -215,6 +215,21 @@ def test_error_bounds_on_fake_cuda(fake: FakeTensorMode) -> None:
     assert eb.kappa.device == CUDA
 
 
+def test_oracles_run_on_fake_cuda(fake: FakeTensorMode) -> None:
+    """The float64 oracles keep every index and constant on the input's device: the
+    depth-to-space adjoint (its scatter's batch index) and the general merge."""
+    from pm_core.oracle import reference_depth_to_space, reference_space_to_depth
+
+    win = pm_core.Window((2, 2), padding="corner")
+    x = torch.randn(2, 5, 6, 3, device="cuda")
+    v = reference_space_to_depth(x, win, "swin")
+    back = reference_depth_to_space(v, win, "swin", (5, 6))
+    assert (back.shape, back.device) == ((2, 5, 6, 3), CUDA)
+    w = torch.randn(6, 12, device="cuda")
+    y = pm_core.reference_window_merge(x, w, window=win, norm="none")
+    assert (y.shape, y.device) == ((2, 3, 3, 6), CUDA)
+
+
 def test_profiler_setup_on_fake_cuda(fake: FakeTensorMode) -> None:
     """The profiler's inputs are built on CUDA, it records CUDA kernels there, and the
     profiled step (forward) runs."""
