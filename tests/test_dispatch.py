@@ -168,7 +168,8 @@ def test_run_swin_is_what_patch_merge_runs(impl: str, norm: str) -> None:
 
 def test_the_defaults_are_the_general_gather_and_swin_v1s_pre_norm() -> None:
     """``window_merge`` without ``impl`` runs the general gather, and both oracles without
-    ``norm`` compute Swin v1's pre-norm: the same results as when passed explicitly."""
+    ``norm`` and ``eps`` compute Swin v1's pre-norm with LayerNorm's 1e-5: the same
+    results as when passed explicitly."""
     g = torch.Generator().manual_seed(0)
     x, w = torch.randn(1, 4, 6, 3, generator=g), torch.randn(6, 12, generator=g)
     nw, nb = torch.rand(12, generator=g) + 0.5, torch.randn(12, generator=g)
@@ -178,7 +179,8 @@ def test_the_defaults_are_the_general_gather_and_swin_v1s_pre_norm() -> None:
         window_merge(x, w, nw, nb, window=win, impl="gather"),
     )
     ref = pm_core.reference_window_merge
-    assert torch.equal(ref(x, w, nw, nb, window=win), ref(x, w, nw, nb, window=win, norm="pre"))
+    explicit = ref(x, w, nw, nb, window=win, norm="pre", eps=1e-5)
+    assert torch.equal(ref(x, w, nw, nb, window=win), explicit)
     swin = pm_core.reference_patch_merge
-    assert torch.equal(swin(x, w, nw, nb), swin(x, w, nw, nb, norm="pre"))
+    assert torch.equal(swin(x, w, nw, nb), swin(x, w, nw, nb, norm="pre", eps=1e-5))
     assert not torch.equal(swin(x, w, nw, nb), swin(x, w, None, None, norm="none"))
