@@ -184,3 +184,6 @@ def test_the_defaults_are_the_general_gather_and_swin_v1s_pre_norm() -> None:
     swin = pm_core.reference_patch_merge
     assert torch.equal(swin(x, w, nw, nb), swin(x, w, nw, nb, norm="pre", eps=1e-5))
     assert not torch.equal(swin(x, w, nw, nb), swin(x, w, None, None, norm="none"))
+    from pm_core.oracle import reference_space_to_depth
+
+    assert torch.equal(reference_space_to_depth(x, win), reference_space_to_depth(x, win, "swin"))

@@ -178,11 +178,13 @@ def test_swin_oracle_checks_the_norm_vectors(
         reference_patch_merge(X, W, nw, nb)
 
 
-def test_depth_to_space_oracle_checks_the_layout_against_the_window() -> None:
-    from pm_core.oracle import reference_depth_to_space
+def test_the_gather_oracles_check_the_layout_against_the_window() -> None:
+    from pm_core.oracle import reference_depth_to_space, reference_space_to_depth
 
     with pytest.raises(ValueError, match="layout 'monai-legacy' is for 3-D windows"):
         reference_depth_to_space(torch.zeros(1, 2, 2, 8), Window((2, 2)), "monai-legacy", (4, 4))
+    with pytest.raises(ValueError, match="layout 'monai-legacy' is for 3-D windows"):
+        reference_space_to_depth(X, Window((2, 2)), "monai-legacy")
 
 
 def test_space_to_depth_rejects_a_non_tensor() -> None:
