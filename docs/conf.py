@@ -65,7 +65,7 @@ nitpick_ignore = [
         "pm_core.adopt.Known",
         "pm_core.recognition.Known",
         # the validated call a general impl receives, documented as pm_core.impls.WindowCall
-        "pm_core._window_checks.WindowCall",
+        "pm_core._checks.WindowCall",
         "Pads",  # its padding field's type: a tuple of (before, after) pairs
         "F",  # register's decorator returns the function it was given
         # Hypothesis documents its strategies on its own site, not through intersphinx here

@@ -35,7 +35,7 @@ general impls),
 **Two packages.** ``pm_core`` is the layer library and needs only torch. Its modules
 import each other in one direction, from the leaves up::
 
-    _checks, layouts, window  ->  window_layouts, fold  ->  oracle, window_gather
+    window  ->  window_layouts  ->  _checks  ->  layouts, fold  ->  oracle, window_gather
       ->  window_impls  ->  impls  ->  auto, precision, bound_terms, bounds
       ->  functional, window_bounds, expand, focus  ->  modules
       ->  recognition, adopt_family  ->  adopt_any  ->  adopt, checkpoints  ->  unfold_merge

@@ -44,6 +44,7 @@ from . import _compat
 from ._checks import Norm
 from .focus import FocusConv, focus_to_conv
 from .impls import check_impl
+from .layouts import convert_window_layout
 from .modules import SpaceToDepth, WindowMerging
 from .oracle import reference_window_merge
 from .recognition import Known
@@ -56,7 +57,6 @@ from .window_layouts import (
     Offset,
     WindowLayout,
     WindowOrderError,
-    convert_window_layout,
     layout_from_offsets,
 )
 

@@ -24,16 +24,19 @@ import torch
 from torch import Tensor
 
 from .focus import conv_to_focus, focus_to_conv
-from .layouts import LAYOUTS, Layout, conv_to_linear, linear_to_conv, swin_to_unfold, unfold_to_swin
-from .window import Window
-from .window_layouts import (
-    Offset,
-    WindowLayout,
+from .layouts import (
+    LAYOUTS,
+    Layout,
+    conv_to_linear,
     conv_to_window,
     convert_window_layout,
-    window_layout,
+    linear_to_conv,
+    swin_to_unfold,
+    unfold_to_swin,
     window_to_conv,
 )
+from .window import Window
+from .window_layouts import Offset, WindowLayout, window_layout
 
 
 def _is_merge_weight(t: Tensor, layout: Layout) -> bool:
@@ -141,7 +144,7 @@ def _convert_windows(
         w = sd[p + "reduction.weight"]
         o, n = w.shape[0], (w.shape[1] * window.size if s is None else w.shape[1])
         if s is not None and d is not None:
-            for key in _pre_norm_keys(sd, p, n, o, "pm_core.window_layouts.convert_window_layout"):
+            for key in _pre_norm_keys(sd, p, n, o, "pm_core.layouts.convert_window_layout"):
                 out[key] = convert_window_layout(sd[key], window, s, d).contiguous()
         if s is None:
             assert d is not None
@@ -187,8 +190,8 @@ def convert_state_dict(
     MONAI's 3-D merges): ``src`` and ``dst`` are names from :data:`pm_core.window_layouts.WINDOW_LAYOUTS`
     (or :class:`pm_core.window_layouts.WindowLayout` s) or ``"conv"``. Every ``<p>reduction.weight``
     without a bias that is ``[O, prod(kernel)*C]`` (``[O, C, *kernel]`` for ``"conv"``) is
-    converted with :func:`pm_core.window_layouts.convert_window_layout` (:func:`pm_core.window_layouts.window_to_conv` /
-    :func:`pm_core.window_layouts.conv_to_window` to and from ``"conv"``), and its ``n``-entry pre-norm
+    converted with :func:`pm_core.layouts.convert_window_layout` (:func:`pm_core.layouts.window_to_conv` /
+    :func:`pm_core.layouts.conv_to_window` to and from ``"conv"``), and its ``n``-entry pre-norm
     vectors with it. A :class:`pm_core.ConvWindowMerging` keeps its pre-norm vectors in
     its ``layout``, so to and from ``"conv"`` they are left as they are: go
     ``"conv" -> L -> L'`` to change that layout too. Round trips are bit-exact. MONAI's

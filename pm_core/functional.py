@@ -9,8 +9,7 @@ from typing import cast
 
 from torch import Tensor
 
-from ._checks import Norm, Odd, check_call
-from ._window_checks import WindowCall, check_window_call, swin_call
+from ._checks import Norm, Odd, WindowCall, check_call, check_window_call, swin_call
 from .impls import REGISTRY, WindowFn, check_impl, run_swin
 from .window import Window
 from .window_impls import gather_impl, swin_2x2

@@ -34,8 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import NORMS, Norm, _autocasting, _cpu_capability
-from ._window_checks import WindowCall, swin_call
+from ._checks import NORMS, Norm, WindowCall, _autocasting, _cpu_capability, swin_call
 from .fold import _conv, _windows, conv_2x2
 from .layouts import swin_to_unfold
 from .window import Window

@@ -1,6 +1,14 @@
-"""Weight layouts of the merged 4C vector, and exact converters between them.
+"""Weight layouts and the exact converters between them, for every window.
 
-Three layouts describe the same reduction weight:
+A merge's reduction weight ``[O, n]`` (and a pre-norm's ``[n]`` affine vector), with
+``n = prod(kernel) * C``, only means something together with the channel order of the
+merged vector: a :class:`~pm_core.window_layouts.WindowLayout`. The general converters
+(:func:`convert_window_layout`, :func:`window_to_conv`, :func:`conv_to_window`) move a weight
+between any two layouts of a window, or to and from the ``[O, C, *kernel]`` weight of the
+equivalent ``nn.Conv2d`` / ``nn.Conv3d``.
+
+Swin's 2x2 merge has three names for its layouts, and the converters below them are
+presets of the general ones over ``Window((2, 2))``:
 
 * **swin** (canonical): ``[O, 4C]`` with column ``k = (2*dw + dh)*C + c``. Microsoft
   Swin, timm, torchvision and HF transformers gather the window pixels in the order
@@ -9,31 +17,154 @@ Three layouts describe the same reduction weight:
   ``F.pixel_unshuffle`` produce on NCHW input (mmcv, mmseg, mmdet).
 * **conv**: ``[O, C, 2, 2]`` indexed ``[o, c, dh, dw]``, an ``nn.Conv2d(C, O, 2, 2)`` weight.
 
-Every converter is a pure permutation: no arithmetic, so round trips are bit-exact.
+Every converter is a pure permutation: no arithmetic, so round trips are bit-exact. Between
+two layouts that are each an axis order of the window (all but an explicit offset list, as
+``monai-legacy``) the permutation is a view and one copy, with no index tensor (which on a GPU
+would be a host-to-device copy on every call); otherwise an ``index_select``.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Literal, get_args
 
+import torch
 from torch import Tensor
 
 from ._checks import not_a_tensor
+from .window import SWIN_WINDOW, Window
+from .window_layouts import WINDOW_LAYOUTS, WindowLayout, window_layout
 
 #: The weight layouts a merge's reduction weight (and a pre-norm's 4C vector) come in.
 Layout = Literal["swin", "unfold", "conv"]
 LAYOUTS: tuple[Layout, ...] = get_args(Layout)
 
+_SWIN = WINDOW_LAYOUTS["swin"]
+_UNFOLD = WINDOW_LAYOUTS["unfold"]
 
-def _reverse_window_dims(t: Tensor, inner: tuple[int, int, int]) -> Tensor:
-    """``t``'s last dim read as the three window dims ``inner``, reversed and flattened.
 
-    swin is ``(dw, dh, c)``-major and unfold ``(c, dh, dw)``: each is the other with its
-    three window dims reversed. A view and one copy, no index tensor (which on a GPU
-    would be a host-to-device copy on every call).
+def _shape(kernel: tuple[int, ...]) -> str:
+    return "x".join(str(k) for k in kernel)
+
+
+def _channels(n: int, window: Window, name: str) -> int:
+    k = window.size
+    if n == 0 or n % k:
+        raise ValueError(
+            f"{name} has {n} entries on its layout dim, not prod(kernel) * C = {k} * C with "
+            f"C >= 1 for the {_shape(window.kernel)} window"
+        )
+    return n // k
+
+
+@functools.lru_cache(maxsize=256)
+def _permutation(
+    window: Window, channels: int, src: WindowLayout, dst: WindowLayout
+) -> tuple[int, ...]:
+    """``perm`` with ``t_dst = t_src[..., perm]`` (cached: layouts and windows are frozen)."""
+    perm = [0] * (window.size * channels)
+    for s_row, d_row in zip(
+        src.columns(window, channels), dst.columns(window, channels), strict=True
+    ):
+        for s, d in zip(s_row, d_row, strict=True):
+            perm[d] = s
+    return tuple(perm)
+
+
+def _axis_dims(layout: WindowLayout, window: Window, c: int) -> list[int | str] | None:
+    """The merged vector's dims, slowest first, for a layout that is an axis order: kernel
+    axes by index and ``"c"`` for the channel; ``None`` for an explicit offset list."""
+    axes = layout.axes(window.dims)
+    if axes is None:
+        return None
+    return ["c", *axes] if layout.channel_major else [*axes, "c"]
+
+
+def _check_tensor(t: object, name: str) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise not_a_tensor(t, name)
+    return t
+
+
+def convert_window_layout(
+    t: Tensor,
+    window: Window,
+    src: str | WindowLayout,
+    dst: str | WindowLayout,
+    *,
+    dim: int = -1,
+) -> Tensor:
+    """Reorder ``t``'s dim ``dim`` (``n = prod(kernel) * C`` long) from layout ``src`` to ``dst``.
+
+    ``t``: a merge's reduction weight ``[O, n]`` or a pre-norm vector ``[n]`` (``dim=-1``),
+    or an expand weight ``[n, C_in]`` (``dim=0``); any shape works. Returns a new tensor
+    of ``t``'s shape; the exact inverse is ``convert_window_layout(out, window, dst, src)``.
     """
-    lead = range(t.dim() - 1)
-    return t.view(*t.shape[:-1], *inner).permute(*lead, -1, -2, -3).flatten(-3)
+    t = _check_tensor(t, "t")
+    s, d = window_layout(src, window), window_layout(dst, window)
+    if t.dim() == 0:
+        raise ValueError("t must have at least one dim, got a 0-dim tensor")
+    c = _channels(t.shape[dim], window, "t")
+    src_dims, dst_dims = _axis_dims(s, window, c), _axis_dims(d, window, c)
+    if src_dims is None or dst_dims is None:
+        perm = torch.tensor(_permutation(window, c, s, d), dtype=torch.long, device=t.device)
+        return t.index_select(dim, perm)
+    sizes = [c if isinstance(a, str) else window.kernel[a] for a in src_dims]
+    moved = t.movedim(dim, -1)
+    split = moved.view(*moved.shape[:-1], *sizes)  # splitting one dim is always a view
+    lead = t.dim() - 1
+    order = [*range(lead), *(lead + src_dims.index(a) for a in dst_dims)]
+    # clone: one copy, a new tensor even where the orders agree
+    out = split.permute(order).clone(memory_format=torch.contiguous_format)
+    return out.flatten(lead).movedim(-1, dim).contiguous()
+
+
+def window_to_conv(w: Tensor, window: Window, layout: str | WindowLayout = "swin") -> Tensor:
+    """A reduction weight ``[O, prod(kernel)*C]`` in ``layout`` -> conv weight ``[O, C, *kernel]``.
+
+    ``window_to_conv(w, ...)[o, c, *off] == w[o, column of (off, c) in layout]``, the
+    weight of ``nn.Conv2d`` / ``nn.Conv3d(C, O, kernel, stride, ...)`` computing the same
+    merge without a norm. Returns a contiguous tensor.
+    """
+    w = _check_tensor(w, "w")
+    if w.dim() != 2:
+        raise ValueError(
+            f"w must be a reduction weight [O, prod(kernel)*C], got shape {tuple(w.shape)}"
+        )
+    c = _channels(w.shape[1], window, "w")
+    flat = convert_window_layout(w, window, layout, "unfold")
+    return flat.view(w.shape[0], c, *window.kernel)
+
+
+def conv_weight_view(w: Tensor, window: Window, layout: WindowLayout) -> Tensor:
+    """:func:`window_to_conv` without the checks: ``[O, prod(kernel)*C]`` -> ``[O, C, *kernel]``,
+    a view (no copy, no index tensor) for the layouts that are an axis order. What the
+    conv form runs on every call."""
+    axes = layout.axes(window.dims)
+    if axes is None:
+        return window_to_conv(w, window, layout)
+    o, c = w.shape[0], w.shape[1] // window.size
+    ks = [window.kernel[a] for a in axes]
+    t = w.view(o, c, *ks) if layout.channel_major else w.view(o, *ks, c)
+    first = 2 if layout.channel_major else 1  # where the window dims start in t
+    kpos = {a: first + j for j, a in enumerate(axes)}
+    cpos = 1 if layout.channel_major else 1 + window.dims
+    return t.permute(0, cpos, *(kpos[a] for a in range(window.dims)))
+
+
+def conv_to_window(wc: Tensor, window: Window, layout: str | WindowLayout = "swin") -> Tensor:
+    """Conv weight ``[O, C, *kernel]`` -> reduction weight ``[O, prod(kernel)*C]`` in ``layout``.
+
+    The exact inverse of :func:`window_to_conv`.
+    """
+    wc = _check_tensor(wc, "wc")
+    if wc.dim() != 2 + window.dims or tuple(wc.shape[2:]) != window.kernel or wc.shape[1] == 0:
+        raise ValueError(
+            f"wc must be a conv weight [O, C, {', '.join(map(str, window.kernel))}] for the "
+            f"{_shape(window.kernel)} window, got shape {tuple(wc.shape)}"
+        )
+    flat = wc.reshape(wc.shape[0], -1)  # channel major, offsets row-major: "unfold"
+    return convert_window_layout(flat, window, "unfold", layout)
 
 
 def _check_4c(t: Tensor, name: str) -> int:
@@ -56,14 +187,16 @@ def linear_to_conv(w: Tensor) -> Tensor:
     ``linear_to_conv(w)[o, c, dh, dw] == w[o, (2*dw + dh)*C + c]``. Returns a
     contiguous tensor (not a view of ``w``).
     """
-    c = _check_4c(w, "w")
+    _check_4c(w, "w")
     if w.dim() != 2:
         raise ValueError(f"w must be a reduction weight [O, 4C], got shape {tuple(w.shape)}")
-    return conv_view(w, c).contiguous()
+    return window_to_conv(w, SWIN_WINDOW, _SWIN)
 
 
 def conv_view(w: Tensor, c: int) -> Tensor:
-    """The ``[O, C, 2, 2]`` view of a swin-layout ``[O, 4C]`` weight (no copy)."""
+    """The ``[O, C, 2, 2]`` view of a swin-layout ``[O, 4C]`` weight (no copy):
+    :func:`conv_weight_view` over ``Window((2, 2))`` in closed form, since the fold runs it on
+    every call (``tests/test_layouts.py`` checks that the two agree)."""
     return w.view(w.shape[0], 2, 2, c).permute(0, 3, 2, 1)
 
 
@@ -76,7 +209,7 @@ def conv_to_linear(wc: Tensor) -> Tensor:
         raise not_a_tensor(wc, "wc")
     if wc.dim() != 4 or tuple(wc.shape[2:]) != (2, 2):
         raise ValueError(f"wc must be a conv weight [O, C, 2, 2], got shape {tuple(wc.shape)}")
-    return wc.permute(0, 3, 2, 1).reshape(wc.shape[0], 4 * wc.shape[1])
+    return conv_to_window(wc, SWIN_WINDOW, _SWIN)
 
 
 def swin_to_unfold(t: Tensor) -> Tensor:
@@ -85,8 +218,8 @@ def swin_to_unfold(t: Tensor) -> Tensor:
     Matches the mmseg converter's
     ``w.reshape(O, 4, C)[:, [0, 2, 1, 3], :].transpose(1, 2).reshape(O, 4C)``.
     """
-    c = _check_4c(t, "t")
-    return _reverse_window_dims(t, (2, 2, c))
+    _check_4c(t, "t")
+    return convert_window_layout(t, SWIN_WINDOW, _SWIN, _UNFOLD)
 
 
 def unfold_to_swin(t: Tensor) -> Tensor:
@@ -94,8 +227,8 @@ def unfold_to_swin(t: Tensor) -> Tensor:
 
     The exact inverse of :func:`swin_to_unfold`.
     """
-    c = _check_4c(t, "t")
-    return _reverse_window_dims(t, (c, 2, 2))
+    _check_4c(t, "t")
+    return convert_window_layout(t, SWIN_WINDOW, _UNFOLD, _SWIN)
 
 
 def swin_index(dh: int, dw: int, c: int, channels: int) -> int:
@@ -112,10 +245,14 @@ __all__ = [
     "LAYOUTS",
     "Layout",
     "conv_to_linear",
+    "conv_to_window",
     "conv_view",
+    "conv_weight_view",
+    "convert_window_layout",
     "linear_to_conv",
     "swin_index",
     "swin_to_unfold",
     "unfold_index",
     "unfold_to_swin",
+    "window_to_conv",
 ]

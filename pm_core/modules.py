@@ -17,19 +17,13 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from ._checks import Norm, Odd, check_dim, check_options
-from ._window_checks import check_window
+from ._checks import Norm, Odd, check_dim, check_options, check_window
 from .functional import patch_merge, window_merge
 from .impls import check_impl
+from .layouts import conv_to_window, convert_window_layout, window_to_conv
 from .window import SWIN_WINDOW, Window
 from .window_gather import space_to_depth
-from .window_layouts import (
-    WindowLayout,
-    conv_to_window,
-    convert_window_layout,
-    window_layout,
-    window_to_conv,
-)
+from .window_layouts import WindowLayout, window_layout
 
 _M = TypeVar("_M", bound="_WindowBase")
 
@@ -170,7 +164,7 @@ class ConvWindowMerging(_WindowBase):
     """A general merge whose ``.reduction`` is ``nn.Conv2d`` / ``nn.Conv3d(dim, out_dim, kernel,
     stride, dilation=..., bias=False)``.
 
-    Its weight ``[O, C, *kernel]`` is :func:`pm_core.window_layouts.window_to_conv` of the layout's
+    Its weight ``[O, C, *kernel]`` is :func:`pm_core.layouts.window_to_conv` of the layout's
     ``[O, n]``. The conv's own ``padding`` is the window's where that is symmetric, so
     ``.reduction`` applied to an NCHW / NCDHW input alone is the merge without its norm;
     asymmetric and adaptive padding are applied by ``forward``. A pre-norm's

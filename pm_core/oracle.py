@@ -26,8 +26,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from ._checks import Norm, Odd, check_call
-from ._window_checks import check_window, check_window_call, check_window_input
+from ._checks import Norm, Odd, check_call, check_window, check_window_call, check_window_input
 from .window import SWIN_WINDOW, Pads, Window
 from .window_layouts import WindowLayout, window_layout
 

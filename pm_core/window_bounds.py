@@ -54,8 +54,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import Norm
-from ._window_checks import check_window_call
+from ._checks import Norm, check_window_call
 from .bounds import ErrorBounds, bounds_on_windows
 from .oracle import reference_depth_to_space, reference_space_to_depth
 from .window import Window

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import not_a_tensor
-from ._window_checks import check_window, check_window_input
+from ._checks import check_window, check_window_input, not_a_tensor
 from .window import Pads, Window
 from .window_layouts import WindowLayout, window_layout
 

@@ -12,7 +12,7 @@ outputs (``"post"``, Swin v2). Both are registered in :data:`pm_core.REGISTRY` w
 * ``"conv"``: ``F.conv2d`` / ``F.conv3d`` with the same kernel, stride, padding and
   dilation on the channels-last view of ``x`` (no input copy; padding that a conv cannot
   express, i.e. asymmetric, is one ``F.pad``), the weight mapped from the layout by
-  :func:`~pm_core.window_layouts.window_to_conv`. For ``norm="pre"`` on windows that tile
+  :func:`~pm_core.layouts.window_to_conv`. For ``norm="pre"`` on windows that tile
   (stride == kernel, dilation 1) the LayerNorm folds into the conv,
   ``y = conv(x - mu, W*g) * rstd + W @ b`` with each window centred once and its
   variance taken two-pass from the centred values (never ``E[x^2] - E[x]^2``), the
@@ -36,13 +36,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _compat
-from ._checks import Norm
-from ._window_checks import WindowCall
+from ._checks import Norm, WindowCall
 from .fold import _unit_scale, conv_2x2, fold_epilogue, folded_weight
-from .layouts import unfold_to_swin
+from .layouts import conv_weight_view, unfold_to_swin
 from .window import Pads, Window
 from .window_gather import pad_spatial, pad_to_even, space_to_depth
-from .window_layouts import WindowLayout, conv_weight_view
+from .window_layouts import WindowLayout
 
 #: The two gather orders of the 2x2 window the fast paths read: Swin's and mmcv's.
 SwinOrder = Literal["swin", "unfold"]

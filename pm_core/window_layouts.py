@@ -1,4 +1,4 @@
-"""Window layouts: the channel orders of a merged ``prod(kernel) * C`` vector, and exact converters.
+"""Window layouts: the channel orders of a merged ``prod(kernel) * C`` vector.
 
 A merge gathers, for each output position, the ``K = prod(kernel)`` input positions of
 its window (offsets ``(dh, dw)`` or ``(dd, dh, dw)``, see :class:`~pm_core.Window`) and
@@ -37,21 +37,16 @@ Named layouts (:data:`~pm_core.window_layouts.WINDOW_LAYOUTS`; read from each li
 ``timm-s2d`` and ``monai-v2-3d`` are ``row-major``, and ``focus`` is ``swin``, under the
 name their library uses: converting between them is the identity.
 
-Every converter is a pure permutation (an ``index_select``): no arithmetic, so round
-trips are bit-exact.
+This module only names orders (pure Python, no tensors); :mod:`pm_core.layouts` converts
+weights between them.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
-import torch
-from torch import Tensor
-
-from ._checks import not_a_tensor
 from .window import Window
 
 Offset = tuple[int, ...]
@@ -262,117 +257,12 @@ def layout_from_offsets(
     )  # fmt: skip
 
 
-def _channels(n: int, window: Window, name: str) -> int:
-    k = window.size
-    if n == 0 or n % k:
-        raise ValueError(
-            f"{name} has {n} entries on its layout dim, not prod(kernel) * C = {k} * C with "
-            f"C >= 1 for the {_shape(window.kernel)} window"
-        )
-    return n // k
-
-
-@functools.lru_cache(maxsize=256)
-def _permutation(
-    window: Window, channels: int, src: WindowLayout, dst: WindowLayout
-) -> tuple[int, ...]:
-    """``perm`` with ``t_dst = t_src[..., perm]`` (cached: layouts and windows are frozen)."""
-    perm = [0] * (window.size * channels)
-    for s_row, d_row in zip(
-        src.columns(window, channels), dst.columns(window, channels), strict=True
-    ):
-        for s, d in zip(s_row, d_row, strict=True):
-            perm[d] = s
-    return tuple(perm)
-
-
-def _check_tensor(t: object, name: str) -> Tensor:
-    if not isinstance(t, Tensor):
-        raise not_a_tensor(t, name)
-    return t
-
-
-def convert_window_layout(
-    t: Tensor,
-    window: Window,
-    src: str | WindowLayout,
-    dst: str | WindowLayout,
-    *,
-    dim: int = -1,
-) -> Tensor:
-    """Reorder ``t``'s dim ``dim`` (``n = prod(kernel) * C`` long) from layout ``src`` to ``dst``.
-
-    ``t``: a merge's reduction weight ``[O, n]`` or a pre-norm vector ``[n]`` (``dim=-1``),
-    or an expand weight ``[n, C_in]`` (``dim=0``); any shape works. Returns a new tensor
-    of ``t``'s shape; the exact inverse is ``convert_window_layout(out, window, dst, src)``.
-    """
-    t = _check_tensor(t, "t")
-    s, d = window_layout(src, window), window_layout(dst, window)
-    if t.dim() == 0:
-        raise ValueError("t must have at least one dim, got a 0-dim tensor")
-    c = _channels(t.shape[dim], window, "t")
-    perm = torch.tensor(_permutation(window, c, s, d), dtype=torch.long, device=t.device)
-    return t.index_select(dim, perm)
-
-
-def window_to_conv(w: Tensor, window: Window, layout: str | WindowLayout = "swin") -> Tensor:
-    """A reduction weight ``[O, prod(kernel)*C]`` in ``layout`` -> conv weight ``[O, C, *kernel]``.
-
-    ``window_to_conv(w, ...)[o, c, *off] == w[o, column of (off, c) in layout]``, the
-    weight of ``nn.Conv2d`` / ``nn.Conv3d(C, O, kernel, stride, ...)`` computing the same
-    merge without a norm. Returns a contiguous tensor.
-    """
-    w = _check_tensor(w, "w")
-    if w.dim() != 2:
-        raise ValueError(
-            f"w must be a reduction weight [O, prod(kernel)*C], got shape {tuple(w.shape)}"
-        )
-    c = _channels(w.shape[1], window, "w")
-    flat = convert_window_layout(w, window, layout, "unfold")
-    return flat.view(w.shape[0], c, *window.kernel)
-
-
-def conv_weight_view(w: Tensor, window: Window, layout: WindowLayout) -> Tensor:
-    """:func:`window_to_conv` without the checks: ``[O, prod(kernel)*C]`` -> ``[O, C, *kernel]``,
-    a view (no copy, no index tensor) for the layouts that are an axis order. What the
-    conv form runs on every call."""
-    axes = layout.axes(window.dims)
-    if axes is None:
-        return window_to_conv(w, window, layout)
-    o, c = w.shape[0], w.shape[1] // window.size
-    ks = [window.kernel[a] for a in axes]
-    t = w.view(o, c, *ks) if layout.channel_major else w.view(o, *ks, c)
-    first = 2 if layout.channel_major else 1  # where the window dims start in t
-    kpos = {a: first + j for j, a in enumerate(axes)}
-    cpos = 1 if layout.channel_major else 1 + window.dims
-    return t.permute(0, cpos, *(kpos[a] for a in range(window.dims)))
-
-
-def conv_to_window(wc: Tensor, window: Window, layout: str | WindowLayout = "swin") -> Tensor:
-    """Conv weight ``[O, C, *kernel]`` -> reduction weight ``[O, prod(kernel)*C]`` in ``layout``.
-
-    The exact inverse of :func:`window_to_conv`.
-    """
-    wc = _check_tensor(wc, "wc")
-    if wc.dim() != 2 + window.dims or tuple(wc.shape[2:]) != window.kernel or wc.shape[1] == 0:
-        raise ValueError(
-            f"wc must be a conv weight [O, C, {', '.join(map(str, window.kernel))}] for the "
-            f"{_shape(window.kernel)} window, got shape {tuple(wc.shape)}"
-        )
-    flat = wc.reshape(wc.shape[0], -1)  # channel major, offsets row-major: "unfold"
-    return convert_window_layout(flat, window, "unfold", layout)
-
-
 __all__ = [
     "MONAI_LEGACY_OFFSETS",
     "WINDOW_LAYOUTS",
     "Offset",
     "WindowLayout",
     "WindowOrderError",
-    "conv_to_window",
-    "conv_weight_view",
-    "convert_window_layout",
     "layout_from_offsets",
     "window_layout",
-    "window_to_conv",
 ]

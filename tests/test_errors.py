@@ -477,11 +477,11 @@ CONVERTERS: dict[str, Callable[[Any], object]] = {
     "unfold_to_swin": pm_core.layouts.unfold_to_swin,
     "focus_to_conv": pm_core.focus.focus_to_conv,
     "conv_to_focus": pm_core.focus.conv_to_focus,
-    "convert_window_layout": lambda m: pm_core.window_layouts.convert_window_layout(
+    "convert_window_layout": lambda m: pm_core.layouts.convert_window_layout(
         m, _W, "swin", "unfold"
     ),
-    "window_to_conv": lambda m: pm_core.window_layouts.window_to_conv(m, _W, "swin"),
-    "conv_to_window": lambda m: pm_core.window_layouts.conv_to_window(m, _W, "swin"),
+    "window_to_conv": lambda m: pm_core.layouts.window_to_conv(m, _W, "swin"),
+    "conv_to_window": lambda m: pm_core.layouts.conv_to_window(m, _W, "swin"),
 }
 
 

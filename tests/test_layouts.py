@@ -10,14 +10,18 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pm_core import Window
 from pm_core.layouts import (
     conv_to_linear,
+    conv_view,
+    conv_weight_view,
     linear_to_conv,
     swin_index,
     swin_to_unfold,
     unfold_index,
     unfold_to_swin,
 )
+from pm_core.window_layouts import window_layout
 
 channels = st.integers(1, 24)
 outs = st.integers(1, 12)
@@ -39,6 +43,18 @@ def test_conv_layout_matches_index_formula(o: int, c: int) -> None:
         for dh in range(2):
             for dw in range(2):
                 assert torch.equal(wc[:, ch, dh, dw], w[:, swin_index(dh, dw, ch, c)])
+
+
+@given(o=outs, c=channels)
+def test_conv_view_is_the_general_view_over_swins_window(o: int, c: int) -> None:
+    """The fold's closed-form ``conv_view`` equals ``conv_weight_view`` over ``Window((2, 2))``
+    in the swin layout, and both are views of ``w`` (no copy)."""
+    w = _distinct(o, c)
+    closed = conv_view(w, c)
+    general = conv_weight_view(w, Window((2, 2)), window_layout("swin"))
+    assert torch.equal(closed, general)
+    assert closed.stride() == general.stride()
+    assert closed.data_ptr() == w.data_ptr() == general.data_ptr()
 
 
 @given(o=outs, c=channels)

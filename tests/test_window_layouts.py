@@ -19,17 +19,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pm_core import Window, space_to_depth, window_merge
+from pm_core.layouts import conv_to_window, convert_window_layout, window_to_conv
 from pm_core.oracle import gather_windows
 from pm_core.testing import layouts_for, windows
 from pm_core.window_layouts import (
     MONAI_LEGACY_OFFSETS,
     WINDOW_LAYOUTS,
     WindowOrderError,
-    conv_to_window,
-    convert_window_layout,
     layout_from_offsets,
     window_layout,
-    window_to_conv,
 )
 from tests import library_code as lib
 
@@ -239,6 +237,31 @@ def test_conversions_round_trip_bit_exact(
     assert wc.shape == (o, c, *window.kernel)
     assert torch.equal(conv_to_window(wc, window, la), w)
     assert torch.equal(window_to_conv(there, window, lb), wc)
+
+
+@given(window=windows(), data=st.data(), c=channels)
+def test_conversion_moves_each_column_where_the_layouts_say(
+    window: Window, data: st.DataObject, c: int
+) -> None:
+    """``convert_window_layout`` puts the entry of (offset, channel) from its column in
+    ``src`` to its column in ``dst`` (``WindowLayout.columns``), on the last dim or on
+    ``dim=0``, as a new contiguous tensor: between two axis-order layouts by a permuted
+    view and one copy, otherwise by an ``index_select``."""
+    la, lb = (
+        window_layout(lay) if isinstance(lay, str) else layout_from_offsets(lay, channel_major=cm)
+        for lay, cm in (data.draw(layouts_for(window)), data.draw(layouts_for(window)))
+    )
+    n = window.size * c
+    w = torch.arange(3 * n, dtype=torch.float64).view(3, n)
+    want = torch.empty_like(w)
+    for src_row, dst_row in zip(la.columns(window, c), lb.columns(window, c), strict=True):
+        for s, d in zip(src_row, dst_row, strict=True):
+            want[:, d] = w[:, s]
+    for t, dim, expect in ((w, -1, want), (w.T, 0, want.T)):
+        out = convert_window_layout(t, window, la, lb, dim=dim)
+        assert torch.equal(out, expect)
+        assert out.is_contiguous()
+        assert out.untyped_storage().data_ptr() != t.untyped_storage().data_ptr()
 
 
 @given(window=windows(), data=st.data(), c=channels)

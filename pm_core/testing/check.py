@@ -39,7 +39,7 @@ from torch import Tensor, nn
 import pm_core
 from pm_core import Norm
 from pm_core.adopt_any import Probed, ProbedMerge, call_as
-from pm_core.window_layouts import convert_window_layout
+from pm_core.layouts import convert_window_layout
 
 from .assertions import Subject, check_forward, check_grads
 from .failures import RECORDERS
