@@ -16,7 +16,7 @@ from pm_core import Norm
 from pm_core.lab.cli import main
 from pm_core.testing import NotEquivalent, check_merge
 from tests.interop.test_adopt_any import DetectionMerge, MsSwinV1Merge
-from tests.selftest.window_planted import reduce_gathered
+from tests.selftest.planted import reduce_gathered
 
 F32_64 = [torch.float32, torch.float64]
 

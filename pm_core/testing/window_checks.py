@@ -3,7 +3,7 @@
 The counterpart of :mod:`pm_core.testing.assertions` for :class:`~pm_core.testing.window_strategies.WindowCase`:
 each ``check_*`` takes a :class:`WindowSubject` (a merge with ``window_merge``'s
 signature minus ``impl``) and a drawn case, so the properties and the planted bugs of
-``tests/selftest/window_planted.py`` run the same code. Tolerances come only from
+``tests/selftest/planted.py`` run the same code. Tolerances come only from
 :func:`pm_core.window_error_bounds`; failures are reported, recorded and given a repro
 note through :mod:`pm_core.testing.assertions`' helpers.
 """

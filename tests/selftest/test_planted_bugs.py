@@ -1,4 +1,4 @@
-"""The property checks catch every planted bug, and how many examples that took.
+"""The property checks catch every planted bug, 2x2 and 3-D, and how many examples that took.
 
 Each planted bug runs through the same ``check_*`` function the property tests use, in
 a Hypothesis search with generation only (no shrinking, no database), until the check
@@ -18,18 +18,28 @@ import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from pm_core import Norm
+from pm_core import Norm, Window
 from pm_core.testing import (
     Case,
     Subject,
+    WindowCase,
     active_settings,
     cases,
     check_finite,
     check_forward,
     check_grads,
+    check_window_forward,
     edge_values,
+    window_cases,
 )
-from tests.selftest.planted import ORDER_NAMES, correct, front_door, planted
+from tests.selftest.planted import (
+    ORDER_NAMES,
+    WINDOW_PLANTED,
+    correct,
+    front_door,
+    planted,
+    window_planted,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -148,3 +158,48 @@ def test_correct_reference_passes() -> None:
     subject = Subject("correct", front_door(correct), "front_door(correct)")
     with pytest.raises(pytest.fail.Exception, match="not caught"):
         examples_to_catch(lambda case: check_forward(subject, case, norm="pre"), budget=50)
+
+
+# --- 3-D merges: each bug through check_window_forward (the property
+# tests/properties/test_window_oracle.py uses) over cases of MONAI's window, until the
+# check first fails; the number it took is recorded like the 2x2 bugs'.
+
+MONAI_WINDOW = Window((2, 2, 2), padding="corner")
+
+
+def examples_to_catch_3d(
+    check: Callable[[WindowCase], object], layout: str, *, budget: int = BUDGET
+) -> tuple[int, str]:
+    """Run ``check`` on drawn 3-D float64 cases until it fails: (examples needed, error)."""
+    strategy = window_cases(torch.float64, window=MONAI_WINDOW, layout=layout)
+    return first_failure(strategy, check, budget)
+
+
+@pytest.mark.parametrize("norm", ["pre", "none"])
+@pytest.mark.parametrize("bug", list(WINDOW_PLANTED))
+def test_window_forward_check_catches(bug: str, norm: Norm) -> None:
+    """``check_window_forward`` rejects the planted 3-D bug: two order bugs (MONAI <= 1.4's
+    repeated slices; a swin checkpoint gathered row-major) and two padding bugs (pads
+    applied to the dims in reverse; corner padding put in front)."""
+    subject = window_planted(bug)
+    layout = WINDOW_PLANTED[bug][1]
+    found = examples_to_catch_3d(
+        lambda case: check_window_forward(subject, case, norm=norm), layout
+    )
+    path = os.environ.get("PM_CORE_SELFTEST_RECORD")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            record = {"bug": f"3d_{bug}[{norm}]", "examples": found[0], "caught_by": found[1]}
+            f.write(json.dumps(record) + "\n")
+    assert found[1] == "AssertionError", f"{bug} crashed ({found[1]}) rather than being caught"
+
+
+@pytest.mark.parametrize("layout", ["row-major", "swin", "monai-legacy"])
+def test_correct_scaffolding_passes(layout: str) -> None:
+    """Control: the padding bugs' scaffolding with the padding done right finds nothing,
+    so the catches above come from the bugs."""
+    subject = window_planted("correct")
+    with pytest.raises(pytest.fail.Exception, match="not caught"):
+        examples_to_catch_3d(
+            lambda case: check_window_forward(subject, case, norm="pre"), layout, budget=50
+        )
