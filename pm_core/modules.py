@@ -12,7 +12,7 @@ stands in for: ``norm.weight``, ``norm.bias``, ``reduction.weight``.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -34,11 +34,24 @@ class _WindowBase(nn.Module):
     #: the class :meth:`to_conv` / :meth:`to_linear` build
     _twin: type[_WindowBase]
 
+    #: the impl the module runs when ``impl`` is not given
+    default_impl: ClassVar[str]
+
     def __init__(
-        self, dim: int, window: Window, out_dim: int | None, norm: Norm,
-        layout: str | WindowLayout, impl: str, eps: float,
-    ) -> None:  # fmt: skip
+        self,
+        dim: int,
+        window: Window,
+        *,
+        out_dim: int | None = None,
+        norm: Norm = "pre",
+        layout: str | WindowLayout = "swin",
+        impl: str | None = None,
+        eps: float = 1e-5,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
+        impl = self.default_impl if impl is None else impl
         check_options(norm, "pad", eps)
         check_dim(dim)
         self.window = check_window(window)
@@ -49,6 +62,12 @@ class _WindowBase(nn.Module):
         check_dim(self.out_dim)
         self.norm_mode: Norm = norm
         self.impl = impl
+        self.norm = self._make_norm(eps, device=device, dtype=dtype)
+        self.reduction = self._make_reduction(device=device, dtype=dtype)
+
+    def _make_reduction(self, **dd: Any) -> nn.Linear | nn.Conv2d | nn.Conv3d:
+        """The ``.reduction`` module, its weight fresh."""
+        raise NotImplementedError
 
     def _make_norm(self, eps: float, **dd: Any) -> nn.Module:
         n = self.window.size * self.dim
@@ -115,31 +134,17 @@ class WindowMerging(_WindowBase):
 
     ``.norm`` is ``LayerNorm(prod(kernel)*dim)`` for ``norm="pre"``, ``LayerNorm(out_dim)``
     for ``"post"``, ``Identity`` for ``"none"``; the reduction's columns (and a pre-norm's
-    vectors) are in ``layout``. ``out_dim`` defaults to ``2*dim``.
+    vectors) are in ``layout``. ``out_dim`` defaults to ``2*dim``, ``impl`` to ``"gather"``.
 
     >>> m = WindowMerging(4, Window((2, 2, 2), padding="corner"), layout="monai-v2-3d")
     >>> m(torch.randn(2, 5, 6, 6, 4)).shape
     torch.Size([2, 3, 3, 3, 8])
     """
 
-    def __init__(
-        self,
-        dim: int,
-        window: Window,
-        *,
-        out_dim: int | None = None,
-        norm: Norm = "pre",
-        layout: str | WindowLayout = "swin",
-        impl: str = "gather",
-        eps: float = 1e-5,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(dim, window, out_dim, norm, layout, impl, eps)
-        self.norm = self._make_norm(eps, device=device, dtype=dtype)
-        self.reduction = nn.Linear(
-            self.window.size * dim, self.out_dim, bias=False, device=device, dtype=dtype
-        )
+    default_impl = "gather"
+
+    def _make_reduction(self, **dd: Any) -> nn.Linear:
+        return nn.Linear(self.window.size * self.dim, self.out_dim, bias=False, **dd)
 
     def _weight(self) -> Tensor:
         return self.reduction.weight
@@ -171,28 +176,15 @@ class ConvWindowMerging(_WindowBase):
     ``(n,)`` vectors stay in ``layout``. ``impl`` defaults to ``"conv"``.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        window: Window,
-        *,
-        out_dim: int | None = None,
-        norm: Norm = "pre",
-        layout: str | WindowLayout = "swin",
-        impl: str = "conv",
-        eps: float = 1e-5,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(dim, window, out_dim, norm, layout, impl, eps)
-        dd = {"device": device, "dtype": dtype}
-        self.norm = self._make_norm(eps, **dd)
+    default_impl = "conv"
+
+    def _make_reduction(self, **dd: Any) -> nn.Conv2d | nn.Conv3d:
         pads = self.window.padding
         sym = not isinstance(pads, str) and all(b == a for b, a in pads)
         padding = tuple(b for b, _ in pads) if sym and not isinstance(pads, str) else 0
         conv = nn.Conv2d if self.window.dims == 2 else nn.Conv3d
-        self.reduction = conv(
-            dim, self.out_dim, self.window.kernel, stride=self.window.stride,  # type: ignore[arg-type]
+        return conv(
+            self.dim, self.out_dim, self.window.kernel, stride=self.window.stride,  # type: ignore[arg-type]
             padding=padding, dilation=self.window.dilation, bias=False, **dd,  # type: ignore[arg-type]
         )  # fmt: skip
 
@@ -213,6 +205,32 @@ class _SwinPreset(_WindowBase):
     Swin's calling conventions, and an odd-size policy."""
 
     odd: Odd
+    #: the layout of the preset's weights
+    preset_layout: ClassVar[str] = "swin"
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        out_dim: int | None = None,
+        norm: Norm = "pre",
+        impl: str | None = None,
+        odd: Odd = "pad",
+        eps: float = 1e-5,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        check_options(norm, odd, eps)
+        self._check_preset_norm(norm)
+        super().__init__(
+            dim, SWIN_WINDOW, out_dim=out_dim, norm=norm, layout=self.preset_layout, impl=impl,
+            eps=eps, device=device, dtype=dtype,
+        )  # fmt: skip
+        self.odd = odd
+
+    def _check_preset_norm(self, norm: Norm) -> None:
+        """Raise ``ValueError`` for a norm this preset does not offer (every preset but one
+        offers all three)."""
 
     @classmethod
     def _like(cls: type[_M], m: _WindowBase, layout: WindowLayout, **dd: Any) -> _M:
@@ -242,31 +260,15 @@ class PatchMerging(_SwinPreset, WindowMerging):
     A :class:`WindowMerging` over :data:`~pm_core.oracle.SWIN_WINDOW` in the swin layout.
     ``.norm`` is ``LayerNorm(4*dim)`` for ``norm="pre"`` (Swin v1), ``LayerNorm(out_dim)``
     for ``"post"`` (Swin v2), ``Identity`` for ``"none"``, so the ``state_dict`` keys and
-    layouts are those of Microsoft Swin, timm, torchvision and HF transformers.
+    layouts are those of Microsoft Swin, timm, torchvision and HF transformers. ``impl``
+    defaults to ``"slice"``.
 
     >>> m = PatchMerging(8, impl="conv")
     >>> m(torch.randn(2, 6, 6, 8)).shape
     torch.Size([2, 3, 3, 16])
     """
 
-    def __init__(
-        self,
-        dim: int,
-        *,
-        out_dim: int | None = None,
-        norm: Norm = "pre",
-        impl: str = "slice",
-        odd: Odd = "pad",
-        eps: float = 1e-5,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ):
-        check_options(norm, odd, eps)
-        WindowMerging.__init__(
-            self, dim, SWIN_WINDOW, out_dim=out_dim, norm=norm, layout="swin", impl=impl,
-            eps=eps, device=device, dtype=dtype,
-        )  # fmt: skip
-        self.odd = odd
+    default_impl = "slice"
 
     def to_conv(self) -> ConvPatchMerging:
         """A :class:`ConvPatchMerging` computing the same function (weights copied, not shared)."""
@@ -281,27 +283,10 @@ class ConvPatchMerging(_SwinPreset, ConvWindowMerging):
     A :class:`ConvWindowMerging` over :data:`~pm_core.oracle.SWIN_WINDOW` in the swin
     layout. Its weight ``[O, C, 2, 2]`` is :func:`pm_core.layouts.linear_to_conv` of the
     swin ``[O, 4C]``; ``.norm`` is as in :class:`PatchMerging`. The conversion both ways
-    is a permutation, so it is lossless.
+    is a permutation, so it is lossless. ``impl`` defaults to ``"conv"``.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        *,
-        out_dim: int | None = None,
-        norm: Norm = "pre",
-        impl: str = "conv",
-        odd: Odd = "pad",
-        eps: float = 1e-5,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ):
-        check_options(norm, odd, eps)
-        ConvWindowMerging.__init__(
-            self, dim, SWIN_WINDOW, out_dim=out_dim, norm=norm, layout="swin", impl=impl,
-            eps=eps, device=device, dtype=dtype,
-        )  # fmt: skip
-        self.odd = odd
+    default_impl = "conv"
 
     def to_linear(self) -> PatchMerging:
         """A :class:`PatchMerging` computing the same function (weights copied, not shared)."""

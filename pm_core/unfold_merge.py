@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-import torch
 from torch import nn
 
-from ._checks import Odd, check_options
+from ._checks import Norm
 from .adopt import from_module
 from .checkpoints import convert_state_dict
 from .modules import PatchMerging, WindowMerging, _SwinPreset
-from .window import SWIN_WINDOW
 
 
 class UnfoldPatchMerging(_SwinPreset, WindowMerging):
@@ -30,26 +26,12 @@ class UnfoldPatchMerging(_SwinPreset, WindowMerging):
     ``impl`` defaults to ``"unfold"``, mmcv's own gather.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        *,
-        out_dim: int | None = None,
-        norm: Literal["pre", "none"] = "pre",
-        impl: str = "unfold",
-        odd: Odd = "pad",
-        eps: float = 1e-5,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ):
-        check_options(norm, odd, eps)
+    default_impl = "unfold"
+    preset_layout = "unfold"
+
+    def _check_preset_norm(self, norm: Norm) -> None:
         if norm not in ("pre", "none"):
             raise ValueError(f"UnfoldPatchMerging has mmcv's norm='pre' or 'none'; got {norm!r}")
-        WindowMerging.__init__(
-            self, dim, SWIN_WINDOW, out_dim=out_dim, norm=norm, layout="unfold", impl=impl,
-            eps=eps, device=device, dtype=dtype,
-        )  # fmt: skip
-        self.odd = odd
 
     @classmethod
     def from_swin(cls, m: nn.Module) -> UnfoldPatchMerging:

@@ -206,6 +206,6 @@ def test_unfold_module_from_swin_and_errors() -> None:
     flat = unf(x.flatten(1, 2), (5, 3))
     torch.testing.assert_close(flat, src(x).flatten(1, 2), rtol=1e-10, atol=1e-10)
     with pytest.raises(ValueError, match="norm='pre' or 'none'"):
-        UnfoldPatchMerging(4, norm="post")  # type: ignore[arg-type]
+        UnfoldPatchMerging(4, norm="post")
     with pytest.raises(ValueError, match="x has C=5 channels but this merge has dim=6"):
         unf(torch.randn(1, 4, 4, 5, dtype=torch.float64))

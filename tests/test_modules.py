@@ -170,3 +170,25 @@ def test_conversions_keep_the_preset() -> None:
     assert uc.layout.name == "unfold"
     x = torch.randn(1, 6, 4, 4, dtype=torch.float64)
     torch.testing.assert_close(uc(x), u(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("cls", "default"), [(PatchMerging, "slice"), (ConvPatchMerging, "conv")])
+def test_presets_default_impl_and_options(cls: Any, default: str) -> None:
+    """Each preset runs its own default impl when none is given, any impl given instead, and
+    takes the odd-size policy and options through the one preset constructor."""
+    m = cls(8)
+    assert (m.impl, m.odd, m.out_dim, m.norm_mode) == (default, "pad", 16, "pre")
+    other = "reshape" if default == "slice" else "slice"
+    n = cls(8, impl=other, odd="error", out_dim=12, norm="post", eps=1e-3)
+    assert (n.impl, n.odd, n.out_dim, n.norm_mode) == (other, "error", 12, "post")
+    assert n.norm.eps == 1e-3
+    with pytest.raises(ValueError, match="odd='error'"):
+        n(torch.randn(1, 3, 4, 8))
+
+
+def test_unfold_preset_defaults() -> None:
+    """UnfoldPatchMerging runs mmcv's own gather in mmcv's layout unless told otherwise
+    (its refusal of a post-norm: tests/test_convert_state_dict.py)."""
+    m = UnfoldPatchMerging(8)
+    assert (m.impl, m.layout.name, m.odd) == ("unfold", "unfold", "pad")
+    assert UnfoldPatchMerging(8, norm="none", impl="slice").impl == "slice"

@@ -3,7 +3,7 @@ linear <-> conv and layout conversion."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import torch
@@ -132,3 +132,17 @@ def test_module_rejects() -> None:
         WindowMerging(2, Window((2, 2)), layout="monai-legacy")
     with pytest.raises(ValueError, match="dim must be a positive int"):
         ConvWindowMerging(0, Window((2, 2)))
+
+
+@pytest.mark.parametrize(
+    ("cls", "default"), [(WindowMerging, "gather"), (ConvWindowMerging, "conv")]
+)
+def test_window_modules_default_impl(cls: Any, default: str) -> None:
+    """Each general module runs its own default impl when none is given, any impl given
+    instead, and registers the norm before the reduction (the state_dict's key order)."""
+    win = Window((2, 2, 2), padding="corner")
+    m = cls(4, win, layout="monai-v2-3d")
+    assert m.impl == default
+    assert list(m.state_dict()) == ["norm.weight", "norm.bias", "reduction.weight"]
+    other = "conv" if default == "gather" else "gather"
+    assert cls(4, win, impl=other).impl == other
