@@ -7,18 +7,19 @@ import math
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from pm_core import NORMS, patch_merge, reference_patch_merge
+from pm_core import NORMS, Norm, patch_merge, reference_patch_merge
 
 from . import gpu_model as gm
 from .checkout import CheckoutNotFound, checkout_root
 from .mutation import MIN_SCORE, SUMMARY_FILE, load_summary, score_table
 from .report_base import Report, Tick
 from .shapes import QUICK_SHAPE, SWIN_T_STAGE1
-from .traffic_table import traffic_rows, traffic_table
+from .traffic_table import render_traffic, traffic_rows
 from .verify import format_table, run_verify
 
 
@@ -111,16 +112,22 @@ def section_mutation(r: Report, _tick: Tick) -> None:
     )
 
 
-def section_channel_norm(r: Report, _tick: Tick) -> None:
-    """How far the naive 'LN over C, then conv' is from the real pre-norm layer."""
+@dataclass(frozen=True)
+class ChannelNormRow:
+    """Relative errors against the float64 oracle of the pre-norm layer, on one input."""
+
+    label: str
+    naive: float  # conv_channel_norm: LN over C per pixel, then the conv
+    folded: float  # conv: the window LN folded into the conv
+
+
+def channel_norm_rows(shape: tuple[int, int, int, int] = SWIN_T_STAGE1) -> list[ChannelNormRow]:
+    """How far the naive 'LN over C, then conv' and the folded conv are from the real
+    pre-norm layer, on N(0, 1) input and with per-pixel offsets (seeded)."""
     g = torch.Generator().manual_seed(0)
-    lines = [
-        "| input | relative error of `conv_channel_norm` | relative error of `conv` |",
-        "|---|---:|---:|",
-    ]
-    errs_all: list[list[float]] = []
+    rows = []
     for label, offset in (("N(0, 1) activations", 0.0), ("per-pixel offsets N(0, 3)", 3.0)):
-        b, h, w, c = SWIN_T_STAGE1
+        b, h, w, c = shape
         x = torch.randn(b, h, w, c, generator=g)
         if offset:
             x = x + offset * torch.randn(b, h, w, 1, generator=g)
@@ -132,12 +139,22 @@ def section_channel_norm(r: Report, _tick: Tick) -> None:
         for impl in ("conv_channel_norm", "conv"):
             y = patch_merge(x, weight, nw, nb, impl=impl).double()
             errs.append(((y - ref).norm() / ref.norm()).item())
-        lines.append(f"| {label}, {SWIN_T_STAGE1} fp32 | {errs[0]:.3g} | {errs[1]:.2g} |")
-        errs_all.append(errs)
+        rows.append(ChannelNormRow(f"{label}, {shape} fp32", errs[0], errs[1]))
+    return rows
+
+
+def section_channel_norm(r: Report, _tick: Tick) -> None:
+    """How far the naive 'LN over C, then conv' is from the real pre-norm layer."""
+    rows = channel_norm_rows()
+    lines = [
+        "| input | relative error of `conv_channel_norm` | relative error of `conv` |",
+        "|---|---:|---:|",
+        *(f"| {row.label} | {row.naive:.3g} | {row.folded:.2g} |" for row in rows),
+    ]
     r.headline.append(
         f"- **The naive conv is a different function:** `conv_channel_norm` (LN over C per pixel, "
-        f"then the conv) is off by {errs_all[0][0]:.2f} (relative) on N(0, 1) input and "
-        f"{errs_all[1][0]:.2f} with per-pixel offsets; the folded `conv` by {errs_all[1][1]:.1g}."
+        f"then the conv) is off by {rows[0].naive:.2f} (relative) on N(0, 1) input and "
+        f"{rows[1].naive:.2f} with per-pixel offsets; the folded `conv` by {rows[1].folded:.1g}."
     )
     r.add(
         "The naive conv is not the pre-norm layer",
@@ -151,9 +168,8 @@ def section_channel_norm(r: Report, _tick: Tick) -> None:
 
 def section_traffic(r: Report, _tick: Tick) -> None:
     shape = QUICK_SHAPE if r.quick else SWIN_T_STAGE1
-    fwd = traffic_table(shape, backward=False)
-    both = traffic_table(shape, backward=True)
     rows = traffic_rows(shape, backward=False)
+    both = traffic_rows(shape, backward=True)
     r.traffic = rows
     ratio = {(t["impl"], t["norm"]): t["ratio"] for t in rows}
     r.headline.append(
@@ -172,15 +188,16 @@ def section_traffic(r: Report, _tick: Tick) -> None:
         "the analytic minimum (`pm_core.lab.traffic.minimum_traffic`): read x and the parameters once, "
         "write the output once (and for backward: read the output gradient, x and the "
         "parameters, write their gradients). Deterministic and machine-independent.",
-        fwd,
-        both,
+        render_traffic(rows, shape, backward=False),
+        render_traffic(both, shape, backward=True),
         "![bytes per op](traffic.png)",
     )
 
 
-def _gpu_cell(
-    preds: dict[tuple[str, str, str, str, str], float], gpu: str, dtype: str, mode: str
-) -> str:
+Key = tuple[str, str, str, str, str]  # gpu, impl, norm, dtype, mode
+
+
+def _gpu_cell(preds: dict[Key, float], gpu: str, dtype: str, mode: str) -> str:
     parts = []
     for norm in NORMS:
         conv = preds.get((gpu, "conv", norm, dtype, mode))
@@ -189,9 +206,32 @@ def _gpu_cell(
     return " / ".join(parts)
 
 
-def section_gpu_model(r: Report, _tick: Tick) -> None:
-    """The GPU answer as a roofline model from byte and FLOP counts: not a measurement."""
-    shape = gm.GPU_STAGES[0]
+@dataclass(frozen=True)
+class Favoured:
+    """The impl a GPU would favour per norm (pre / post / none) for one dtype and mode."""
+
+    gpu: str
+    dtype: str
+    mode: str
+    best: list[str]
+    times: list[float]  # seconds, each best's
+    fused: list[float]  # seconds, the fused single-pass minimum
+    kernels: list[int]
+
+
+@dataclass(frozen=True)
+class GpuAnswer:
+    """The GPU model's predictions at one shape: what the report's GPU section renders."""
+
+    shape: tuple[int, int, int, int]
+    times: dict[Key, float]
+    ieee: dict[tuple[str, Norm], float]  # (gpu, norm): the conv's time with every GEMM at IEEE
+    precision: dict[tuple[str, str], str]  # (impl, dtype): its GEMM precision
+    favoured: list[Favoured]
+
+
+def gpu_answer(shape: tuple[int, int, int, int] = gm.GPU_STAGES[0]) -> GpuAnswer:
+    """Predict every impl on every modelled GPU at ``shape`` (a model, not a measurement)."""
     preds = gm.predict(shapes=[shape])
     t = {(p.gpu, p.impl, p.norm, p.dtype, p.mode): p.time_s for p in preds}
     launches = {(p.impl, p.norm, p.dtype, p.mode): p.launches for p in preds}
@@ -204,6 +244,37 @@ def section_gpu_model(r: Report, _tick: Tick) -> None:
         for g in gm.GPUS
         for norm in NORMS
     }
+    exact = sorted({p.impl for p in preds})
+    favoured = []
+    for g in gm.GPUS:
+        for dtype in ("float32", "bfloat16"):
+            for mode in ("fwd", "fwd+bwd"):
+                best = [
+                    min(exact, key=lambda i, n=n: t[g.name, i, n, dtype, mode])  # type: ignore[misc]
+                    for n in NORMS
+                ]
+                fused = [
+                    gm.fused_minimum(
+                        n, getattr(torch, dtype), shape, mode == "fwd+bwd", g,
+                        prec["conv", dtype],
+                    )
+                    for n in NORMS
+                ]  # fmt: skip
+                pairs = list(zip(best, NORMS, strict=True))
+                favoured.append(
+                    Favoured(
+                        g.name, dtype, mode, best,
+                        [t[g.name, b, n, dtype, mode] for b, n in pairs], fused,
+                        [launches[b, n, dtype, mode] for b, n in pairs],
+                    )
+                )  # fmt: skip
+    return GpuAnswer(shape, t, ieee, prec, favoured)
+
+
+def section_gpu_model(r: Report, _tick: Tick) -> None:
+    """The GPU answer as a roofline model from byte and FLOP counts: not a measurement."""
+    ans = gpu_answer()
+    shape, t, ieee, prec = ans.shape, ans.times, ans.ieee, ans.precision
     specs = [
         "| GPU | compute capability | bandwidth (GB/s) | FP32 | TF32 | BF16 (dense TFLOP/s) | source |",
         "|---|---|---:|---:|---:|---:|---|",
@@ -224,7 +295,6 @@ def section_gpu_model(r: Report, _tick: Tick) -> None:
         "single-pass minimum (us) | kernels (launch overhead, us) |",
         "|---|---|---|---|---|---|",
     ]
-    exact = sorted({p.impl for p in preds})
     for g in gm.GPUS:
         off = " / ".join(
             f"{t[g.name, 'slice', n, 'float32', 'fwd'] / ieee[g.name, n]:.2f}" for n in NORMS
@@ -235,30 +305,16 @@ def section_gpu_model(r: Report, _tick: Tick) -> None:
             f"{_gpu_cell(t, g.name, 'float32', 'fwd+bwd')} | "
             f"{_gpu_cell(t, g.name, 'bfloat16', 'fwd+bwd')} |"
         )
-        for dtype in ("float32", "bfloat16"):
-            for mode in ("fwd", "fwd+bwd"):
-                best = [
-                    min(exact, key=lambda i, n=n: t[g.name, i, n, dtype, mode])  # type: ignore[misc]
-                    for n in NORMS
-                ]
-                times = [t[g.name, b, n, dtype, mode] for b, n in zip(best, NORMS, strict=True)]
-                fused = [
-                    gm.fused_minimum(
-                        n, getattr(torch, dtype), shape, mode == "fwd+bwd", g,
-                        prec["conv", dtype],
-                    )
-                    for n in NORMS
-                ]  # fmt: skip
-                k = [launches[b, n, dtype, mode] for b, n in zip(best, NORMS, strict=True)]
-                favour.append(
-                    f"| {g.name} | {dtype}, {mode} | {' / '.join(best)} | "
-                    + " / ".join(f"{x * 1e6:.0f}" for x in times)
-                    + " | "
-                    + " / ".join(f"{x * 1e6:.0f}" for x in fused)
-                    + " | "
-                    + " / ".join(f"{n} ({n * gm.LAUNCH_S * 1e6:.1f})" for n in k)
-                    + " |"
-                )
+    favour += [
+        f"| {f.gpu} | {f.dtype}, {f.mode} | {' / '.join(f.best)} | "
+        + " / ".join(f"{x * 1e6:.0f}" for x in f.times)
+        + " | "
+        + " / ".join(f"{x * 1e6:.0f}" for x in f.fused)
+        + " | "
+        + " / ".join(f"{n} ({n * gm.LAUNCH_S * 1e6:.1f})" for n in f.kernels)
+        + " |"
+        for f in ans.favoured
+    ]
     h100 = "H100 SXM"
     r.headline.append(
         "- **On a GPU (model, not a measurement), shape "

@@ -88,6 +88,18 @@ def traffic_table(
     Backward ops are marked ``*``; ``ratio`` is total / :func:`minimum_traffic`.
     """
     rows = traffic_rows(shape, dtype=dtype, backward=backward, impls=impls, norms=norms)
+    return render_traffic(rows, shape, dtype=dtype, backward=backward)
+
+
+def render_traffic(
+    rows: Sequence[TrafficRow],
+    shape: tuple[int, int, int, int],
+    *,
+    dtype: torch.dtype = torch.float32,
+    backward: bool = False,
+) -> str:
+    """The markdown table of rows that :func:`traffic_rows` measured (with the same
+    ``shape``, ``dtype`` and ``backward``)."""
     groups: dict[tuple[str, str], list[TrafficRow]] = {}
     for r in rows:
         groups.setdefault((r["norm"], r["impl"]), []).append(r)
@@ -119,4 +131,4 @@ def traffic_table(
     return "\n".join(lines)
 
 
-__all__ = ["TrafficRow", "traffic_rows", "traffic_table"]
+__all__ = ["TrafficRow", "render_traffic", "traffic_rows", "traffic_table"]
