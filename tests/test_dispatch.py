@@ -187,3 +187,61 @@ def test_the_defaults_are_the_general_gather_and_swin_v1s_pre_norm() -> None:
     from pm_core.oracle import reference_space_to_depth
 
     assert torch.equal(reference_space_to_depth(x, win), reference_space_to_depth(x, win, "swin"))
+
+
+@pytest.mark.parametrize("impl", ["slice", "gather", "conv", "auto"])
+@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("shape", [(0, 4, 6, 3), (2, 0, 5, 3), (1, 3, 0, 3)])
+def test_an_empty_input_gives_an_empty_output_and_every_gradient(
+    impl: str, norm: str, shape: tuple[int, int, int, int], tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A merge of an empty map (zero B, H or W) through patch_merge is ``(B, H', W', O)``
+    with O the weight's outputs (not its 4C inputs), and it still differentiates into x and
+    every parameter (zeros of their shapes): an empty batch must not drop a parameter's
+    gradient, which data-parallel training would miss."""
+    monkeypatch.setenv("PM_CORE_AUTO_CACHE", str(tmp_path / "auto.json"))
+    b, h, w, c = shape
+    o = 5  # neither 4C = 12 nor the default 2C
+    x = torch.randn(*shape, requires_grad=True)
+    weight = torch.randn(o, 4 * c, requires_grad=True)
+    n = 4 * c if norm == "pre" else o
+    nw, nb = torch.randn(n, requires_grad=True), torch.randn(n, requires_grad=True)
+    y = patch_merge(x, weight, nw, nb, norm=norm, impl=impl)  # type: ignore[arg-type]
+    assert y.shape == (b, (h + 1) // 2, (w + 1) // 2, o)
+    grads = torch.autograd.grad(y.sum(), [x, weight, nw, nb])
+    for g, t in zip(grads, (x, weight, nw, nb), strict=True):
+        assert g.shape == t.shape
+        assert not g.any()
+
+
+@pytest.mark.parametrize("impl", ["slice", "unfold", "gather", "conv"])
+@pytest.mark.parametrize("norm", ["pre", "none"])
+def test_patch_merge_reads_weights_in_the_layout_it_is_given(impl: str, norm: str) -> None:
+    """``layout="unfold"`` (mmcv's order) on weights and pre-norm vectors in that order
+    computes what the swin layout computes on the same weights reordered."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 6, 3, generator=g, dtype=torch.float64)
+    w = torch.randn(7, 12, generator=g, dtype=torch.float64)
+    nw, nb = (torch.randn(12, generator=g, dtype=torch.float64) for _ in range(2))
+    pre = norm == "pre"
+    y = patch_merge(
+        x, swin_to_unfold(w), swin_to_unfold(nw) if pre else None,
+        swin_to_unfold(nb) if pre else None, norm=norm, impl=impl, layout="unfold",  # type: ignore[arg-type]
+    )  # fmt: skip
+    want = patch_merge(x, w, nw if pre else None, nb if pre else None, norm=norm, impl=impl)  # type: ignore[arg-type]
+    torch.testing.assert_close(y, want, rtol=1e-12, atol=1e-12)
+
+
+def test_check_impl_checks_the_window_only_with_both_window_and_layout() -> None:
+    """Given a window and a layout, check_impl asks whether the impl computes that merge;
+    given neither, or only one, it checks the name alone."""
+    from pm_core.impls import check_impl
+    from pm_core.window_layouts import window_layout
+
+    corner3 = Window((2, 2, 2), padding="corner")
+    assert check_impl("slice") == "slice"
+    assert check_impl("slice", corner3) == "slice"
+    assert check_impl("slice", None, window_layout("row-major")) == "slice"
+    with pytest.raises(ValueError, match="impl 'slice' computes only Swin's 2x2 merge"):
+        check_impl("slice", corner3, window_layout("row-major"))

@@ -225,6 +225,8 @@ MESSAGES: list[tuple[str, Callable[[], tuple[Any, ...]], dict[str, Any], str]] =
      "x has C == 0 channels: there is nothing to merge or normalise"),
     ("weight not a tensor", lambda: (torch.randn(1, 4, 4, 4), [[0.0] * 16] * 8), {},
      "reduction_weight must be a torch.Tensor, got list"),
+    ("x not a tensor", lambda: ([[0.0] * 4] * 4, torch.randn(8, 16)), {},
+     "x must be a torch.Tensor, got list"),
     ("weight for another C", lambda: (torch.randn(1, 4, 4, 4), torch.randn(8, 12)), {},
      "reduction_weight must be [O, 4C] = [O, 16] for x with C=4, got (8, 12)"),
     ("O == 0", lambda: (torch.randn(1, 4, 4, 4), torch.randn(0, 16)), {"norm": "none"},
