@@ -41,7 +41,7 @@ def _unit_scale(rstd: Tensor) -> tuple[Tensor, Tensor]:
     then ``xhat``-sized (``|c p| <= |xhat| (1 + 2^-23)``) whatever the input's scale, where
     ``conv(x - mu, W*g)`` carries the input's scale and overflows float16 (a window of
     spread 5000 times 4C weights of size 1). ``exp2`` of an integer is a power of two
-    (exact: ``tests/test_finite_range.py`` checks it on every device it runs on), so the
+    (exact: ``tests/properties/test_finite_range.py`` checks it on every device it runs on), so the
     scaling is exact and the result is bit for bit the unscaled fold's wherever that one
     neither overflows nor underflows. ``exp2(floor(log2))`` rather than ``frexp`` or bit
     operations: ONNX has neither, and it exports. ``p`` has no gradient (it is piecewise

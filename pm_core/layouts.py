@@ -167,7 +167,7 @@ def conv_to_window(wc: Tensor, window: Window, layout: str | WindowLayout = "swi
     return convert_window_layout(flat, window, "unfold", layout)
 
 
-def _check_4c(t: Tensor, name: str) -> int:
+def _check_4c(t: Tensor, name: str) -> None:
     if not isinstance(t, Tensor):
         raise not_a_tensor(t, name)
     if t.dim() not in (1, 2):
@@ -178,7 +178,6 @@ def _check_4c(t: Tensor, name: str) -> int:
     n = t.shape[-1]
     if n == 0 or n % 4:
         raise ValueError(f"{name} last dim must be 4*C with C >= 1, got {n}")
-    return n // 4
 
 
 def linear_to_conv(w: Tensor) -> Tensor:
@@ -190,7 +189,7 @@ def linear_to_conv(w: Tensor) -> Tensor:
     _check_4c(w, "w")
     if w.dim() != 2:
         raise ValueError(f"w must be a reduction weight [O, 4C], got shape {tuple(w.shape)}")
-    return window_to_conv(w, SWIN_WINDOW, _SWIN)
+    return window_to_conv(w, SWIN_WINDOW)  # the default layout is swin
 
 
 def conv_view(w: Tensor, c: int) -> Tensor:
@@ -205,11 +204,7 @@ def conv_to_linear(wc: Tensor) -> Tensor:
 
     The exact inverse of :func:`linear_to_conv`.
     """
-    if not isinstance(wc, Tensor):
-        raise not_a_tensor(wc, "wc")
-    if wc.dim() != 4 or tuple(wc.shape[2:]) != (2, 2):
-        raise ValueError(f"wc must be a conv weight [O, C, 2, 2], got shape {tuple(wc.shape)}")
-    return conv_to_window(wc, SWIN_WINDOW, _SWIN)
+    return conv_to_window(wc, SWIN_WINDOW)  # the default layout is swin
 
 
 def swin_to_unfold(t: Tensor) -> Tensor:

@@ -103,6 +103,13 @@ class _WindowBase(nn.Module):
             m.reduction.weight.copy_(weight)
         return m
 
+    def _as_twin(self, kind: type[_M], weight: Tensor) -> _M:
+        """The other parameterisation of this module (``kind``: its base class), holding
+        ``weight`` in that form, in the same layout."""
+        twin = self._twin
+        assert issubclass(twin, kind)
+        return self._copy_as(twin, weight, self.layout, norm_vectors=False)
+
     def _norm_args(self, x: Tensor) -> tuple[Tensor | None, Tensor | None, float]:
         """The LayerNorm's ``(weight, bias, eps)`` for a call on ``x``, whose channels are checked."""
         arg: object = x  # anything else is named by the front door's check
@@ -153,9 +160,7 @@ class WindowMerging(_WindowBase):
         """The conv-parameterised form computing the same function (weights copied):
         a :class:`ConvWindowMerging`, or a :class:`ConvPatchMerging` for a :class:`PatchMerging`."""
         wc = window_to_conv(self.reduction.weight.detach(), self.window, self.layout)
-        twin = self._twin
-        assert issubclass(twin, ConvWindowMerging)
-        return self._copy_as(twin, wc, self.layout, norm_vectors=False)
+        return self._as_twin(ConvWindowMerging, wc)
 
     def with_layout(self, layout: str | WindowLayout) -> WindowMerging:
         """A :class:`WindowMerging` of the same function with its weights (and pre-norm
@@ -195,9 +200,7 @@ class ConvWindowMerging(_WindowBase):
         """The linear-parameterised form computing the same function (weights copied):
         a :class:`WindowMerging`, or a :class:`PatchMerging` for a :class:`ConvPatchMerging`."""
         w = conv_to_window(self.reduction.weight.detach(), self.window, self.layout)
-        twin = self._twin
-        assert issubclass(twin, WindowMerging)
-        return self._copy_as(twin, w, self.layout, norm_vectors=False)
+        return self._as_twin(WindowMerging, w)
 
 
 class _SwinPreset(_WindowBase):

@@ -1,4 +1,5 @@
-"""The inverse: ``depth_to_space`` undoes ``space_to_depth`` for every layout of a tiling window."""
+"""The gather alone: ``space_to_depth`` is the oracle's gather bit for bit, for every window
+and layout, and ``depth_to_space`` undoes it for every tiling window."""
 
 from __future__ import annotations
 
@@ -7,9 +8,24 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pm_core.testing import check_depth_to_space_inverts, examples, window_cases
+from pm_core.testing import (
+    check_depth_to_space_inverts,
+    check_window_gather,
+    dtype_params,
+    examples,
+    window_cases,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.mark.parametrize("dtype", dtype_params())
+@examples(0.5)
+@given(data=st.data())
+def test_gather_is_the_oracle_gather(dtype: torch.dtype, data: st.DataObject) -> None:
+    """``space_to_depth`` (``Tensor.unfold`` views, one copy) equals the oracle's
+    index-formula gather bit for bit, in every dtype: it only moves data."""
+    check_window_gather(data.draw(window_cases(dtype), label="case"))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
