@@ -6,7 +6,7 @@ a named :data:`pm_core.window_layouts.WINDOW_LAYOUTS` entry is the order the lib
 the gather (and, for Swin-Unet, the module) is reproduced; norms and projections are
 the plain ``nn.LayerNorm`` / ``nn.Linear`` every one of them uses. None of these
 libraries is imported: MONAI, ultralytics, Video Swin and Swin-Unet are not
-dependencies of the suite (timm is, and ``tests/test_window_layouts.py`` also checks its
+dependencies of the suite (timm is, and ``tests/test_layouts.py`` also checks its
 real ``SpaceToDepth`` where it is installed).
 
 The module classes at the end (MONAI's merges, ultralytics' ``Conv`` and ``Focus``) are

@@ -73,6 +73,50 @@ def test_every_impl_runs_swin_windows_in_both_front_doors(
         assert torch.equal(got, want), (impl, window, layout, norm, (h, w))
 
 
+#: The 2-D layouts whose order no 2x2 fast path reads: through ``patch_merge`` they run the
+#: general impls on the call ``patch_merge`` builds (its padding and output size in closed
+#: form), through ``window_merge`` on the one ``Window.pads`` builds.
+OTHER_2D_ORDERS = ["focus", "row-major", "timm-s2d"]
+
+
+@pytest.mark.parametrize("norm", pm_core.NORMS)
+@pytest.mark.parametrize("layout", OTHER_2D_ORDERS)
+@pytest.mark.parametrize("impl", ["gather", "conv"])
+def test_patch_merge_in_any_2d_order_is_window_merge_over_swins_window(
+    impl: str, layout: str, norm: str
+) -> None:
+    """``patch_merge(..., layout=L)`` is ``window_merge`` over Swin's window (zero padding
+    at the bottom / right of an odd map) in the order ``L``, bit for bit."""
+    for h, w in [(4, 6), (5, 3), (3, 4)]:
+        x, wt, nw, nb = _inputs(h, w, norm)
+        want = window_merge(x, wt, nw, nb, window=SWIN_WINDOW, layout=layout, norm=norm, impl=impl)  # type: ignore[arg-type]
+        got = patch_merge(x, wt, nw, nb, norm=norm, impl=impl, layout=layout)  # type: ignore[arg-type]
+        assert got.shape == (2, -(-h // 2), -(-w // 2), 5)
+        assert torch.equal(got, want), (impl, layout, norm, (h, w))
+
+
+@pytest.mark.usefixtures("scratch_registry")
+def test_both_front_doors_check_the_layout_before_any_impl_runs() -> None:
+    """A layout that is not for the call's window is refused at the front door, by name,
+    before a registered impl sees the call (a user's impl need not check it again)."""
+    calls: list[str] = []
+
+    def spy(x: Any, w: Any, nw: Any, nb: Any, call: Any, norm: Any, eps: Any) -> Any:
+        calls.append(call.layout.name)
+        return pm_core.REGISTRY["gather"].fn(x, w, nw, nb, call, norm, eps)  # type: ignore[call-arg]
+
+    pm_core.register("spy", layout="any", summary="records its calls", windows="any")(spy)
+    x, wt = torch.randn(1, 4, 4, 2), torch.randn(3, 8)
+    match = r"layout 'monai-legacy' is for 3-D windows, got the 2-D Window\(kernel=\(2, 2\)"
+    with pytest.raises(ValueError, match=match):
+        patch_merge(x, wt, norm="none", impl="spy", layout="monai-legacy")
+    with pytest.raises(ValueError, match=match):
+        window_merge(x, wt, window=Window((2, 2)), layout="monai-legacy", norm="none", impl="spy")
+    assert calls == []
+    patch_merge(x, wt, norm="none", impl="spy", layout="focus")
+    assert calls == ["focus"]
+
+
 @pytest.mark.parametrize(
     ("window", "layout"),
     [

@@ -1,9 +1,13 @@
-"""Bad input gets a clear error naming the problem; edge inputs have defined results."""
+"""Bad input gets a clear error naming the argument, the problem and the fix, at both front
+doors (``patch_merge`` and ``window_merge``), in ``Window``, the converters, the oracle and
+the bounds; edge inputs have defined results.
+"""
 
 from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +16,18 @@ import torch
 from torch import Tensor
 
 import pm_core
-from pm_core import IMPLS, Norm, error_bounds, patch_merge, reference_patch_merge
+from pm_core import (
+    IMPLS,
+    Norm,
+    Window,
+    error_bounds,
+    patch_merge,
+    reference_patch_merge,
+    reference_window_merge,
+    space_to_depth,
+    window_error_bounds,
+    window_merge,
+)
 
 #: the entry points that validate a call, given arguments (some deliberately bad) as ``merge(x, w, ...)``
 Merge = Callable[..., Any]  # a Tensor, or ErrorBounds for error_bounds
@@ -471,19 +486,21 @@ def test_token_form_reads_rows_then_columns() -> None:
 
 
 _W = pm_core.Window((2, 2))
-#: every weight converter, called with a module where its weight belongs
-CONVERTERS: dict[str, Callable[[Any], object]] = {
-    "linear_to_conv": pm_core.layouts.linear_to_conv,
-    "conv_to_linear": pm_core.layouts.conv_to_linear,
-    "swin_to_unfold": pm_core.layouts.swin_to_unfold,
-    "unfold_to_swin": pm_core.layouts.unfold_to_swin,
-    "focus_to_conv": pm_core.focus.focus_to_conv,
-    "conv_to_focus": pm_core.focus.conv_to_focus,
-    "convert_window_layout": lambda m: pm_core.layouts.convert_window_layout(
-        m, _W, "swin", "unfold"
+#: every weight converter, called with a module where its weight belongs, and the name of
+#: the parameter it was passed as
+CONVERTERS: dict[str, tuple[Callable[[Any], object], str]] = {
+    "linear_to_conv": (pm_core.layouts.linear_to_conv, "w"),
+    "conv_to_linear": (pm_core.layouts.conv_to_linear, "wc"),
+    "swin_to_unfold": (pm_core.layouts.swin_to_unfold, "t"),
+    "unfold_to_swin": (pm_core.layouts.unfold_to_swin, "t"),
+    "focus_to_conv": (pm_core.focus.focus_to_conv, "w"),
+    "conv_to_focus": (pm_core.focus.conv_to_focus, "wc"),
+    "convert_window_layout": (
+        lambda m: pm_core.layouts.convert_window_layout(m, _W, "swin", "unfold"),
+        "t",
     ),
-    "window_to_conv": lambda m: pm_core.layouts.window_to_conv(m, _W, "swin"),
-    "conv_to_window": lambda m: pm_core.layouts.conv_to_window(m, _W, "swin"),
+    "window_to_conv": (lambda m: pm_core.layouts.window_to_conv(m, _W, "swin"), "w"),
+    "conv_to_window": (lambda m: pm_core.layouts.conv_to_window(m, _W, "swin"), "wc"),
 }
 
 
@@ -491,6 +508,212 @@ CONVERTERS: dict[str, Callable[[Any], object]] = {
 def test_converters_refuse_a_module_and_say_to_pass_its_weight(name: str) -> None:
     """A layer passed where its weight belongs is a TypeError naming the argument, the
     module's class and the fix, not an AttributeError from inside the converter."""
+    fn, param = CONVERTERS[name]
     fix = r"\(a module: pass its weight, e\.g\. `linear\.weight`\)$"
-    with pytest.raises(TypeError, match=r"must be a torch\.Tensor, got Linear " + fix):
-        CONVERTERS[name](torch.nn.Linear(8, 4))
+    with pytest.raises(TypeError, match=rf"^{param} must be a torch\.Tensor, got Linear " + fix):
+        fn(torch.nn.Linear(8, 4))
+
+
+@pytest.mark.parametrize(
+    ("args", "kw", "exc", "match"),
+    [
+        ((2,), {}, TypeError, "kernel must be a sequence of 2 or 3 positive ints"),
+        (((2,),), {}, ValueError, r"kernel must have 2 \(kh, kw\) or 3"),
+        (((2, 2, 2, 2),), {}, ValueError, "kernel must have 2"),
+        (((2, 0),), {}, ValueError, "kernel entries must be positive"),
+        (((2, True),), {}, TypeError, "kernel must hold ints"),
+        (((2, 2),), {"stride": 0}, ValueError, "stride entries must be positive"),
+        (((2, 2),), {"stride": (1, 1, 1)}, ValueError, r"stride must have one entry per spatial"),
+        (((2, 2),), {"dilation": (1, 0)}, ValueError, "dilation entries must be positive"),
+        (((2, 2),), {"padding": -1}, ValueError, "padding entries must be >= 0"),
+        (((2, 2),), {"padding": "valid"}, ValueError, r"padding must be .*\('corner', 'same'\)"),
+        (((2, 2),), {"padding": ((0, 1),)}, ValueError, r"one \(before, after\) pair per spatial"),
+        (((2, 2),), {"padding": ((0, 1, 2), (0, 0))}, ValueError, "padding must have one entry"),
+        (((2, 2),), {"stride": 1.5}, TypeError, "stride must be an int or a sequence of 2 ints"),
+    ],
+)
+def test_window_rejects(args: tuple[Any, ...], kw: dict[str, Any], exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        Window(*args, **kw)
+
+
+def test_window_too_small_input_names_the_dim() -> None:
+    with pytest.raises(ValueError, match=r"spatial dim 1 has size 2 \(padded 2\), smaller than"):
+        Window((3, 3)).output_size((5, 2))
+
+
+X = torch.zeros(1, 4, 4, 2)
+W = torch.zeros(4, 8)
+
+
+def _whole(message: str) -> str:
+    """A ``match`` pattern for exactly ``message``."""
+    return f"^{re.escape(message)}$"
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "match"),
+    [
+        (
+            lambda: window_merge(X, W, window=(2, 2)),  # type: ignore[arg-type]
+            TypeError,
+            _whole("window must be a pm_core.Window, e.g. Window((2, 2)), got tuple"),
+        ),
+        (
+            lambda: window_merge(X, W, window=Window((2, 2, 2))),
+            ValueError,
+            r"x must be \(B, D, H, W, C\) for a 3-D window",
+        ),
+        (
+            lambda: window_merge(X[None], W, window=Window((2, 2))),
+            ValueError,
+            _whole("x must be (B, H, W, C) for a 2-D window, got shape (1, 1, 4, 4, 2)"),
+        ),
+        (
+            lambda: window_merge(X, torch.zeros(4, 9), window=Window((2, 2)), norm="none"),
+            ValueError,
+            _whole(
+                "reduction_weight must be [O, prod(kernel)*C] = [O, 8] for x with C=2 and "
+                "kernel (2, 2), got (4, 9)"
+            ),
+        ),
+        (
+            lambda: window_merge(X, W, torch.ones(4), window=Window((2, 2))),
+            ValueError,
+            r"norm_weight must have shape \(8,\) \(LN over the prod\(kernel\)\*C window\)",
+        ),
+        (
+            lambda: window_merge(X, W, torch.ones(8), window=Window((2, 2)), norm="none"),
+            ValueError,
+            "norm='none' takes no norm_weight",
+        ),
+        (
+            lambda: window_merge(X, W.double(), window=Window((2, 2)), norm="none"),
+            TypeError,
+            "reduction_weight is torch.float64 but x is torch.float32",
+        ),
+        (
+            lambda: window_merge(X.long(), W, window=Window((2, 2)), norm="none"),
+            TypeError,
+            _whole(
+                "x must be float16, bfloat16, float32 or float64, got torch.int64: a merge "
+                "normalises and projects real values"
+            ),
+        ),
+        (
+            lambda: window_merge(X[..., :0], W[:, :0], window=Window((2, 2)), norm="none"),
+            ValueError,
+            "x has C == 0 channels",
+        ),
+        (
+            lambda: window_merge(X, W[:0], window=Window((2, 2)), norm="none"),
+            ValueError,
+            "reduction_weight has O == 0 outputs",
+        ),
+        (
+            lambda: window_merge(X, W, None, torch.zeros(3), window=Window((2, 2))),
+            ValueError,
+            r"norm_bias must have shape \(8,\)",
+        ),
+        (
+            lambda: window_merge(X, W, window=Window((2, 2)), impl="fast"),
+            ValueError,
+            r"unknown impl 'fast'; choose one of \('slice', ",
+        ),
+        (
+            lambda: window_merge(X, W, window=Window((2, 2)), layout=3),  # type: ignore[arg-type]
+            TypeError,
+            _whole(
+                "layout must be a layout name or a pm_core.window_layouts.WindowLayout, got int"
+            ),
+        ),
+        (
+            lambda: window_merge(X, W, window=Window((2, 2)), layout="monai-legacy"),
+            ValueError,
+            "layout 'monai-legacy' is for 3-D windows",
+        ),
+        (
+            lambda: window_merge(X, W, window=Window((2, 2)), eps=-1.0),
+            ValueError,
+            "eps must be finite and >= 0",
+        ),
+        (
+            lambda: window_merge(X, W, window=Window((2, 2)), norm="after"),  # type: ignore[arg-type]
+            ValueError,
+            "norm must be one of",
+        ),
+        (
+            lambda: window_merge(X, torch.zeros(4, 50), window=Window((5, 5)), norm="none"),
+            ValueError,
+            "spatial dim 0 has size 4",
+        ),
+    ],
+)
+def test_window_merge_rejects(call: Any, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        call()
+
+
+@pytest.mark.parametrize("fn", [reference_window_merge, window_error_bounds])
+def test_oracle_and_bounds_validate_the_same_way(fn: Any) -> None:
+    """The oracle and the bound take the call's arguments and reject them alike."""
+    with pytest.raises(ValueError, match=r"reduction_weight must be \[O, prod\(kernel\)\*C\]"):
+        fn(X, torch.zeros(4, 9), window=Window((2, 2)), norm="none")
+
+
+@pytest.mark.parametrize("fn", [reference_window_merge, window_error_bounds])
+@pytest.mark.parametrize(
+    ("nw", "nb", "match"),
+    [
+        (torch.zeros(3), torch.zeros(8), r"norm_weight must have shape \(8,\)"),
+        (torch.zeros(8), torch.zeros(3), r"norm_bias must have shape \(8,\)"),
+    ],
+)
+def test_oracle_and_bounds_check_the_norm_vectors(
+    fn: Any, nw: torch.Tensor, nb: torch.Tensor, match: str
+) -> None:
+    """The LayerNorm vectors are validated too, each named: the oracle would otherwise
+    broadcast a wrong-sized one, or fail with torch's shape message."""
+    with pytest.raises(ValueError, match=match):
+        fn(X, W, nw, nb, window=Window((2, 2)))
+
+
+@pytest.mark.parametrize(
+    ("nw", "nb", "match"),
+    [
+        (torch.zeros(3), torch.zeros(8), r"norm_weight must have shape \(8,\)"),
+        (torch.zeros(8), torch.zeros(3), r"norm_bias must have shape \(8,\)"),
+    ],
+)
+def test_swin_oracle_checks_the_norm_vectors(
+    nw: torch.Tensor, nb: torch.Tensor, match: str
+) -> None:
+    from pm_core import reference_patch_merge
+
+    with pytest.raises(ValueError, match=match):
+        reference_patch_merge(X, W, nw, nb)
+
+
+def test_the_gather_oracles_check_the_layout_against_the_window() -> None:
+    from pm_core.oracle import reference_depth_to_space, reference_space_to_depth
+
+    with pytest.raises(ValueError, match="layout 'monai-legacy' is for 3-D windows"):
+        reference_depth_to_space(torch.zeros(1, 2, 2, 8), Window((2, 2)), "monai-legacy", (4, 4))
+    with pytest.raises(ValueError, match="layout 'monai-legacy' is for 3-D windows"):
+        reference_space_to_depth(X, Window((2, 2)), "monai-legacy")
+
+
+def test_space_to_depth_rejects_a_non_tensor() -> None:
+    with pytest.raises(TypeError, match=r"x must be a torch\.Tensor, got list"):
+        space_to_depth([1.0], Window((2, 2)))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("impl", ["gather", "conv"])
+@pytest.mark.parametrize("shape", [(0, 4, 4, 2), (2, 0, 4, 2), (1, 0, 3, 3, 2)])
+def test_empty_inputs_give_empty_outputs(impl: str, shape: tuple[int, ...]) -> None:
+    """An empty batch or spatial dim gives an empty output of the right shape."""
+    window = Window((2,) * (len(shape) - 2), padding="corner")
+    x = torch.zeros(shape)
+    w = torch.zeros(4, window.size * 2)
+    y = window_merge(x, w, window=window, norm="none", impl=impl)
+    assert y.shape == (shape[0], *window.output_size(shape[1:-1]), 4)

@@ -44,7 +44,7 @@ from pm_core import Norm
 from pm_core.lab.profiling import case_inputs, profiler_activities
 from pm_core.lab.traffic import measure_traffic
 from pm_core.layouts import Layout
-from pm_core.testing import DTYPES, EPS, NORMS, Case, cases, examples, expected_output_shape
+from pm_core.testing import DTYPES, EPS, NORMS, Case, cases, examples
 from tests.marks import needs_cuda_build
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,9 +95,9 @@ def test_patch_merge_on_fake_cuda(impl: str, norm: Norm, data: st.DataObject) ->
     case = data.draw(cases(dtype), label="case")
     with FakeTensorMode():
         y = _call(case, norm, impl, "cuda")
-    assert (tuple(y.shape), y.dtype, y.device) == (expected_output_shape(case), dtype, CUDA)
+    assert (tuple(y.shape), y.dtype, y.device) == (case.output_shape(), dtype, CUDA)
     assert is_non_overlapping_and_dense(y), y.stride()
-    if case.layout == "contiguous" and pm_core.REGISTRY[impl].gemm == "matmul":
+    if case.memory == "contiguous" and pm_core.REGISTRY[impl].gemm == "matmul":
         assert y.is_contiguous(), y.stride()
 
 
@@ -114,6 +114,19 @@ def test_modules_on_fake_cuda(fake: FakeTensorMode, norm: Norm) -> None:
             y = mod(x)
             assert (tuple(y.shape), y.device) == ((2, 4, 3, 16), CUDA)
             assert all(p.device == CUDA for p in mod.parameters())
+
+
+@pytest.mark.parametrize(("src", "dst"), [("swin", "monai-legacy"), ("monai-legacy", "unfold")])
+def test_layout_conversions_on_fake_cuda(fake: FakeTensorMode, src: str, dst: str) -> None:
+    """Converting to or from an explicit offset list (an ``index_select``) builds its
+    index on the weight's device: a CPU index is a device mismatch on CUDA."""
+    from pm_core.layouts import convert_window_layout, window_to_conv
+
+    window = pm_core.Window((2, 2, 2))
+    w = torch.randn(6, 8 * 3, device="cuda")
+    assert convert_window_layout(w, window, src, dst).device == CUDA
+    assert convert_window_layout(w.T, window, src, dst, dim=0).device == CUDA
+    assert window_to_conv(w, window, src).shape == (6, 3, 2, 2, 2)
 
 
 def test_fake_cuda_backward_is_still_unsupported(fake: FakeTensorMode) -> None:

@@ -7,21 +7,22 @@ pm_core`` does not load this package. Every check compares against the float64 o
 the derived bound (:func:`pm_core.error_bounds`, :func:`pm_core.window_error_bounds`);
 nothing here has a tolerance of its own.
 
-* A *subject* is what is checked: :func:`merge_for` names a registered impl (a
-  :class:`Subject`: a name for reports, a merge with :func:`pm_core.patch_merge`'s
-  signature minus ``impl``, and the code that rebuilds it); :func:`window_merge_for`
-  does the same for :func:`pm_core.window_merge` (:class:`WindowSubject`). Any function
-  with that signature can be wrapped in either.
+* A *subject* is what is checked: :func:`merge_for` names a registered impl behind
+  :func:`pm_core.patch_merge`, :func:`window_merge_for` one behind
+  :func:`pm_core.window_merge` (a :class:`Subject`: a name for reports, the merge, and
+  the code that rebuilds it). Any function with either front door's signature (minus
+  ``impl``) can be wrapped in one.
 * A *case* is one drawn input, a frozen ``repr``-able description: :func:`cases` draws
-  a :class:`Case` for the 2x2 merge, :func:`window_cases` a :class:`WindowCase` for any
-  :class:`pm_core.Window`. ``case.build(norm)`` makes the tensors, deterministically.
-* A *check* runs a subject on a case and fails with the subject, the input's shape,
-  strides and values, the worst error against its bound, and a one-line ``repro``:
-  :func:`check_forward`, :func:`check_grads`, :func:`check_gradcheck`,
-  :func:`check_finite`, :func:`check_pair`, :func:`check_differs`,
-  :func:`check_output_meta`; :func:`check_window_forward`, :func:`check_window_grads`,
-  :func:`check_window_finite`, :func:`check_window_gather`,
-  :func:`check_depth_to_space_inverts`.
+  a :class:`Case` of Swin's 2x2 merge in :func:`pm_core.patch_merge`'s calling
+  convention, :func:`window_cases` a :class:`WindowCase` for any :class:`pm_core.Window`
+  in :func:`pm_core.window_merge`'s. ``case.build(norm)`` makes the tensors,
+  deterministically, and the case names the oracle and the bound that judge them.
+* A *check* runs a subject on a case of either kind and fails with the subject, the
+  input's shape, strides and values, the worst error against its bound, and a
+  one-line ``repro``: :func:`check_forward`, :func:`check_grads`,
+  :func:`check_gradcheck`, :func:`check_finite`, :func:`check_pair`,
+  :func:`check_differs`, :func:`check_output_meta`; and, for the gather alone,
+  :func:`check_window_gather` and :func:`check_depth_to_space_inverts`.
 
 A property is a Hypothesis test that draws a case and runs a check::
 
@@ -42,18 +43,21 @@ from .assertions import (
     AUTO,
     GRAD_INPUTS,
     GRAD_NAMES,
+    AnyCase,
     Merge,
     Subject,
     assert_within_bound,
+    check_depth_to_space_inverts,
     check_differs,
     check_forward,
     check_gradcheck,
     check_grads,
     check_output_meta,
     check_pair,
-    expected_output_shape,
+    check_window_gather,
     merge_for,
     precision_for,
+    window_merge_for,
 )
 from .check import Cell, NotEquivalent, Verdict, check_merge, load, subject_for
 from .failures import (
@@ -85,42 +89,30 @@ from .strategies import (
     FORMS,
     GRADCHECK_MAX_C,
     GRADCHECK_MAX_NUMEL,
-    LAYOUTS,
     MAX_DECADE,
     MAX_NUMEL,
+    MEMORY,
     NORMS,
     VALUE_KINDS,
     Case,
+    Door,
     Inputs,
     Values,
     as_norm,
-    build,
+    build_inputs,
     cases,
     dtype_name,
     edge_magnitude,
     edge_values,
+    memories,
     randomise_params,
     shapes,
     values,
 )
-from .window_checks import (
-    WindowMerge,
-    WindowSubject,
-    assert_within_window_bound,
-    check_depth_to_space_inverts,
-    check_window_finite,
-    check_window_forward,
-    check_window_gather,
-    check_window_grads,
-    window_merge_for,
-)
 from .window_strategies import (
     WINDOW_MAX_GATHERED,
     WINDOW_MAX_NUMEL,
-    WINDOW_MEMORY,
     WindowCase,
-    WindowInputs,
-    build_window,
     layouts_for,
     window_cases,
     window_shapes,
@@ -136,18 +128,19 @@ __all__ = [
     "GRADCHECK_MAX_NUMEL",
     "GRAD_INPUTS",
     "GRAD_NAMES",
-    "LAYOUTS",
     "MAX_DECADE",
     "MAX_NUMEL",
+    "MEMORY",
     "NORMS",
     "RECORDERS",
     "VALUE_KINDS",
     "WINDOW_MAX_GATHERED",
     "WINDOW_MAX_NUMEL",
-    "WINDOW_MEMORY",
+    "AnyCase",
     "Case",
     "Cell",
     "Comparison",
+    "Door",
     "Inputs",
     "Kind",
     "Merge",
@@ -156,18 +149,13 @@ __all__ = [
     "Values",
     "Verdict",
     "WindowCase",
-    "WindowInputs",
-    "WindowMerge",
-    "WindowSubject",
     "active_settings",
     "add_note",
     "add_note_to_message",
     "as_norm",
     "assert_finite",
     "assert_within_bound",
-    "assert_within_window_bound",
-    "build",
-    "build_window",
+    "build_inputs",
     "cases",
     "check_depth_to_space_inverts",
     "check_differs",
@@ -178,10 +166,7 @@ __all__ = [
     "check_merge",
     "check_output_meta",
     "check_pair",
-    "check_window_finite",
-    "check_window_forward",
     "check_window_gather",
-    "check_window_grads",
     "compare",
     "describe",
     "device_params",
@@ -192,13 +177,13 @@ __all__ = [
     "edge_values",
     "exact_combos",
     "examples",
-    "expected_output_shape",
     "fail",
     "general_impls",
     "index_of",
     "inexact_combos",
     "layouts_for",
     "load",
+    "memories",
     "merge_for",
     "pair_combos",
     "precision_for",

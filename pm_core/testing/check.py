@@ -149,7 +149,7 @@ def _module_subject(m: nn.Module, name: str, expr: str) -> tuple[Subject, Probed
     if p.window.kernel != (2, 2):
         raise ValueError(
             f"{name} merges over {p.window}: check_merge checks 2-D 2x2 merges; for other "
-            "windows use pm_core.testing.window_cases with check_window_forward"
+            "windows use pm_core.testing.window_cases with check_forward"
         )
 
     def merge(

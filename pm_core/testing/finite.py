@@ -8,11 +8,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from pm_core import Norm, reference_patch_merge
+from pm_core import Norm
 
-from .assertions import F64, GRAD_NAMES, Subject, _host, _repro
+from .assertions import F64, GRAD_NAMES, AnyCase, Subject, _call, _host, _repro
 from .failures import fail, index_of
-from .strategies import EPS, Case
+from .strategies import EPS
 
 
 def differentiate(
@@ -64,20 +64,18 @@ def assert_finite(
             )
 
 
-def check_finite(subject: Subject, case: Case, *, norm: Norm, device: str = "cpu") -> None:
+def check_finite(subject: Subject, case: AnyCase, *, norm: Norm, device: str = "cpu") -> None:
     """The output and gradients of ``subject`` are finite wherever the float64 oracle's
     are finite and within the dtype's range (:func:`assert_finite`)."""
     __tracebackhide__ = True
     inp = case.build(norm, device)
+    kw = case.keywords(inp)
 
     def merge(*t: Tensor | None) -> Tensor:
-        return subject.merge(*t, hw=inp.hw, norm=norm, eps=EPS)
+        return _call(subject, case, inp, norm, x=t[0], weight=t[1], nw=t[2], nb=t[3])
 
     def oracle(*t: Tensor | None) -> Tensor:
-        x, w, nw, nb = t
-        assert x is not None
-        assert w is not None
-        return reference_patch_merge(x, w, nw, nb, hw=inp.hw, norm=norm, eps=EPS)
+        return case.door.oracle(*t, **kw, norm=norm, eps=EPS)
 
     got = differentiate(merge, inp[:4], inp.grad_out)
     host = tuple(None if t is None else _host(t).to(F64) for t in inp[:4])

@@ -20,16 +20,19 @@ Design requirements:
   with the weights and the upstream gradient scaled so that every value the layer's
   definition rounds to the dtype stays finite (the finite-in, finite-out property).
 
-The general merge has its own cases: :mod:`pm_core.testing.window_strategies`.
+The general merge's windows, orders and sizes are drawn in
+:mod:`pm_core.testing.window_strategies`; its cases are built by the same
+:func:`build_inputs`, so both draw the same value kinds and memory views.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import pytest
 import torch
@@ -38,6 +41,8 @@ from torch import Tensor, nn
 
 import pm_core
 from pm_core import Norm
+from pm_core.bounds import ErrorBounds
+from pm_core.window import SWIN_WINDOW
 
 #: Largest ``B*H*W*C`` a strategy draws; override with ``PM_CORE_MAX_NUMEL``.
 MAX_NUMEL = int(os.environ.get("PM_CORE_MAX_NUMEL", "1024"))
@@ -49,7 +54,8 @@ EPS = 1e-5
 
 DTYPES: tuple[torch.dtype, ...] = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 NORMS: tuple[Norm, ...] = ("pre", "post", "none")
-LAYOUTS = (
+#: How a drawn x sits in memory: each a view of a larger NaN-filled buffer (:func:`_arrange`).
+MEMORY = (
     "contiguous",
     "channels_first",
     "channel_slice",
@@ -104,16 +110,11 @@ class Values:
     seed: int
 
 
-@dataclass(frozen=True)
-class Case:
-    """One drawn input: ``Case(...).build(norm, device)`` gives the tensors."""
+class _Drawn:
+    """What every drawn case has: its dtype's name and its value distribution."""
 
-    shape: tuple[int, int, int, int]  # logical (B, H, W, C)
     dtype: str
-    layout: str
-    form: str
     values: Values
-    affine: bool = True
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -121,12 +122,79 @@ class Case:
         assert isinstance(dt, torch.dtype)
         return dt
 
+
+class Drawable(Protocol):
+    """What :func:`build_inputs` reads of a drawn case: a :class:`Case` or a
+    :class:`~pm_core.testing.window_strategies.WindowCase`."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def window(self) -> pm_core.Window: ...
+    @property
+    def values(self) -> Values: ...
+    @property
+    def torch_dtype(self) -> torch.dtype: ...
+    @property
+    def out_size(self) -> tuple[int, ...]: ...
+    @property
+    def memory(self) -> str: ...
+    @property
+    def affine(self) -> bool: ...
+
+
+class Door(NamedTuple):
+    """A front door's calling convention: its name, its float64 oracle and its bound,
+    which take the front door's own arguments (no ``impl``)."""
+
+    front: str
+    oracle: Callable[..., Tensor]
+    bounds: Callable[..., ErrorBounds]
+
+
+@dataclass(frozen=True)
+class Case(_Drawn):
+    """One drawn input of Swin's 2x2 merge: ``Case(...).build(norm, device)`` gives the
+    tensors, for :func:`pm_core.patch_merge`'s calling convention (``form`` ``"blc"``:
+    ``(B, L, C)`` with ``hw``). It is the general merge's case over
+    :data:`pm_core.window.SWIN_WINDOW` in the swin order, drawn the same way."""
+
+    shape: tuple[int, int, int, int]  # logical (B, H, W, C)
+    dtype: str
+    memory: str  # how x sits in memory, one of MEMORY
+    form: str
+    values: Values
+    affine: bool = True
+
+    door: ClassVar[Door] = Door("patch_merge", pm_core.reference_patch_merge, pm_core.error_bounds)
+    window: ClassVar[pm_core.Window] = SWIN_WINDOW
+
+    def window_layout(self) -> str:
+        return "swin"
+
+    @property
+    def out_size(self) -> tuple[int, ...]:
+        return -(-self.shape[1] // 2), -(-self.shape[2] // 2)
+
+    def output_shape(self) -> tuple[int, ...]:
+        (b, *_, c), (hs, ws) = self.shape, self.out_size
+        return (b, hs * ws, 2 * c) if self.form == "blc" else (b, hs, ws, 2 * c)
+
+    def keywords(self, inp: Inputs) -> dict[str, Any]:
+        """The front door's keywords besides ``norm`` and ``eps``."""
+        return {"hw": inp.hw}
+
+    def where(self) -> str:
+        return f"memory {self.memory}, form {self.form}, values {self.values}"
+
     def build(self, norm: Norm, device: str = "cpu") -> Inputs:
-        return build(self, norm, device)
+        """The tensors of the case for ``norm``, on ``device``; deterministic in the case."""
+        return build_inputs(self, norm, device, flat=self.form == "blc")
 
 
 class Inputs(NamedTuple):
-    """Tensors for one call: ``patch_merge(x, weight, norm_weight, norm_bias, hw=hw, ...)``."""
+    """Tensors for one call: ``merge(x, weight, norm_weight, norm_bias, ...)``, with
+    ``hw`` for a ``(B, L, C)`` x (else ``None``), and the upstream gradient."""
 
     x: Tensor
     weight: Tensor
@@ -136,19 +204,12 @@ class Inputs(NamedTuple):
     grad_out: Tensor
 
 
-def _per_window(t: Tensor, h: int, w: int) -> Tensor:
-    """``(B, H', W')`` -> ``(B, H, W, 1)``: one value per 2x2 window, cropped to the map."""
-    return t.repeat_interleave(2, 1).repeat_interleave(2, 2)[:, :h, :w, None]
-
-
-class _Drawn(Protocol):
-    """What the value helpers read of a drawn case, 2x2 or window."""
-
-    @property
-    def values(self) -> Values: ...
-
-    @property
-    def torch_dtype(self) -> torch.dtype: ...
+def _blockwise(t: Tensor, block: tuple[int, ...], size: tuple[int, ...]) -> Tensor:
+    """``(B, *S_blocks)`` -> ``(B, *S, 1)``: one value per block, cropped to ``size``."""
+    for a, k in enumerate(block):
+        t = t.repeat_interleave(k, 1 + a)
+    crop = (slice(None), *(slice(0, s) for s in size))
+    return t[crop].unsqueeze(-1)
 
 
 def edge_magnitude(dtype: torch.dtype, n: int, step: int) -> float:
@@ -170,7 +231,7 @@ def _edge(
     return vals
 
 
-def _edge_scales(case: _Drawn, n: int, o: int, windows: int) -> tuple[float, float]:
+def _edge_scales(case: Drawable, n: int, o: int, windows: int) -> tuple[float, float]:
     """``(weight scale, upstream-gradient scale)``: ``N(0, 1) / sqrt(n)`` and ``N(0, 1)``
     for every kind but ``edge``, where they keep the projection's output within the range
     of a LayerNorm over O (``post``) and the gradients (``windows * |G| * (M + 1/s_w + n)``
@@ -185,7 +246,7 @@ def _edge_scales(case: _Drawn, n: int, o: int, windows: int) -> tuple[float, flo
     return s_w, s_g
 
 
-def _capped(weight: Tensor, case: _Drawn, s_w: float) -> Tensor:
+def _capped(weight: Tensor, case: Drawable, s_w: float) -> Tensor:
     """``weight`` with every row's sum of ``|W|`` at most ``1.9 n s_w`` for the ``edge`` kind,
     so the projection of inputs of size ``M`` stays within the range by construction."""
     if case.values.kind != "edge":
@@ -203,92 +264,96 @@ def _ulp_steps(level: Tensor, dtype: torch.dtype, spread: int, gen: torch.Genera
     return lev + steps * ulp
 
 
-def _values(case: Case, gen: torch.Generator) -> Tensor:
-    b, h, w, c = case.shape
+def _values(case: Drawable, gen: torch.Generator) -> Tensor:
+    """``case.values`` drawn for ``case.shape``: the per-window kinds are per stride-sized
+    block, so tiling windows get their own mean and spread, and overlapping ones mix a few."""
+    b, *size_list, _ = case.shape
+    size = tuple(size_list)
     v = case.values
-    win = (b, -(-h // 2), -(-w // 2))
+    block = case.window.stride
+    blocks = (b, *(-(-s // k) for s, k in zip(size, block, strict=True)))
     f64 = torch.float64
+
+    def spread(t: Tensor) -> Tensor:
+        return _blockwise(t, block, size)
+
     if v.kind == "edge":
-        m = edge_magnitude(case.torch_dtype, 4 * c, v.decade)
-        return _edge(case.shape, win, lambda t: _per_window(t, h, w), m, gen)
-    noise = torch.randn(b, h, w, c, generator=gen, dtype=f64)
+        m = edge_magnitude(case.torch_dtype, case.window.size * case.shape[-1], v.decade)
+        return _edge(case.shape, blocks, spread, m, gen)
+    noise = torch.randn(case.shape, generator=gen, dtype=f64)
     if v.kind == "normal":
         return noise * 10.0**v.decade
-    if v.kind == "offset":
-        sign = torch.randint(0, 2, win, generator=gen).to(f64) * 2 - 1
-        size = 0.5 + 0.5 * torch.rand(win, generator=gen, dtype=f64)
-        return _per_window(sign * size * 10.0**v.decade, h, w) + noise * 10.0**v.spread
-    if v.kind == "ulp":
-        sign = torch.randint(0, 2, win, generator=gen).to(f64) * 2 - 1
-        size = 0.5 + 0.5 * torch.rand(win, generator=gen, dtype=f64)
-        level = _per_window(sign * size * 10.0**v.decade, h, w).expand(b, h, w, c)
-        return _ulp_steps(level, case.torch_dtype, v.spread, gen)
+    if v.kind in ("offset", "ulp"):
+        sign = torch.randint(0, 2, blocks, generator=gen).to(f64) * 2 - 1
+        level = spread((0.5 + 0.5 * torch.rand(blocks, generator=gen, dtype=f64)) * sign)
+        if v.kind == "offset":
+            return level * 10.0**v.decade + noise * 10.0**v.spread
+        return _ulp_steps(
+            level.expand(case.shape) * 10.0**v.decade, case.torch_dtype, v.spread, gen
+        )
     if v.kind == "near_constant":
-        level = torch.randn(win, generator=gen, dtype=f64) * 10.0**v.decade
-        return _per_window(level, h, w) * (1 + noise * 10.0**v.spread)
+        level = torch.randn(blocks, generator=gen, dtype=f64) * 10.0**v.decade
+        return spread(level) * (1 + noise * 10.0**v.spread)
     if v.kind == "wide":
-        sign = torch.randint(0, 2, (b, h, w, c), generator=gen).to(f64) * 2 - 1
-        expo = (torch.rand(b, h, w, c, generator=gen, dtype=f64) * 2 - 1) * v.decade
+        sign = torch.randint(0, 2, case.shape, generator=gen).to(f64) * 2 - 1
+        expo = (torch.rand(case.shape, generator=gen, dtype=f64) * 2 - 1) * v.decade
         return sign * 10.0**expo
     raise ValueError(f"unknown value kind {v.kind!r}")
 
 
-def _arrange(vals: Tensor, layout: str) -> Tensor:
-    """``vals`` (B, ...) as a view of a larger NaN-filled buffer, in the given layout."""
+def _arrange(vals: Tensor, memory: str) -> Tensor:
+    """``vals`` (B, ...) as a view of a larger NaN-filled buffer, laid out as ``memory``."""
     shape = tuple(vals.shape)
     nan = float("nan")
     opts: dict[str, Any] = {"dtype": vals.dtype, "device": vals.device}
-    if layout == "contiguous":
+    if memory == "contiguous":
         view = torch.empty(shape, **opts)
-    elif layout == "channels_first":  # storage (B, C, *spatial)
+    elif memory == "channels_first":  # storage (B, C, *spatial)
         view = torch.full((shape[0], shape[-1], *shape[1:-1]), nan, **opts).movedim(1, -1)
-    elif layout == "channel_slice":  # C channels out of C + 3
+    elif memory == "channel_slice":  # C channels out of C + 3
         view = torch.full((*shape[:-1], shape[-1] + 3), nan, **opts)[..., 1 : shape[-1] + 1]
-    elif layout == "batch_stride2":
+    elif memory == "batch_stride2":
         view = torch.full((2 * shape[0], *shape[1:]), nan, **opts)[::2]
-    elif layout == "storage_offset":
+    elif memory == "storage_offset":
         view = torch.full((math.prod(shape) + 5,), nan, **opts)[5:].view(shape)
-    elif layout == "hw_transposed":  # storage (B, W, H, C)
+    elif memory == "hw_transposed":  # storage (B, W, H, C)
         view = torch.full((shape[0], shape[2], shape[1], shape[3]), nan, **opts).transpose(1, 2)
-    elif layout == "expanded":  # one sample, batch stride 0
+    elif memory == "expanded":  # one sample, batch stride 0
         return vals[:1].clone().expand(shape)
     else:
-        raise ValueError(f"unknown layout {layout!r}")
+        raise ValueError(f"unknown memory layout {memory!r}; choose one of {MEMORY}")
     view.copy_(vals)
     return view
 
 
-def build(case: Case, norm: Norm, device: str = "cpu") -> Inputs:
-    """The tensors of ``case`` for ``norm``, on ``device``; deterministic in ``case``."""
-    b, h, w, c = case.shape
+def build_inputs(case: Drawable, norm: Norm, device: str = "cpu", *, flat: bool = False) -> Inputs:
+    """The tensors of a drawn case (a :class:`Case` or a
+    :class:`~pm_core.testing.window_strategies.WindowCase`) for ``norm``, on ``device``;
+    deterministic in the case. ``flat``: x and ``grad_out`` as ``(B, L, C)``, with ``hw``."""
+    b, c = case.shape[0], case.shape[-1]
     dt = case.torch_dtype
     if device == "mps" and dt == torch.float64:
         pytest.skip("MPS has no float64")
     gen = torch.Generator().manual_seed(case.values.seed)
     vals = _values(case, gen)
-    n, o = 4 * c, 2 * c
-    s_w, s_g = _edge_scales(case, n, o, b * -(-h // 2) * -(-w // 2))
+    n, o = case.window.size * c, 2 * c
+    s_w, s_g = _edge_scales(case, n, o, b * math.prod(case.out_size))
     weight = _capped(torch.randn(o, n, generator=gen, dtype=torch.float64) * s_w, case, s_w)
     size = n if norm == "pre" else o
     nw = 1 + 0.5 * torch.randn(size, generator=gen, dtype=torch.float64)
     nb = 0.5 * torch.randn(size, generator=gen, dtype=torch.float64)
-    grad = torch.randn(b, -(-h // 2), -(-w // 2), o, generator=gen, dtype=torch.float64) * s_g
+    grad = torch.randn(b, *case.out_size, o, generator=gen, dtype=torch.float64) * s_g
     hw = None
-    if case.form == "blc":
-        vals, grad, hw = vals.flatten(1, 2), grad.flatten(1, 2), (h, w)
+    if flat:
+        vals, grad, hw = vals.flatten(1, 2), grad.flatten(1, 2), (case.shape[1], case.shape[2])
 
     def put(t: Tensor) -> Tensor:
         return t.to(dt).to(device)
 
-    x = _arrange(put(vals), case.layout)
+    x = _arrange(put(vals), case.memory)
     affine = case.affine and norm != "none"
     return Inputs(
-        x,
-        put(weight),
-        put(nw) if affine else None,
-        put(nb) if affine else None,
-        hw,
-        put(grad),
+        x, put(weight), put(nw) if affine else None, put(nb) if affine else None, hw, put(grad)
     )
 
 
@@ -332,13 +397,15 @@ def edge_values(step: int | None = None) -> st.SearchStrategy[Values]:
 
 
 @cache
-def layouts(form: str, *, grad: bool) -> st.SearchStrategy[str]:
-    """Layouts valid for ``form``: (B, L, C) has no H/W to transpose; stride 0 is forward-only."""
+def memories(*, grad: bool, transposable: bool = True) -> st.SearchStrategy[str]:
+    """Memory layouts from :data:`MEMORY`: ``hw_transposed`` only where H and W can be
+    swapped (``transposable``: not a ``(B, L, C)`` x nor a 3-D map), the stride-0
+    ``expanded`` only without ``grad`` (its gradients sum)."""
     return st.sampled_from(
         [
-            lay
-            for lay in LAYOUTS
-            if not (form == "blc" and lay == "hw_transposed") and not (grad and lay == "expanded")
+            m
+            for m in MEMORY
+            if (transposable or m != "hw_transposed") and not (grad and m == "expanded")
         ]
     )
 
@@ -350,22 +417,23 @@ def cases(
     *,
     grad: bool = False,
     max_numel: int = MAX_NUMEL,
-    layout: str | None = None,
+    memory: str | None = None,
     max_decade: int | None = None,
     max_c: int = 20,
     vals: st.SearchStrategy[Values] | None = None,
 ) -> Case:
-    """A :class:`Case` in ``dtype``; ``grad=True`` leaves out layouts unfit for backward.
+    """A :class:`Case` in ``dtype``; ``grad=True`` leaves out memory layouts unfit for
+    backward, ``memory`` pins one.
 
     ``max_decade`` caps magnitudes (finite differences need values near 1); ``vals``
     replaces the value strategy (:func:`edge_values`, say).
     """
     shape = draw(shapes(max_numel, max_c))
     form = draw(st.sampled_from(FORMS))
-    lay = layout if layout is not None else draw(layouts(form, grad=grad))
+    mem = memory if memory is not None else draw(memories(grad=grad, transposable=form == "bhwc"))
     drawn = draw(values(dtype, max_decade) if vals is None else vals)
     affine = draw(st.booleans().map(lambda b: not b))  # shrinks towards affine=True
-    return Case(shape, dtype_name(dtype), lay, form, drawn, affine)
+    return Case(shape, dtype_name(dtype), mem, form, drawn, affine)
 
 
 def randomise_params(m: nn.Module, seed: int) -> nn.Module:

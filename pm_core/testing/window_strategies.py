@@ -12,45 +12,31 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar
 
 import torch
 from hypothesis import assume
 from hypothesis import strategies as st
-from torch import Tensor
 
 import pm_core
 from pm_core import Norm
 
-from .strategies import (
-    Values,
-    _arrange,
-    _capped,
-    _edge,
-    _edge_scales,
-    _ulp_steps,
-    dtype_name,
-    edge_magnitude,
-    values,
-)
+from .strategies import Door, Inputs, Values, _Drawn, build_inputs, dtype_name, memories, values
 
 #: Largest ``B * prod(S) * C`` a window strategy draws (override with
 #: ``PM_CORE_WINDOW_MAX_NUMEL``), and largest ``B * prod(S') * prod(kernel) * C``, the
 #: gathered size, which overlapping windows multiply.
 WINDOW_MAX_NUMEL = int(os.environ.get("PM_CORE_WINDOW_MAX_NUMEL", "384"))
 WINDOW_MAX_GATHERED = 4 * WINDOW_MAX_NUMEL
-#: Memory layouts of :data:`LAYOUTS` that exist for any rank and suit backward
-#: (``hw_transposed`` is added for 2-D windows, the stride-0 ``expanded`` forward-only).
-WINDOW_MEMORY = ("contiguous", "channels_first", "channel_slice", "batch_stride2", "storage_offset")
 
 
 @dataclass(frozen=True)
-class WindowCase:
+class WindowCase(_Drawn):
     """One drawn general-merge input: ``WindowCase(...).build(norm)`` gives the tensors.
 
     ``layout`` is a name from :data:`pm_core.window_layouts.WINDOW_LAYOUTS`, or an explicit offset order
     (``channel_major`` then applies); ``memory`` is how ``x`` sits in memory (a view of a
-    NaN-filled buffer, see :data:`LAYOUTS`). The ``repr`` is a one-line repro.
+    NaN-filled buffer, see :data:`~pm_core.testing.strategies.MEMORY`). The ``repr`` is a one-line repro.
     """
 
     shape: tuple[int, ...]  # (B, *S, C)
@@ -62,11 +48,9 @@ class WindowCase:
     channel_major: bool = False
     affine: bool = True
 
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        dt = getattr(torch, self.dtype)
-        assert isinstance(dt, torch.dtype)
-        return dt
+    door: ClassVar[Door] = Door(
+        "window_merge", pm_core.reference_window_merge, pm_core.window_error_bounds
+    )
 
     def window_layout(self) -> str | pm_core.window_layouts.WindowLayout:
         if isinstance(self.layout, str):
@@ -79,84 +63,20 @@ class WindowCase:
     def out_size(self) -> tuple[int, ...]:
         return self.window.output_size(self.shape[1:-1])
 
-    def build(self, norm: Norm, device: str = "cpu") -> WindowInputs:
-        return build_window(self, norm, device)
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.shape[0], *self.out_size, 2 * self.shape[-1])
 
+    def keywords(self, inp: Inputs) -> dict[str, Any]:
+        """The front door's keywords besides ``norm`` and ``eps``."""
+        return {"window": self.window, "layout": self.window_layout()}
 
-class WindowInputs(NamedTuple):
-    """Tensors for ``window_merge(x, weight, norm_weight, norm_bias, ...)``, and ``grad_out``."""
+    def where(self) -> str:
+        major = " (channel major)" if self.channel_major else ""
+        return f"memory {self.memory}; {self.window}; layout {self.layout!r}{major}; values {self.values}"
 
-    x: Tensor
-    weight: Tensor
-    norm_weight: Tensor | None
-    norm_bias: Tensor | None
-    grad_out: Tensor
-
-
-def _blockwise(t: Tensor, block: tuple[int, ...], size: tuple[int, ...]) -> Tensor:
-    """``(B, *S_blocks)`` -> ``(B, *S, 1)``: one value per block, cropped to ``size``."""
-    for a, k in enumerate(block):
-        t = t.repeat_interleave(k, 1 + a)
-    crop = (slice(None), *(slice(0, s) for s in size))
-    return t[crop].unsqueeze(-1)
-
-
-def _window_values(case: WindowCase, gen: torch.Generator) -> Tensor:
-    """:func:`_values` for any rank: the per-window kinds are per stride-sized block, so
-    tiling windows get their own mean and spread, and overlapping ones mix a few."""
-    b, *size_list, _ = case.shape
-    size = tuple(size_list)
-    v = case.values
-    block = case.window.stride
-    blocks = (b, *(-(-s // k) for s, k in zip(size, block, strict=True)))
-    f64 = torch.float64
-    if v.kind == "edge":
-        m = edge_magnitude(case.torch_dtype, case.window.size * case.shape[-1], v.decade)
-        return _edge(case.shape, blocks, lambda t: _blockwise(t, block, size), m, gen)
-    noise = torch.randn(case.shape, generator=gen, dtype=f64)
-    if v.kind == "normal":
-        return noise * 10.0**v.decade
-    if v.kind == "offset":
-        sign = torch.randint(0, 2, blocks, generator=gen).to(f64) * 2 - 1
-        level = (0.5 + 0.5 * torch.rand(blocks, generator=gen, dtype=f64)) * sign
-        return _blockwise(level * 10.0**v.decade, block, size) + noise * 10.0**v.spread
-    if v.kind == "ulp":
-        sign = torch.randint(0, 2, blocks, generator=gen).to(f64) * 2 - 1
-        level = (0.5 + 0.5 * torch.rand(blocks, generator=gen, dtype=f64)) * sign
-        spread = _blockwise(level * 10.0**v.decade, block, size).expand(case.shape)
-        return _ulp_steps(spread, case.torch_dtype, v.spread, gen)
-    if v.kind == "near_constant":
-        level = torch.randn(blocks, generator=gen, dtype=f64) * 10.0**v.decade
-        return _blockwise(level, block, size) * (1 + noise * 10.0**v.spread)
-    if v.kind == "wide":
-        sign = torch.randint(0, 2, case.shape, generator=gen).to(f64) * 2 - 1
-        expo = (torch.rand(case.shape, generator=gen, dtype=f64) * 2 - 1) * v.decade
-        return sign * 10.0**expo
-    raise ValueError(f"unknown value kind {v.kind!r}")
-
-
-def build_window(case: WindowCase, norm: Norm, device: str = "cpu") -> WindowInputs:
-    """The tensors of ``case`` for ``norm``, on ``device``; deterministic in ``case``."""
-    b, c = case.shape[0], case.shape[-1]
-    dt = case.torch_dtype
-    gen = torch.Generator().manual_seed(case.values.seed)
-    vals = _window_values(case, gen)
-    n, o = case.window.size * c, 2 * c
-    s_w, s_g = _edge_scales(case, n, o, b * math.prod(case.out_size))
-    weight = _capped(torch.randn(o, n, generator=gen, dtype=torch.float64) * s_w, case, s_w)
-    size = n if norm == "pre" else o
-    nw = 1 + 0.5 * torch.randn(size, generator=gen, dtype=torch.float64)
-    nb = 0.5 * torch.randn(size, generator=gen, dtype=torch.float64)
-    grad = torch.randn(b, *case.out_size, o, generator=gen, dtype=torch.float64) * s_g
-
-    def put(t: Tensor) -> Tensor:
-        return t.to(dt).to(device)
-
-    x = _arrange(put(vals), case.memory)
-    affine = case.affine and norm != "none"
-    return WindowInputs(
-        x, put(weight), put(nw) if affine else None, put(nb) if affine else None, put(grad)
-    )
+    def build(self, norm: Norm, device: str = "cpu") -> Inputs:
+        """The tensors of the case for ``norm``, on ``device``; deterministic in the case."""
+        return build_inputs(self, norm, device)
 
 
 def _pad_args(dims: int) -> st.SearchStrategy[Any]:
@@ -245,8 +165,7 @@ def window_cases(
     win = draw(windows(dims, tiling=tiling)) if window is None else window
     lay, cm = (layout, False) if layout is not None else draw(layouts_for(win))
     shape = draw(window_shapes(win))
-    extra = ("hw_transposed",) if win.dims == 2 else ()
-    memory = draw(st.sampled_from(WINDOW_MEMORY + extra + (() if grad else ("expanded",))))
+    memory = draw(memories(grad=grad, transposable=win.dims == 2))
     drawn = draw(values(dtype, max_decade) if vals is None else vals)
     affine = draw(st.booleans().map(lambda b: not b))
     return WindowCase(shape, win, lay, dtype_name(dtype), memory, drawn, cm, affine)

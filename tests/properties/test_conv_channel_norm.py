@@ -30,7 +30,7 @@ def test_inexact_impl_differs(
     subject = merge_for(impl)
     budget = settings(database=None, max_examples=max(50, active_settings().max_examples))
     case = find(
-        cases(torch.float64, layout="contiguous", max_numel=64),
+        cases(torch.float64, memory="contiguous", max_numel=64),
         lambda c: check_differs(subject, c, norm=norm) > 1,
         settings=budget,
     )

@@ -23,9 +23,6 @@ from pm_core.testing import (
     check_finite,
     check_forward,
     check_grads,
-    check_window_finite,
-    check_window_forward,
-    check_window_grads,
     device_params,
     dtype_params,
     edge_values,
@@ -116,9 +113,9 @@ def test_window_merge_finite_and_bounded_up_to_the_edge(
         window_cases(dtype, grad=True, window=win, vals=edge_values(step)), label="case"
     )
     subject = window_merge_for(impl)
-    check_window_finite(subject, case, norm=norm)
-    check_window_forward(subject, case, norm=norm)
-    check_window_grads(subject, case, norm=norm)
+    check_finite(subject, case, norm=norm)
+    check_forward(subject, case, norm=norm)
+    check_grads(subject, case, norm=norm)
 
 
 @pytest.mark.parametrize(("impl", "norm"), [c for c in exact_combos() if c.values[1] == "pre"])

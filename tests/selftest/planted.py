@@ -8,7 +8,7 @@ None of them is registered in ``pm_core.REGISTRY``.
   calling convention (input forms, odd-size padding), which is where the pad bug lives.
 * **General windows** (:data:`WINDOW_PLANTED`): two order bugs and two padding bugs of 3-D
   merges, each with :func:`pm_core.window_merge`'s signature minus ``impl`` (a
-  :class:`~pm_core.testing.WindowSubject`), so the window checks run on them unchanged.
+  a :class:`~pm_core.testing.Subject` with ``window_merge``'s signature), so the checks run on them unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import Tensor
 
 from pm_core import Norm, Window, window_merge
 from pm_core.impls import ImplFn
-from pm_core.testing import Merge, Subject, WindowMerge, WindowSubject
+from pm_core.testing import Merge, Subject
 from pm_core.window_layouts import WindowLayout
 from tests import library_code as lib
 
@@ -261,7 +261,7 @@ def window_correct(
 
 
 #: name -> (merge, the layout it is checked in)
-WINDOW_PLANTED: dict[str, tuple[WindowMerge, str]] = {
+WINDOW_PLANTED: dict[str, tuple[Merge, str]] = {
     "monai_1_4": (monai_1_4, "monai-legacy"),
     "offsets_swapped": (offsets_swapped, "swin"),
     "pad_dims_reversed": (pad_dims_reversed, "row-major"),
@@ -269,8 +269,8 @@ WINDOW_PLANTED: dict[str, tuple[WindowMerge, str]] = {
 }
 
 
-def window_planted(name: str) -> WindowSubject:
+def window_planted(name: str) -> Subject:
     """A planted bug by name (see :data:`WINDOW_PLANTED`), ready for the window checks."""
     expr = f"__import__('tests.selftest.planted', fromlist=['_']).window_planted({name!r})"
     merge = window_correct if name == "correct" else WINDOW_PLANTED[name][0]
-    return WindowSubject(name, merge, expr)
+    return Subject(name, merge, expr)

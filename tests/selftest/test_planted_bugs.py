@@ -28,7 +28,6 @@ from pm_core.testing import (
     check_finite,
     check_forward,
     check_grads,
-    check_window_forward,
     edge_values,
     window_cases,
 )
@@ -160,8 +159,8 @@ def test_correct_reference_passes() -> None:
         examples_to_catch(lambda case: check_forward(subject, case, norm="pre"), budget=50)
 
 
-# --- 3-D merges: each bug through check_window_forward (the property
-# tests/properties/test_window_oracle.py uses) over cases of MONAI's window, until the
+# --- 3-D merges: each bug through check_forward (the property
+# tests/properties/test_forward_oracle.py uses) over cases of MONAI's window, until the
 # check first fails; the number it took is recorded like the 2x2 bugs'.
 
 MONAI_WINDOW = Window((2, 2, 2), padding="corner")
@@ -178,14 +177,12 @@ def examples_to_catch_3d(
 @pytest.mark.parametrize("norm", ["pre", "none"])
 @pytest.mark.parametrize("bug", list(WINDOW_PLANTED))
 def test_window_forward_check_catches(bug: str, norm: Norm) -> None:
-    """``check_window_forward`` rejects the planted 3-D bug: two order bugs (MONAI <= 1.4's
+    """``check_forward`` rejects the planted 3-D bug: two order bugs (MONAI <= 1.4's
     repeated slices; a swin checkpoint gathered row-major) and two padding bugs (pads
     applied to the dims in reverse; corner padding put in front)."""
     subject = window_planted(bug)
     layout = WINDOW_PLANTED[bug][1]
-    found = examples_to_catch_3d(
-        lambda case: check_window_forward(subject, case, norm=norm), layout
-    )
+    found = examples_to_catch_3d(lambda case: check_forward(subject, case, norm=norm), layout)
     path = os.environ.get("PM_CORE_SELFTEST_RECORD")
     if path:
         with open(path, "a", encoding="utf-8") as f:
@@ -201,5 +198,5 @@ def test_correct_scaffolding_passes(layout: str) -> None:
     subject = window_planted("correct")
     with pytest.raises(pytest.fail.Exception, match="not caught"):
         examples_to_catch_3d(
-            lambda case: check_window_forward(subject, case, norm="pre"), layout, budget=50
+            lambda case: check_forward(subject, case, norm="pre"), layout, budget=50
         )
