@@ -71,7 +71,7 @@ def _permutation(
     return tuple(perm)
 
 
-def _axis_dims(layout: WindowLayout, window: Window, c: int) -> list[int | str] | None:
+def _axis_dims(layout: WindowLayout, window: Window) -> list[int | str] | None:
     """The merged vector's dims, slowest first, for a layout that is an axis order: kernel
     axes by index and ``"c"`` for the channel; ``None`` for an explicit offset list."""
     axes = layout.axes(window.dims)
@@ -105,7 +105,7 @@ def convert_window_layout(
     if t.dim() == 0:
         raise ValueError("t must have at least one dim, got a 0-dim tensor")
     c = _channels(t.shape[dim], window, "t")
-    src_dims, dst_dims = _axis_dims(s, window, c), _axis_dims(d, window, c)
+    src_dims, dst_dims = _axis_dims(s, window), _axis_dims(d, window)
     if src_dims is None or dst_dims is None:
         perm = torch.tensor(_permutation(window, c, s, d), dtype=torch.long, device=t.device)
         return t.index_select(dim, perm)
