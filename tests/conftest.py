@@ -54,10 +54,13 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 # Under pytest-xdist every worker would start torch with one intra-op thread per core,
-# oversubscribing the machine by the worker count; give each its share of the cores.
+# oversubscribing the machine by the worker count; give each its share of the cores, and
+# each process a test starts (the benchmark smoke, the CLI, the suite run outside a
+# checkout) the same share through OMP_NUM_THREADS, which torch reads at start-up.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     torch.set_num_threads(max(1, torch.get_num_threads() // _WORKERS))
+    os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
 
 # `pm-core verify` runs this suite with $PM_CORE_RECORD set: every check's outcome goes
 # there as one JSON line, through the lab's writer (which validates the schema).

@@ -1,4 +1,7 @@
-"""Property 2: every pair of implementations agrees in the same dtype."""
+"""Property 2: every implementation agrees with the reference one (``slice``) in the same dtype.
+
+The pairs are :func:`pm_core.testing.pair_combos`: each impl against the reference, not
+every pair, since property 1 implies the rest (see its docstring)."""
 
 from __future__ import annotations
 
