@@ -157,7 +157,7 @@ class Case(_Drawn):
     """One drawn input of Swin's 2x2 merge: ``Case(...).build(norm, device)`` gives the
     tensors, for :func:`pm_core.patch_merge`'s calling convention (``form`` ``"blc"``:
     ``(B, L, C)`` with ``hw``). It is the general merge's case over
-    :data:`pm_core.window.SWIN_WINDOW` in the swin order, drawn the same way."""
+    ``pm_core.window.SWIN_WINDOW`` (Swin's window) in the swin order, drawn the same way."""
 
     shape: tuple[int, int, int, int]  # logical (B, H, W, C)
     dtype: str

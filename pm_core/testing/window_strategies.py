@@ -36,7 +36,7 @@ class WindowCase(_Drawn):
 
     ``layout`` is a name from :data:`pm_core.window_layouts.WINDOW_LAYOUTS`, or an explicit offset order
     (``channel_major`` then applies); ``memory`` is how ``x`` sits in memory (a view of a
-    NaN-filled buffer, see :data:`~pm_core.testing.strategies.MEMORY`). The ``repr`` is a one-line repro.
+    NaN-filled buffer, see :data:`~pm_core.testing.MEMORY`). The ``repr`` is a one-line repro.
     """
 
     shape: tuple[int, ...]  # (B, *S, C)
@@ -157,14 +157,16 @@ def window_cases(
     window: pm_core.Window | None = None,
     layout: str | None = None,
     max_decade: int | None = None,
+    max_numel: int = WINDOW_MAX_NUMEL,
     vals: st.SearchStrategy[Values] | None = None,
 ) -> WindowCase:
     """A :class:`WindowCase` in ``dtype``; ``grad=True`` leaves out the stride-0 memory
     layout, whose gradients sum. ``window`` / ``layout`` pin those; ``tiling``
-    restricts the drawn windows; ``vals`` replaces the value strategy."""
+    restricts the drawn windows; ``max_numel`` caps ``B * prod(S) * C``; ``vals`` replaces
+    the value strategy."""
     win = draw(windows(dims, tiling=tiling)) if window is None else window
     lay, cm = (layout, False) if layout is not None else draw(layouts_for(win))
-    shape = draw(window_shapes(win))
+    shape = draw(window_shapes(win, max_numel=max_numel))
     memory = draw(memories(grad=grad, transposable=win.dims == 2))
     drawn = draw(values(dtype, max_decade) if vals is None else vals)
     affine = draw(st.booleans().map(lambda b: not b))

@@ -1,4 +1,5 @@
-"""Property 5: output shape, dtype, device and layout agree across impls, meta included."""
+"""Property 5: output shape, dtype, device and layout agree across impls, meta included, for
+Swin's 2x2 merge and every window."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from pm_core.testing import (
     check_output_meta,
     device_params,
     examples,
+    general_impls,
     merge_for,
+    window_cases,
+    window_merge_for,
 )
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -34,6 +38,20 @@ def test_output_metadata(impl: str, norm: Norm, device: str, data: st.DataObject
     on the meta device too, where nothing is computed."""
     case = data.draw(cases(data.draw(st.sampled_from(DTYPES), label="dtype")), label="case")
     check_output_meta(merge_for(impl), case, norm=norm, device=device)
+
+
+@pytest.mark.parametrize("device", device_params(meta=True))
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("impl", general_impls())
+@examples(0.25)
+@given(data=st.data())
+def test_window_output_metadata(impl: str, norm: Norm, device: str, data: st.DataObject) -> None:
+    """``window_merge`` returns ``(B, *window.output_size(S), 2C)`` in the input's dtype, on
+    its device, strided, for every drawn window; on the meta device too."""
+    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
+    check_output_meta(
+        window_merge_for(impl), data.draw(window_cases(dtype)), norm=norm, device=device
+    )
 
 
 @pytest.mark.parametrize("device", device_params(meta=True))

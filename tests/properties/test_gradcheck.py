@@ -1,4 +1,5 @@
-"""Property 4: ``gradcheck`` and ``gradgradcheck`` in float64 on small shapes."""
+"""Property 4: ``gradcheck`` and ``gradgradcheck`` in float64 on small shapes, for Swin's 2x2
+merge and every window."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pm_core import Norm
 from pm_core.testing import (
     GRADCHECK_MAX_C,
     GRADCHECK_MAX_NUMEL,
+    NORMS,
     Case,
     Values,
     cases,
@@ -18,7 +20,10 @@ from pm_core.testing import (
     device_params,
     exact_combos,
     examples,
+    general_impls,
     merge_for,
+    window_cases,
+    window_merge_for,
 )
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -52,3 +57,17 @@ def test_gradcheck_of_windows_with_equal_values(impl: str, norm: Norm) -> None:
     case = Case((1, 2, 2, 1), "float64", "contiguous", "bhwc", Values("ulp", 0, 0, 0))
     assert len(set(case.build(norm).x.flatten().tolist())) == 2, "one value a ulp off the rest"
     check_gradcheck(merge_for(impl), case, norm=norm)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("impl", general_impls())
+@examples(0.1)
+@given(data=st.data())
+def test_window_gradcheck(impl: str, norm: Norm, data: st.DataObject) -> None:
+    """The same for ``window_merge`` over every drawn window, overlapping and 3-D ones
+    included (the conv form's pre-norm fold where windows tile)."""
+    case = data.draw(
+        window_cases(torch.float64, grad=True, max_decade=2, max_numel=GRADCHECK_MAX_NUMEL),
+        label="case",
+    )
+    check_gradcheck(window_merge_for(impl), case, norm=norm)
