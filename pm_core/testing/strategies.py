@@ -47,14 +47,15 @@ from pm_core.window import SWIN_WINDOW
 #: Largest ``B*H*W*C`` a strategy draws; override with ``PM_CORE_MAX_NUMEL``.
 MAX_NUMEL = int(os.environ.get("PM_CORE_MAX_NUMEL", "1024"))
 #: Caps for the tests that build a Jacobian (gradcheck): every element of x *and* of the
-#: (2C, 4C) weight is a column, so C stays small.
+#: (2C, prod(kernel) C) weight is a column, so C stays small.
 GRADCHECK_MAX_NUMEL = 48
 GRADCHECK_MAX_C = 3
 EPS = 1e-5
 
 DTYPES: tuple[torch.dtype, ...] = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 NORMS: tuple[Norm, ...] = ("pre", "post", "none")
-#: How a drawn x sits in memory: each a view of a larger NaN-filled buffer (:func:`_arrange`).
+#: How a drawn x sits in memory (:func:`_arrange`): contiguous, a stride-0 batch
+#: (``expanded``), or a view of a larger NaN-filled buffer.
 MEMORY = (
     "contiguous",
     "channels_first",
@@ -89,7 +90,8 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 @dataclass(frozen=True)
 class Values:
-    """How the input values are drawn (all per 2x2 window, so windows differ).
+    """How the input values are drawn (per window, or per stride-sized block where windows
+    overlap, so windows differ).
 
     * ``normal``: ``N(0, 1) * 10**decade``.
     * ``offset``: window mean ``+-10**decade`` (each window its own sign and size),
@@ -157,7 +159,8 @@ class Case(_Drawn):
     """One drawn input of Swin's 2x2 merge: ``Case(...).build(norm, device)`` gives the
     tensors, for :func:`pm_core.patch_merge`'s calling convention (``form`` ``"blc"``:
     ``(B, L, C)`` with ``hw``). It is the general merge's case over
-    ``pm_core.window.SWIN_WINDOW`` (Swin's window) in the swin order, drawn the same way."""
+    ``pm_core.window.SWIN_WINDOW`` (Swin's window) in the swin order: its values and
+    memory views are drawn and built as a WindowCase's, its shapes by :func:`shapes`."""
 
     shape: tuple[int, int, int, int]  # logical (B, H, W, C)
     dtype: str

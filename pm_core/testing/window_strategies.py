@@ -35,8 +35,8 @@ class WindowCase(_Drawn):
     """One drawn general-merge input: ``WindowCase(...).build(norm)`` gives the tensors.
 
     ``layout`` is a name from :data:`pm_core.window_layouts.WINDOW_LAYOUTS`, or an explicit offset order
-    (``channel_major`` then applies); ``memory`` is how ``x`` sits in memory (a view of a
-    NaN-filled buffer, see :data:`~pm_core.testing.MEMORY`). The ``repr`` is a one-line repro.
+    (``channel_major`` then applies); ``memory`` is how ``x`` sits in memory (see
+    :data:`~pm_core.testing.MEMORY`). The ``repr`` is a one-line repro.
     """
 
     shape: tuple[int, ...]  # (B, *S, C)

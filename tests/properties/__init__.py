@@ -1,4 +1,4 @@
-"""The properties, one module each, over Swin's 2x2 merge; 1, 3 and 8 over every window too:
+"""The properties, one module each, over Swin's 2x2 merge; 1, 3, 4, 5 and 8 over every window too:
 
 1. ``test_forward_oracle``: the forward pass matches the float64 oracle;
 2. ``test_impl_pairs``: every impl agrees with the reference one;

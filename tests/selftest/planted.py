@@ -7,8 +7,8 @@ None of them is registered in ``pm_core.REGISTRY``.
   even-sized ``(B, H, W, C)`` input; :func:`front_door` gives them ``patch_merge``'s
   calling convention (input forms, odd-size padding), which is where the pad bug lives.
 * **General windows** (:data:`WINDOW_PLANTED`): two order bugs and two padding bugs of 3-D
-  merges, each with :func:`pm_core.window_merge`'s signature minus ``impl`` (a
-  a :class:`~pm_core.testing.Subject` with ``window_merge``'s signature), so the checks run on them unchanged.
+  merges, each a :class:`~pm_core.testing.Subject` with :func:`pm_core.window_merge`'s
+  signature minus ``impl``, so the checks run on them unchanged.
 """
 
 from __future__ import annotations
