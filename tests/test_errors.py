@@ -681,8 +681,8 @@ def test_oracle_and_bounds_check_the_norm_vectors(
 @pytest.mark.parametrize(
     ("nw", "nb", "match"),
     [
-        (torch.zeros(3), torch.zeros(8), r"norm_weight must have shape \(8,\)"),
-        (torch.zeros(8), torch.zeros(3), r"norm_bias must have shape \(8,\)"),
+        (torch.zeros(3), torch.zeros(8), r"^norm_weight must have shape \(8,\) \(LN over the 4C "),
+        (torch.zeros(8), torch.zeros(3), r"^norm_bias must have shape \(8,\) \(LN over the 4C "),
     ],
 )
 def test_swin_oracle_checks_the_norm_vectors(

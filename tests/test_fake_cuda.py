@@ -129,6 +129,14 @@ def test_layout_conversions_on_fake_cuda(fake: FakeTensorMode, src: str, dst: st
     assert window_to_conv(w, window, src).shape == (6, 3, 2, 2, 2)
 
 
+def test_depth_to_space_in_an_explicit_order_on_fake_cuda(fake: FakeTensorMode) -> None:
+    """depth_to_space in an explicit offset order (an ``index_select``) builds its index on
+    the input's device."""
+    window = pm_core.Window((2, 2, 2))
+    v = torch.randn(1, 2, 2, 2, 8 * 3, device="cuda")
+    assert pm_core.depth_to_space(v, window, "monai-legacy").shape == (1, 4, 4, 4, 3)
+
+
 def test_fake_cuda_backward_is_still_unsupported(fake: FakeTensorMode) -> None:
     """Pins the torch limitation the meta backward test works around: when a release
     lifts it, this fails, and the backward checks should move to fake CUDA."""

@@ -488,6 +488,14 @@ _3D = Window((2, 2, 2))
             lambda: convert_window_layout(torch.zeros(3, 8), _2x2, "swin", "monai-legacy"),
             f"layout 'monai-legacy' is for 3-D windows, got the 2-D {_2x2!r}",
         ),
+        (  # an axis order too: its fast path must not skip the check
+            lambda: convert_window_layout(torch.zeros(3, 8), _2x2, "monai-v2-3d", "swin"),
+            f"layout 'monai-v2-3d' is for 3-D windows, got the 2-D {_2x2!r}",
+        ),
+        (
+            lambda: convert_window_layout(torch.zeros(3, 16), _3D, "swin", "focus"),
+            f"layout 'focus' is for 2-D windows, got the 3-D {_3D!r}",
+        ),
         (
             lambda: convert_window_layout(torch.zeros(3, 8), _2x2, "monai-legacy", "swin"),
             f"layout 'monai-legacy' is for 3-D windows, got the 2-D {_2x2!r}",

@@ -236,3 +236,19 @@ def test_space_to_depth_pads_like_the_oracle_when_every_dim_pads(padding: Any) -
     x = torch.arange(2 * 4 * 5 * 3, dtype=torch.float64).view(2, 4, 5, 3) + 1
     win = Window((2, 2), padding=padding)
     assert torch.equal(space_to_depth(x, win, "swin"), reference_space_to_depth(x, win, "swin"))
+
+
+@pytest.mark.parametrize("channel_major", [False, True], ids=["offset-major", "channel-major"])
+def test_depth_to_space_inverts_an_explicit_order(channel_major: bool) -> None:
+    """An explicit offset order (reversed row-major), offset- or channel-major, is undone
+    exactly, as the oracle scatter does."""
+    from pm_core.window_layouts import layout_from_offsets
+
+    win = Window((2, 2, 2))
+    lay = layout_from_offsets(win.offsets()[::-1], channel_major=channel_major)
+    x = torch.arange(2 * 4 * 4 * 2 * 3, dtype=torch.float64).view(2, 4, 4, 2, 3)
+    v = space_to_depth(x, win, lay)
+    assert torch.equal(depth_to_space(v, win, lay), x)
+    assert torch.equal(
+        depth_to_space(v, win, lay), reference_depth_to_space(v, win, lay, (4, 4, 2))
+    )
