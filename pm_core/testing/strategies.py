@@ -54,8 +54,7 @@ EPS = 1e-5
 
 DTYPES: tuple[torch.dtype, ...] = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 NORMS: tuple[Norm, ...] = ("pre", "post", "none")
-#: How a drawn x sits in memory (:func:`_arrange`): contiguous, a stride-0 batch
-#: (``expanded``), or a view of a larger NaN-filled buffer.
+#: How a drawn x sits in memory: plain, stride-0, or a view of a NaN-filled buffer (_arrange).
 MEMORY = (
     "contiguous",
     "channels_first",
@@ -90,8 +89,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 @dataclass(frozen=True)
 class Values:
-    """How the input values are drawn (per window, or per stride-sized block where windows
-    overlap, so windows differ).
+    """How the input values are drawn (per stride-sized block of windows, so windows differ).
 
     * ``normal``: ``N(0, 1) * 10**decade``.
     * ``offset``: window mean ``+-10**decade`` (each window its own sign and size),
@@ -158,9 +156,8 @@ class Door(NamedTuple):
 class Case(_Drawn):
     """One drawn input of Swin's 2x2 merge: ``Case(...).build(norm, device)`` gives the
     tensors, for :func:`pm_core.patch_merge`'s calling convention (``form`` ``"blc"``:
-    ``(B, L, C)`` with ``hw``). It is the general merge's case over
-    ``pm_core.window.SWIN_WINDOW`` (Swin's window) in the swin order: its values and
-    memory views are drawn and built as a WindowCase's, its shapes by :func:`shapes`."""
+    ``(B, L, C)`` with ``hw``). It is the general case over Swin's window in the swin
+    order: values and memory drawn and built as a WindowCase's, shapes by :func:`shapes`."""
 
     shape: tuple[int, int, int, int]  # logical (B, H, W, C)
     dtype: str

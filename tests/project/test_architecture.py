@@ -6,6 +6,7 @@
   namespaces' ``__all__``; the top level holds at most 30 names.
 * Neither package has an import circle, counting imports inside functions too.
 * Nothing imports the CLI.
+* No module of the package is over 450 lines.
 * Tests and benchmarks import only public names: a module's ``__all__``.
 """
 
@@ -143,6 +144,20 @@ def test_the_top_level_is_small_and_every_namespace_declares_its_names() -> None
         assert getattr(pm_core, ns) is mod
         missing = [n for n in mod.__all__ if not hasattr(mod, n)]
         assert missing == [], f"pm_core.{ns}"
+
+
+#: The most lines a module of the package may hold: past it, a module holds more than one
+#: concern and is split (the report computes then renders, the fold sits apart, ...).
+MAX_MODULE_LINES = 450
+
+
+def test_no_module_is_over_the_size_limit() -> None:
+    long = {
+        p.relative_to(ROOT).as_posix(): n
+        for p in sorted((ROOT / "pm_core").rglob("*.py"))
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"over {MAX_MODULE_LINES} lines: {long}; split them by concern"
 
 
 def test_no_import_circle() -> None:
