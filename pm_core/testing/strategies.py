@@ -157,7 +157,7 @@ class Case(_Drawn):
     """One drawn input of Swin's 2x2 merge: ``Case(...).build(norm, device)`` gives the
     tensors, for :func:`pm_core.patch_merge`'s calling convention (``form`` ``"blc"``:
     ``(B, L, C)`` with ``hw``). It is the general case over Swin's window in the swin
-    order: values and memory drawn and built as a WindowCase's, shapes by :func:`shapes`."""
+    order: values and memory drawn and built as a WindowCase's, shapes by ``shapes()``."""
 
     shape: tuple[int, int, int, int]  # logical (B, H, W, C)
     dtype: str
