@@ -144,10 +144,9 @@ class Drawable(Protocol):
 
 
 class Door(NamedTuple):
-    """A front door's calling convention: its name, its float64 oracle and its bound,
-    which take the front door's own arguments (no ``impl``)."""
+    """A front door's float64 oracle and its bound, which take the front door's own
+    arguments (no ``impl``)."""
 
-    front: str
     oracle: Callable[..., Tensor]
     bounds: Callable[..., ErrorBounds]
 
@@ -166,7 +165,7 @@ class Case(_Drawn):
     values: Values
     affine: bool = True
 
-    door: ClassVar[Door] = Door("patch_merge", pm_core.reference_patch_merge, pm_core.error_bounds)
+    door: ClassVar[Door] = Door(pm_core.reference_patch_merge, pm_core.error_bounds)
     window: ClassVar[pm_core.Window] = SWIN_WINDOW
 
     def window_layout(self) -> str:
@@ -174,7 +173,7 @@ class Case(_Drawn):
 
     @property
     def out_size(self) -> tuple[int, ...]:
-        return -(-self.shape[1] // 2), -(-self.shape[2] // 2)
+        return self.window.output_size(self.shape[1:3])
 
     def output_shape(self) -> tuple[int, ...]:
         (b, *_, c), (hs, ws) = self.shape, self.out_size

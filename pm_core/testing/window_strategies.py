@@ -48,9 +48,7 @@ class WindowCase(_Drawn):
     channel_major: bool = False
     affine: bool = True
 
-    door: ClassVar[Door] = Door(
-        "window_merge", pm_core.reference_window_merge, pm_core.window_error_bounds
-    )
+    door: ClassVar[Door] = Door(pm_core.reference_window_merge, pm_core.window_error_bounds)
 
     def window_layout(self) -> str | pm_core.window_layouts.WindowLayout:
         if isinstance(self.layout, str):
