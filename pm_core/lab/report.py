@@ -65,6 +65,10 @@ STEPS: tuple[Step, ...] = (
     Step("screenshots", section_screenshots),
     Step("plots", section_plots),
 )
+#: The machine is probed (:class:`~pm_core.lab.noise.LoadMonitor`) at the start, at the end
+#: and after each step that took at least this long: a shorter step lies inside the
+#: interval between two probes, and probing after it would only lengthen the run.
+PROBE_AFTER_S = 5.0
 
 
 def _flags(quick: bool, full: bool) -> str:
@@ -122,7 +126,8 @@ def build_report(
                 step.run(r, progress.tick)
             finally:
                 r.timings[step.name] = time.perf_counter() - start
-            r.monitor.probe(f"after {step.name}")
+            if r.timings[step.name] >= PROBE_AFTER_S:
+                r.monitor.probe(f"after {step.name}")
     finally:
         progress.close()
     r.monitor.stop()

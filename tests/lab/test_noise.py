@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from pm_core.lab import noise
 from pm_core.lab.noise import OTHERS_SHARE, RATE_SPREAD, LoadMonitor
@@ -84,3 +85,44 @@ def test_a_cpu_hog_beside_the_run_is_caught(monkeypatch: pytest.MonkeyPatch) -> 
     assert share is not None
     assert share > OTHERS_SHARE, share
     assert m.as_dict()["noisy"] is True
+
+
+def test_a_burst_slowed_for_a_moment_does_not_set_the_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A core taken away during the first burst doubles that burst's times; the probe
+    still reports the later bursts' time, as it would on a quiet machine."""
+    clock = [0.0]
+    calls = [0]
+
+    def fn() -> None:  # 4 calls a burst (a warm-up, 3 timed): 2 s each in the first
+        clock[0] += 2.0 if calls[0] < 4 else 1.0
+        calls[0] += 1
+
+    monkeypatch.setattr(noise, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(noise, "sleep", lambda s: None)
+    assert noise._fastest(fn, bursts=3, reps=3, gap_s=0.05) == 1.0
+    assert calls[0] == 12
+
+
+def test_the_probe_runs_on_one_thread_and_restores_the_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rates are one thread's, whatever the process's thread count, which is left
+    as it was."""
+    seen: list[int] = []
+
+    def fastest(fn: object, **kw: object) -> float:
+        seen.append(torch.get_num_threads())
+        return 1.0
+
+    monkeypatch.setattr(noise, "_fastest", fastest)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rates = noise.reference_rates()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 1]
+    assert rates == {"gemm_flops": 2 * noise.GEMM_N**3, "copy_bytes_per_s": 2 * noise.COPY_BYTES}
