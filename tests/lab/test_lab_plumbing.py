@@ -107,3 +107,23 @@ def test_help_says_which_commands_need_a_checkout() -> None:
         entry = listing[start : listing.index(f" {nxt} ", start) if nxt else None]
         assert ("needs a checkout" in entry) == (cmd in ("verify", "bench", "report")), entry
     assert "$PM_CORE_CHECKOUT" in text
+
+
+#: pm_core.testing's checks that compare with the oracle (or two impls) and record it.
+RECORDING_CHECKS = ("check_forward", "check_grads", "check_finite", "check_pair", "check_differs")
+
+
+def test_verify_runs_exactly_the_property_modules_that_fill_its_table() -> None:
+    """A property module that makes oracle comparisons is run by ``pm-core verify`` (and
+    the report): a new one left out would leave its cells out of the table. A module
+    that makes none is not run there: it would only lengthen the report."""
+    import pm_core.testing
+    from pm_core.lab.verify import ORACLE_MODULES, PROPERTIES
+
+    assert all(hasattr(pm_core.testing, name) for name in RECORDING_CHECKS)
+    folder = Path(__file__).resolve().parents[2] / PROPERTIES
+    calls = re.compile(r"\b(" + "|".join(RECORDING_CHECKS) + r")\(")
+    compares = {
+        f.name for f in folder.glob("test_*.py") if calls.search(f.read_text(encoding="utf-8"))
+    }
+    assert compares == set(ORACLE_MODULES)

@@ -11,6 +11,6 @@
 
 and ``test_gather`` (the gather alone), ``test_conditioning`` (property 1 steered to
 ill-conditioned windows). Every oracle comparison is a record for ``pm-core verify`` (see
-``pm_core.testing``); the verification table is built from this folder alone, which
-``pm_core.lab.verify`` runs.
+``pm_core.testing``); the verification table is built from the modules here that make
+them (``pm_core.lab.verify.ORACLE_MODULES``), which ``pm_core.lab.verify`` runs.
 """
