@@ -18,6 +18,13 @@ from .report_base import Report, Tick
 from .shapes import QUICK_SHAPE, SWIN_T_STAGES
 from .speed import SpeedGroup, measure_speed
 
+#: Interleaved rounds at the first shape (Swin-T stage 1), where summary.json's verdicts
+#: are declared: the interval a verdict needs to exclude a tie is narrowest here.
+VERDICT_ROUNDS = 21
+#: Rounds at the later stages: each cell still carries its interval, about sqrt(21/11),
+#: 1.4 times as wide, and a default run stays within its time budget.
+LATER_ROUNDS = 11
+
 
 def _ci(v: Sequence[float]) -> str:
     low, est, high = v
@@ -100,12 +107,14 @@ def section_speed(r: Report, tick: Tick) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     shapes = [QUICK_SHAPE] if r.quick else list(SWIN_T_STAGES)
     dtypes = (torch.float32,) if r.quick else (torch.float32, torch.bfloat16)
-    groups, roof = measure_speed(
-        shapes, dtypes, device=device, rounds=7 if r.quick else 21, tick=tick
-    )
+    rounds = [7] if r.quick else [VERDICT_ROUNDS, *[LATER_ROUNDS] * (len(shapes) - 1)]
+    groups, roof = measure_speed(shapes, dtypes, device=device, rounds=rounds, tick=tick)
     r.speed = groups
     _headline(r, groups)
-    rounds = groups[0]["rounds"] if groups else 0
+    if r.quick:
+        over = f"over {rounds[0]} rounds"
+    else:
+        over = f"over {VERDICT_ROUNDS} rounds at the first shape (the verdicts') and {LATER_ROUNDS} at the others"
     tables = [
         speed_table(groups, list(shape), str(dt).removeprefix("torch."), mode)
         for shape in shapes
@@ -115,7 +124,7 @@ def section_speed(r: Report, tick: Tick) -> None:
     r.add(
         "Speed",
         f'Every exact impl and `impl="auto"`, timed in this one process on {device.type}, '
-        f"alternating over {rounds} rounds in a rotating order (each round, each impl runs a "
+        f"alternating {over}, in a rotating order (each round, each impl runs a "
         "block of calls lasting at least 2 ms). Each cell: median time per call; the speed "
         "against `slice` as the median of the per-round ratios `t_slice / t_impl`, with its "
         f"95% bootstrap interval over rounds ({RESAMPLES} resamples); and the fraction of the "

@@ -132,22 +132,25 @@ def measure_speed(
     dtypes: Sequence[torch.dtype],
     *,
     device: torch.device | str = "cpu",
-    rounds: int = ROUNDS,
+    rounds: int | Sequence[int] = ROUNDS,
     tick: Callable[[str], None] = lambda _m: None,
 ) -> tuple[list[SpeedGroup], Roofline]:
     """Every shape x dtype x mode x norm on ``device``; returns the groups and the
-    roofline measured beside them."""
+    roofline measured beside them. ``rounds``: one count for every shape, or one per shape."""
     device = torch.device(device)
+    per_shape = [rounds] * len(shapes) if isinstance(rounds, int) else list(rounds)
+    if len(per_shape) != len(shapes):
+        raise ValueError(
+            f"{len(per_shape)} round counts for {len(shapes)} shapes: pass one count, or one per shape"
+        )
     roof = measure_roofline(device, min_time=0.1)
     groups = []
-    for shape in shapes:
+    for shape, n in zip(shapes, per_shape, strict=True):
         for dtype in dtypes:
             for grad in (False, True):
                 for norm in NORMS:
                     groups.append(
-                        measure_group(
-                            shape, dtype, grad, norm, roof=roof, device=device, rounds=rounds
-                        )
+                        measure_group(shape, dtype, grad, norm, roof=roof, device=device, rounds=n)
                     )
                     g = groups[-1]
                     tick(f"{','.join(map(str, shape))} {g['dtype']} {g['mode']} {norm}")

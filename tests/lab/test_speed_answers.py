@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pm_core import NORMS
+from pm_core.lab import speed
 from pm_core.lab.report_answers import plot_rows, speed_table, verdicts
 from pm_core.lab.roofline import Roofline
 from pm_core.lab.speed import SpeedGroup, auto_runs, candidates, measure_group, merge_call
@@ -33,6 +34,28 @@ def test_a_measured_group_is_whole_and_consistent() -> None:
     assert set(g["fastest"]) <= {"slice", "reshape"}
     assert g["auto_runs"] in candidates() or g["auto_runs"] == "?"
     assert all(f > 0 for f in g["roofline_fraction"].values())
+
+
+def test_rounds_are_given_per_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """measure_speed takes one round count for every shape, or one per shape (the report
+    gives its verdicts' shape more); a count list of another length is refused."""
+    seen: list[tuple[tuple[int, ...], int]] = []
+
+    def group(shape: tuple[int, ...], *args: object, rounds: int, **kw: object) -> SpeedGroup:
+        seen.append((shape, rounds))
+        return _group(str(args[2]), ["slice"])
+
+    monkeypatch.setattr(speed, "measure_group", group)
+    monkeypatch.setattr(speed, "measure_roofline", lambda *a, **kw: ROOF)
+    shapes = [(1, 4, 4, 8), (1, 2, 2, 16)]
+    speed.measure_speed(shapes, [torch.float32], rounds=[21, 11])
+    assert {s: n for s, n in seen} == {shapes[0]: 21, shapes[1]: 11}
+    assert len(seen) == 2 * 2 * len(NORMS)  # per shape: fwd and fwd+bwd, each norm
+    seen.clear()
+    speed.measure_speed(shapes, [torch.float32], rounds=5)
+    assert {n for _, n in seen} == {5}
+    with pytest.raises(ValueError, match="1 round counts for 2 shapes"):
+        speed.measure_speed(shapes, [torch.float32], rounds=[21])
 
 
 def _group(norm: str, fastest: list[str], shape: list[int] | None = None) -> SpeedGroup:
