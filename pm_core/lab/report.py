@@ -83,8 +83,9 @@ def _noise_line(r: Report) -> str:
     m = r.monitor
     reasons = m.reasons()
     if reasons:
+        why = "; ".join(reasons)
         return (
-            f"- **Noisy run: the speed figures may not hold.** {'; '.join(reasons)}. "
+            f"- **Noisy run: the speed figures may not hold.** {why[0].upper()}{why[1:]}. "
             "Rerun on a quiet machine."
         )
     spread = ", ".join(f"{k.split('_')[0]} {v:.0%}" for k, v in m.spread().items())
