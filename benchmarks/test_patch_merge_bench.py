@@ -30,6 +30,7 @@ from pm_core import (
     reference_patch_merge,
 )
 from pm_core.auto import choose
+from pm_core.lab.peers import PEER_FORMS, compile_peer, peer_of
 from pm_core.lab.profiling import case_inputs
 from pm_core.lab.roofline import Roofline, merge_flops, roofline_fraction
 from pm_core.lab.shapes import SWIN_T_STAGES
@@ -40,16 +41,6 @@ from .conftest import bench_device
 #: ``impl="auto"``: a row of its own, timed like an impl (its choice comes from the cache
 #: ``pm-core tune`` or an earlier run filled, or is measured in the warm-up call).
 AUTO = "auto"
-#: torch.compile peers: ``"<peer>:<form>"`` compiles ``patch_merge(..., impl=form)`` with
-#: ``dynamic=False`` in the peer's mode. Not pm-core impls: shown beside them, marked.
-PEER_MODES = {"inductor": "default", "inductor-max-autotune": "max-autotune-no-cudagraphs"}
-PEER_FORMS = ("slice", "reshape", "conv")
-
-
-def peer_of(impl: str) -> tuple[str, str] | None:
-    """``(torch.compile mode, form)`` for a peer's name, None for an impl or ``auto``."""
-    peer, _, form = impl.partition(":")
-    return (PEER_MODES[peer], form) if form else None
 
 
 def base_impl(impl: str) -> str:
@@ -230,18 +221,9 @@ _COMPILED: dict[Case, Callable[..., torch.Tensor]] = {}
 
 
 def _compiled(case: Case) -> Callable[..., torch.Tensor]:
-    peer = peer_of(case.impl)
-    assert peer is not None
-    mode, form = peer
-    norm = case.norm
-
-    def merge(*args: torch.Tensor | None) -> torch.Tensor:
-        return patch_merge(*args, norm=norm, impl=form)  # type: ignore[arg-type]
-
     torch._dynamo.reset()  # a cold compile: no earlier peer's graphs to reuse,
     torch._inductor.config.fx_graph_cache = False  # nor an earlier run's on disk
-    fn: Callable[..., torch.Tensor] = torch.compile(merge, dynamic=False, mode=mode)
-    return fn
+    return compile_peer(case.impl, case.norm)
 
 
 def _runner(case: Case, device: torch.device) -> Callable[[], object]:

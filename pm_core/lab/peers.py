@@ -5,6 +5,8 @@
 * :func:`peer_rows` and :func:`auto_rows` read the benchmark rows: per dtype, mode and
   norm, pm-core's best exact impl against the best ``torch.compile`` peer, and ``auto``
   against the best impl measured beside it.
+* :func:`check_peers` recompiles the best peer and times it interleaved with the best
+  exact impl: the ratio with its interval that the benchmark's separate cases cannot give.
 * :func:`swin_recompiles` compiles torchvision's ``swin_t`` and feeds it several input
   sizes, counting graph compilations (compare pytorch/pytorch#121637, where a compiled
   Swin recompiled on every new size).
@@ -20,14 +22,43 @@ from pathlib import Path
 from typing import TypedDict
 
 import torch
+from torch import Tensor
 
-from pm_core import NORMS, REGISTRY, Norm
+from pm_core import NORMS, REGISTRY, Norm, patch_merge
 from pm_core.auto import cached_choices, tune
 
 from .bench import LayerTiming
 from .interleave import Interval, ratio_interval, time_interleaved
 from .shapes import SWIN_T_STAGES
 from .speed import auto_runs, merge_call
+
+#: torch.compile peers: ``"<peer>:<form>"`` compiles ``patch_merge(..., impl=form)`` with
+#: ``dynamic=False`` in the peer's mode. Not pm-core impls: shown beside them, marked.
+PEER_MODES = {"inductor": "default", "inductor-max-autotune": "max-autotune-no-cudagraphs"}
+PEER_FORMS = ("slice", "reshape", "conv")
+
+
+def peer_of(impl: str) -> tuple[str, str] | None:
+    """``(torch.compile mode, form)`` for a peer's name, None for an impl or ``auto``."""
+    peer, _, form = impl.partition(":")
+    return (PEER_MODES[peer], form) if form else None
+
+
+def compile_peer(name: str, norm: Norm) -> Callable[..., Tensor]:
+    """The peer ``name`` (``"inductor:slice"``, ...): ``torch.compile`` of
+    ``patch_merge(..., norm=norm, impl=form)`` with ``dynamic=False`` in the peer's mode,
+    called as ``fn(x, weight, norm_weight, norm_bias)``. It compiles on its first call."""
+    peer = peer_of(name)
+    if peer is None:
+        raise ValueError(f"{name!r} is not a compile peer: peers are named '<peer>:<form>'")
+    mode, form = peer
+
+    def merge(*args: Tensor | None) -> Tensor:
+        return patch_merge(*args, norm=norm, impl=form)  # type: ignore[arg-type]
+
+    fn: Callable[..., Tensor] = torch.compile(merge, dynamic=False, mode=mode)
+    return fn
+
 
 #: Where the report keeps ``impl="auto"``'s cache (beside the roofline's), unless
 #: ``PM_CORE_AUTO_CACHE`` says otherwise.
@@ -100,7 +131,8 @@ def _ms(b: LayerTiming) -> str:
 def duel_table(rows: Sequence[LayerTiming]) -> str:
     """Markdown: best exact impl, best peer, and auto, per dtype x mode x norm: the medians
     of separate benchmark cases, side by side and not divided (the ratios with intervals
-    are measured interleaved: the report's Speed section and :func:`check_auto`)."""
+    are measured interleaved: the report's Speed section, :func:`check_auto` and
+    :func:`check_peers`)."""
     lines = [
         "| dtype | mode | norm | best exact pm-core impl, ms (% roofline) "
         "| best compile peer, ms (% roofline) | `auto` chose, ms |",
@@ -197,6 +229,67 @@ def check_auto(
     return out
 
 
+class PeerCheck(TypedDict):
+    """The best compile peer against the fastest exact impl, timed interleaved."""
+
+    dtype: str
+    mode: str
+    norm: str
+    best: str  # the fastest exact impl in the benchmark run
+    peer: str  # the fastest compile peer in the benchmark run
+    best_s: float  # median seconds
+    peer_s: float  # median seconds
+    ratio: list[float]  # t_peer / t_best per round: [low, estimate, high], 95% interval
+
+
+def check_peers(
+    rows: Sequence[LayerTiming], rounds: int = 15, tick: Callable[[str], None] = lambda _m: None
+) -> list[PeerCheck]:
+    """For each dtype x mode x norm on the benchmark's first shape that has a peer: the
+    fastest exact impl and the fastest compile peer of the benchmark run, recompiled here
+    and timed interleaved over ``rounds`` on the same inputs; medians and the per-round
+    ratio ``t_peer / t_best`` with its 95% interval. The benchmark ranks (separate
+    cases); this states the ratio."""
+    out: list[PeerCheck] = []
+    for d in duels(rows):
+        if d["peer"] is None:
+            continue
+        best, peer = d["best"]["impl"], d["peer"]["impl"]
+        norm: Norm = d["norm"]  # type: ignore[assignment]
+        tick(f"{peer} vs {best} {d['dtype']} {d['mode']} {norm}")
+        b, h, w, c = d["best"]["shape"]
+        call = merge_call(
+            (b, h, w, c), getattr(torch, d["dtype"]), norm, d["mode"] == "fwd+bwd",
+            torch.device("cpu"),
+        )  # fmt: skip
+        torch.compiler.reset()  # each peer's own graphs: no cache-size fallback to eager
+        compiled = compile_peer(peer, norm)
+        calls = {best: functools.partial(call, best), peer: functools.partial(call, compiled)}
+        times = time_interleaved(calls, rounds=rounds)  # its warm-up call compiles the peer
+        med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+        check = PeerCheck(
+            dtype=d["dtype"], mode=d["mode"], norm=norm, best=best, peer=peer,
+            best_s=med[best], peer_s=med[peer],
+            ratio=ratio_interval(times[peer], times[best]).as_list(),
+        )  # fmt: skip
+        out.append(check)
+    return out
+
+
+def peer_check_table(checks: Sequence[PeerCheck]) -> str:
+    lines = [
+        "| dtype | mode | norm | fastest exact | fastest peer | exact ms | peer ms "
+        "| peer / exact [95%] |",
+        "|---|---|---|---|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {c['dtype']} | {c['mode']} | {c['norm']} | `{c['best']}` | `{c['peer']}` "
+        f"| {c['best_s'] * 1e3:.2f} | {c['peer_s'] * 1e3:.2f} | {Interval(*c['ratio'])} |"
+        for c in checks
+    ]
+    return "\n".join(lines)
+
+
 def auto_check_table(checks: Sequence[AutoCheck]) -> str:
     lines = [
         "| dtype | mode | norm | fastest exact in the bench | `auto` ran | auto ms | fastest ms "
@@ -263,15 +356,22 @@ def swin_recompiles(
 
 
 __all__ = [
+    "PEER_FORMS",
+    "PEER_MODES",
     "REPORT_AUTO_CACHE",
     "AutoCheck",
     "Duel",
+    "PeerCheck",
     "Recompiles",
     "auto_check_table",
     "check_auto",
+    "check_peers",
     "choices_table",
+    "compile_peer",
     "duel_table",
     "duels",
+    "peer_check_table",
+    "peer_of",
     "peer_table",
     "run_tune",
     "swin_recompiles",

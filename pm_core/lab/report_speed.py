@@ -16,9 +16,10 @@ from .checkout import LAYER_BENCH, MODEL_BENCH
 from .peers import (
     auto_check_table,
     check_auto,
+    check_peers,
     choices_table,
     duel_table,
-    duels,
+    peer_check_table,
     peer_table,
     run_tune,
     swin_recompiles,
@@ -146,28 +147,17 @@ def section_peers(r: Report, tick: Tick) -> None:
         duel_table(rows),
         _roof_line(rows),
     ]
-    lines = []
-    for d in duels(rows):
-        if d["dtype"] != "float32" or d["mode"] != "fwd":
-            continue
-        frac = d["best"].get("roofline_fraction")
-        peer = d["peer"]
-        lines.append(
-            f"- `{d['norm']}`: best exact `{d['best']['impl']}` {d['best']['median'] * 1e3:.2f} ms"
-            + (f" ({frac:.0%} of the roofline)" if frac is not None else "")
-            + (f"; best peer `{peer['impl']}` {peer['median'] * 1e3:.2f} ms" if peer else "")
-            + "."
-        )
-    if lines:
-        body.append(
-            "**float32 forward** (medians of separate benchmark cases, so no ratio is "
-            "stated between them):\n\n" + "\n".join(lines)
-        )
+    checks = check_peers(rows, tick=tick)
+    body.append(
+        "**The fastest peer against the fastest exact impl**, recompiled here and timed "
+        "interleaved (15 rounds, the same inputs; the ratio `t_peer / t_exact` is the median "
+        "per-round ratio with its 95% bootstrap interval: below 1, the peer is faster):\n\n"
+        + (peer_check_table(checks) if checks else "(no peers ran)")
+    )
     body += [
         "**The peers.** Compile time is the first call less a warm call, with dynamo reset "
         "and inductor's FX graph cache off; inductor's on-disk cache of built C++ kernels is "
-        "kept, so a machine's first-ever compile of a graph takes longer (15 s for the slice "
-        "form's pre-norm forward here). Each forward peer is checked once "
+        "kept, so a machine's first-ever compile of a graph takes longer. Each forward peer is checked once "
         "against the float64 oracle on the benchmark's inputs (error / bound <= 1 is within "
         "`error_bounds`); the property suite does not run them. Their bytes are not counted: "
         "inductor's generated C++ kernels run outside the aten dispatcher that pm-core's "

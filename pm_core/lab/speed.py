@@ -53,9 +53,11 @@ def candidates() -> list[str]:
 
 def merge_call(
     shape: Shape, dtype: torch.dtype, norm: Norm, grad: bool, device: torch.device
-) -> Callable[[str], None]:
+) -> Callable[[str | Callable[..., torch.Tensor]], None]:
     """``call(impl)``: one forward (and backward) of ``patch_merge`` on the benchmark's
-    inputs for the case (:func:`~pm_core.lab.profiling.case_inputs`)."""
+    inputs for the case (:func:`~pm_core.lab.profiling.case_inputs`). ``impl`` is a
+    registered name, or a function called as ``impl(x, weight, norm_weight, norm_bias)``
+    (a compiled peer)."""
     x, wt, nw, nb = (
         None if t is None else t.requires_grad_(grad)
         for t in case_inputs(shape, norm, dtype, device)
@@ -64,11 +66,15 @@ def merge_call(
     assert wt is not None
     params = [t for t in (x, wt, nw, nb) if t is not None]
 
-    def call(impl: str) -> None:
+    def call(impl: str | Callable[..., torch.Tensor]) -> None:
         for t in params:  # no accumulation into .grad between calls
             t.grad = None
         with torch.set_grad_enabled(grad):
-            y = patch_merge(x, wt, nw, nb, norm=norm, impl=impl)
+            y = (
+                impl(x, wt, nw, nb)
+                if callable(impl)
+                else patch_merge(x, wt, nw, nb, norm=norm, impl=impl)
+            )
             if grad:
                 torch.autograd.backward(y, torch.ones_like(y))
 

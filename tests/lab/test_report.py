@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -227,3 +228,49 @@ def test_auto_check_times_auto_beside_the_best_with_an_interval() -> None:
     assert 0 < low <= est <= high
     table = auto_check_table([c])
     assert f"| {c['best_s'] * 1e3:.2f} | {est:.2f}x [{low:.2f}, {high:.2f}] |" in table
+
+
+def test_peer_check_times_the_best_peer_beside_the_best_impl(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fastest peer of the benchmark run is built again and timed interleaved with the
+    fastest exact impl; its ratio carries an interval. The compile is stood in for by the
+    eager form it would compile (the bench smoke test compiles a real peer)."""
+    from pm_core import Norm, patch_merge
+    from pm_core.lab import peers
+
+    built: list[tuple[str, str]] = []
+
+    def eager(name: str, norm: Norm) -> Any:
+        built.append((name, norm))
+        form = name.partition(":")[2]
+        return lambda *args: patch_merge(*args, norm=norm, impl=form)
+
+    monkeypatch.setattr(peers, "compile_peer", eager)
+    rows = [
+        _timing("slice", 2e-3, exact=True, roofline_fraction=0.5),
+        _timing("reshape", 1e-3, exact=True, roofline_fraction=0.6),
+        _timing("inductor:conv", 3e-3, exact=True, roofline_fraction=0.3, peer=True),
+        _timing("inductor:slice", 1.5e-3, exact=True, roofline_fraction=0.4, peer=True),
+    ]
+    rows = [LayerTiming(**{**r, "shape": [1, 4, 4, 8]}) for r in rows]
+    (c,) = peers.check_peers(rows, rounds=3)
+    assert built == [("inductor:slice", "pre")]
+    assert (c["best"], c["peer"]) == ("reshape", "inductor:slice")
+    low, est, high = c["ratio"]
+    assert 0 < low <= est <= high
+    assert f"| {c['peer_s'] * 1e3:.2f} | {est:.2f}x [{low:.2f}, {high:.2f}] |" in (
+        peers.peer_check_table([c])
+    )
+    assert peers.check_peers(rows[:2]) == []  # no peer ran: nothing to time
+
+
+def test_a_peer_name_is_mode_and_form() -> None:
+    from pm_core.lab.peers import PEER_FORMS, compile_peer, peer_of
+
+    assert peer_of("inductor:conv") == ("default", "conv")
+    assert peer_of("inductor-max-autotune:slice") == ("max-autotune-no-cudagraphs", "slice")
+    assert peer_of("conv") is None
+    assert "reshape" in PEER_FORMS
+    with pytest.raises(ValueError, match="not a compile peer"):
+        compile_peer("conv", "pre")
