@@ -352,10 +352,16 @@ def test_unknown_impl() -> None:
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("norm", ["pre", "post", "none"])
-def test_autocast_follows_linear_and_conv_policy(impl: str, norm: Norm) -> None:
-    """Under CPU autocast, fp32 x and weights run like nn.LayerNorm + nn.Linear: a bfloat16 result."""
+@pytest.mark.parametrize("spread", [1.0, 2.0**-9], ids=["unit", "below-sqrt-eps"])
+def test_autocast_follows_linear_and_conv_policy(impl: str, norm: Norm, spread: float) -> None:
+    """Under CPU autocast, fp32 x and weights run like nn.LayerNorm + nn.Linear: a bfloat16 result.
+
+    Also on windows whose spread (2^-9, variance ~4e-6) is below sqrt(eps): there eps
+    dominates rstd, and the folded pre-norm's power-of-two scale ``p`` (~2^8) no longer
+    cancels, so a fold that applies ``p`` the wrong way round or scales eps by the wrong
+    power of it is off by orders of magnitude, where on unit-spread windows p = 1 hides it."""
     w, nw, nb = _args(c=8, norm=norm)
-    x = torch.randn(2, 6, 5, 8, requires_grad=True)
+    x = (torch.randn(2, 6, 5, 8) * spread).requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = patch_merge(x, w, nw, nb, norm=norm, impl=impl)
         mixed = patch_merge(x.bfloat16(), w, nw, nb, norm=norm, impl=impl)  # bf16 x, fp32 weights
