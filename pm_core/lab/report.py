@@ -97,7 +97,8 @@ def _noise_line(r: Report) -> str:
     )
     return (
         f"- **Quiet machine:** reference GEMM and copy rates, probed {len(m.probes)} times "
-        f"(start, after each step, end), moved {spread}; {others}."
+        f"(start, after each step of {PROBE_AFTER_S:.0f} s or more, end), moved {spread}; "
+        f"{others}."
     )
 
 

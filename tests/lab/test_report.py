@@ -189,6 +189,8 @@ def test_a_busy_machine_is_flagged_in_the_headline_and_summary(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["noisy"] is False
     assert summary["headline"][0].startswith("- **Quiet machine:**")
+    # the stubbed steps are all short: only the start and the end are probed, and it says so
+    assert "probed 2 times (start, after each step of 5 s or more, end)" in summary["headline"][0]
     assert {"label", "cpu", "torch", "python"} <= set(summary["machine"])
     assert summary["verdicts"] == []  # the speed step was stubbed
 
