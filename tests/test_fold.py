@@ -25,15 +25,29 @@ WINDOWS = {
 }
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+#: float16 inputs that the fold must take through float32: a spread of 512, whose squares
+#: (2.6e5) overflow float16; and a mean of 2000 with a spread of 1, whose mean float16
+#: rounds by up to half a unit (ulp(2000) = 1), half the spread.
+FLOAT16_EDGES = {"spread-512": (512.0, 20.0), "mean-2000": (1.0, 2000.0)}
+
+
+@pytest.mark.parametrize(
+    ("dtype", "spread", "mean"),
+    [(dt, 3.0, 20.0) for dt in (torch.float64, torch.float32, torch.bfloat16, torch.float16)]
+    + [(torch.float16, *edge) for edge in FLOAT16_EDGES.values()],
+    ids=[*("float64", "float32", "bfloat16", "float16"), *(f"float16-{k}" for k in FLOAT16_EDGES)],
+)
 @pytest.mark.parametrize("name", list(WINDOWS))
-def test_general_fold_matches_the_oracle(name: str, dtype: torch.dtype) -> None:
+def test_general_fold_matches_the_oracle(
+    name: str, dtype: torch.dtype, spread: float, mean: float
+) -> None:
     """Output and every gradient of ``window_merge(impl="conv", norm="pre")`` lie within
-    ``window_error_bounds`` of ``reference_window_merge``."""
+    ``window_error_bounds`` of ``reference_window_merge``; in float16 also on inputs whose
+    window statistics need float32 (:data:`FLOAT16_EDGES`)."""
     window, shape = WINDOWS[name]
     b, *size, c = shape
     g = torch.Generator().manual_seed(len(name))
-    x = (torch.randn(b, *size, c, generator=g) * 3 + 20).to(dtype).requires_grad_()
+    x = (torch.randn(b, *size, c, generator=g) * spread + mean).to(dtype).requires_grad_()
     n = window.size * c
     w = (torch.randn(5, n, generator=g) / n**0.5).to(dtype).requires_grad_()
     nw = (1 + 0.5 * torch.randn(n, generator=g)).to(dtype).requires_grad_()
