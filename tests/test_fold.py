@@ -5,7 +5,8 @@ Swin's 2x2 merge runs the 2x2 fast path, so the general fold (``window_impls``'
 window properties draw now and then. These fixed cases reach it on every run: 2-D and
 3-D kernels, padding, a batch above 1, uneven sizes, each float dtype, with windows
 whose mean is far from zero; output and gradients within the derived bound of the
-float64 oracle.
+float64 oracle. And one case of the 2x2 fold's hand-written backward at the top of its
+scale's range.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pm_core import Window, reference_window_merge, window_error_bounds, window_merge
+from pm_core import (
+    Window,
+    error_bounds,
+    patch_merge,
+    reference_patch_merge,
+    reference_window_merge,
+    window_error_bounds,
+    window_merge,
+)
 
 WINDOWS = {
     # window, (B, *S, C)
@@ -68,3 +77,33 @@ def test_general_fold_matches_the_oracle(
         assert bound is not None, what
         ratio = ((a.double() - e).abs() / bound).max().item()
         assert ratio <= 1.0, f"{name} {dtype} {what}: error is {ratio:.3g}x its bound"
+
+
+def test_2x2_fold_backward_in_float16_where_its_scale_passes_float16s_range() -> None:
+    """The 2x2 fold's backward scales the input gradient by ``p``, a power of two near
+    rstd. With eps = 1e-12 and windows of spread 2^-18, rstd is about 2^18, past float16's
+    largest finite value (65504): cast to float16, ``p`` becomes inf and so does the
+    gradient, though the true one is finite (|dL/dx| about 500 here). In float32 it is
+    exact, and the gradient is within its bound."""
+    g = torch.Generator().manual_seed(0)
+    c, eps = 4, 1e-12
+    x = (torch.randn(2, 4, 4, c, generator=g) * 2**-18).half().requires_grad_()
+    w = (torch.randn(2 * c, 4 * c, generator=g) * 2**-12).half().requires_grad_()
+    nw = (1 + 0.1 * torch.randn(4 * c, generator=g)).half().requires_grad_()
+    nb = (0.1 * torch.randn(4 * c, generator=g)).half().requires_grad_()
+    y = patch_merge(x, w, nw, nb, norm="pre", eps=eps, impl="conv")
+    gy = torch.ones_like(y)
+    got = torch.autograd.grad(y, (x, w, nw, nb), gy)
+    ref_in = [t.detach().double().requires_grad_() for t in (x, w, nw, nb)]
+    want = torch.autograd.grad(
+        reference_patch_merge(*ref_in, norm="pre", eps=eps), ref_in, gy.double()
+    )
+    eb = error_bounds(*(t.detach() for t in (x, w, nw, nb)), norm="pre", eps=eps, grad_out=gy)
+    bounds = (eb.x, eb.reduction_weight, eb.norm_weight, eb.norm_bias)
+    for what, a, e, bound in zip(
+        ("x", "weight", "norm_weight", "norm_bias"), got, want, bounds, strict=True
+    ):
+        assert bound is not None, what
+        assert torch.isfinite(a).all(), f"{what}: non-finite gradient"
+        ratio = ((a.double() - e).abs() / bound).max().item()
+        assert ratio <= 1.0, f"{what}: error is {ratio:.3g}x its bound"
