@@ -34,10 +34,11 @@ WINDOWS = {
 }
 
 
-#: float16 inputs that the fold must take through float32: a spread of 512, whose squares
-#: (2.6e5) overflow float16; and a mean of 2000 with a spread of 1, whose mean float16
-#: rounds by up to half a unit (ulp(2000) = 1), half the spread.
-FLOAT16_EDGES = {"spread-512": (512.0, 20.0), "mean-2000": (1.0, 2000.0)}
+#: float16 inputs whose window statistics the fold must take in float32: a spread of 512,
+#: whose squares (2.6e5) pass float16's largest finite value (65504); and a mean of 3000,
+#: whose window sums (3000 times a window's 12 to 27 entries here) pass it in the larger
+#: windows.
+FLOAT16_EDGES = {"spread-512": (512.0, 20.0), "mean-3000": (1.0, 3000.0)}
 
 
 @pytest.mark.parametrize(
