@@ -109,20 +109,27 @@ def test_help_says_which_commands_need_a_checkout() -> None:
     assert "$PM_CORE_CHECKOUT" in text
 
 
-#: pm_core.testing's checks that compare with the oracle (or two impls) and record it.
-RECORDING_CHECKS = ("check_forward", "check_grads", "check_finite", "check_pair", "check_differs")
+#: What writes a verification record: pm_core.testing's ``record`` itself, the bound check
+#: that calls it, and the checks that go through that bound check.
+RECORDING = ("record", "assert_within_bound", "check_forward", "check_grads", "check_pair")
 
 
 def test_verify_runs_exactly_the_property_modules_that_fill_its_table() -> None:
-    """A property module that makes oracle comparisons is run by ``pm-core verify`` (and
-    the report): a new one left out would leave its cells out of the table. A module
-    that makes none is not run there: it would only lengthen the report."""
+    """A property module that records oracle comparisons is run by ``pm-core verify`` (and
+    the report): a new one left out would leave its cells out of the table. A module that
+    records none is not run there: it would only lengthen the report."""
+    import inspect
+
     import pm_core.testing
     from pm_core.lab.verify import ORACLE_MODULES, PROPERTIES
 
-    assert all(hasattr(pm_core.testing, name) for name in RECORDING_CHECKS)
+    # the names above are the ones that record: each check reaches the bound check,
+    # and the bound check calls record
+    source = {name: inspect.getsource(getattr(pm_core.testing, name)) for name in RECORDING[1:]}
+    assert "record(" in source["assert_within_bound"]
+    assert all("assert_within_bound(" in source[name] for name in RECORDING[2:])
     folder = Path(__file__).resolve().parents[2] / PROPERTIES
-    calls = re.compile(r"\b(" + "|".join(RECORDING_CHECKS) + r")\(")
+    calls = re.compile(r"\b(" + "|".join(RECORDING) + r")\(")
     compares = {
         f.name for f in folder.glob("test_*.py") if calls.search(f.read_text(encoding="utf-8"))
     }
