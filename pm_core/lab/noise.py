@@ -26,17 +26,18 @@ import torch
 
 #: A run is flagged when the reference rates' spread exceeds this (0.25: 25%). Each rate is
 #: one thread's best over a few bursts (:func:`reference_rates`), so what moves it is a
-#: lasting change: a process contending for the cores (which halves a thread's share of one)
-#: or a clock or memory-bandwidth change; the threshold and what a quiet machine shows
-#: against it are in docs/report.rst.
+#: lasting change of the machine: its clock, or memory bandwidth taken by other work. A
+#: steady process on the cores need not move it (a thread that wakes for a short burst is
+#: scheduled ahead of one that has been running): :data:`OTHERS_SHARE` catches that.
 RATE_SPREAD = 0.25
 #: ...or when other processes used more than this share of the machine's CPU capacity.
 OTHERS_SHARE = 0.10
 _PROC_STAT = Path("/proc/stat")
 #: The GEMM's size (n x n x n, float32): about a millisecond on one core, in cache.
 GEMM_N = 384
-#: The copy's source size, float32: four times a 32 MiB last-level cache, source and
-#: destination together, so it streams from memory rather than from cache.
+#: The copy's source size, float32. Source and destination together are 128 MiB, four
+#: times a 32 MiB last-level cache: on a CPU with up to 32 MiB of it, the copy streams
+#: from memory rather than from cache.
 COPY_BYTES = 64 << 20
 
 
@@ -74,7 +75,7 @@ def reference_rates(*, bursts: int = 4, reps: int = 3, gap_s: float = 0.05) -> d
 
     On one thread: a rate over every core moves whenever any one core is briefly taken,
     while one thread's rate moves only when the core it runs on is shared for the whole
-    probe. The torch thread count is restored afterwards. About 0.3 s.
+    probe. The torch thread count is restored afterwards. About 0.5 s.
     """
     a, b, src, dst = _operands()
     threads = torch.get_num_threads()
