@@ -199,8 +199,31 @@ class AutoCheck(TypedDict):
     ratio: list[float]  # t_auto / t_best per round: [low, estimate, high], 95% interval
 
 
+#: Interleaved rounds of the report's ``auto`` and peer checks.
+CHECK_ROUNDS = 15
+
+
+def _time_beside_best(
+    d: Duel, impls: dict[str, str | Callable[..., Tensor]], rounds: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Seconds per round of each of ``impls`` (name -> registered impl or compiled function)
+    on the duel's case, on the device its rows ran on, interleaved; and their medians."""
+    norm: Norm = d["norm"]  # type: ignore[assignment]
+    b, h, w, c = d["best"]["shape"]
+    device = torch.device(d["best"]["device"])
+    call = merge_call(
+        (b, h, w, c), getattr(torch, d["dtype"]), norm, d["mode"] == "fwd+bwd", device
+    )
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    calls = {name: functools.partial(call, impl) for name, impl in impls.items()}
+    times = time_interleaved(calls, rounds=rounds, sync=sync)
+    return times, {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
 def check_auto(
-    rows: Sequence[LayerTiming], rounds: int = 15, tick: Callable[[str], None] = lambda _m: None
+    rows: Sequence[LayerTiming],
+    rounds: int = CHECK_ROUNDS,
+    tick: Callable[[str], None] = lambda _m: None,
 ) -> list[AutoCheck]:
     """For each dtype x mode x norm on the benchmark's first shape: ``rounds`` interleaved
     calls of ``impl="auto"`` (from the cache on disk: re-read, not this process's memory)
@@ -211,15 +234,13 @@ def check_auto(
     for d in duels(rows):
         best = d["best"]["impl"]
         norm: Norm = d["norm"]  # type: ignore[assignment]
-        grad = d["mode"] == "fwd+bwd"
         tick(f"auto vs {best} {d['dtype']} {d['mode']} {norm}")
-        b, h, w, c = d["best"]["shape"]
-        dtype, cpu = getattr(torch, d["dtype"]), torch.device("cpu")
-        call = merge_call((b, h, w, c), dtype, norm, grad, cpu)
-        calls = {k: functools.partial(call, k) for k in ("auto", best)}
-        times = time_interleaved(calls, rounds=rounds)
-        med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-        runs = auto_runs((b, h, w, c), dtype, norm, grad, cpu)
+        times, med = _time_beside_best(d, {"auto": "auto", best: best}, rounds)
+        shape = tuple(d["best"]["shape"])
+        runs = auto_runs(
+            shape, getattr(torch, d["dtype"]), norm, d["mode"] == "fwd+bwd",  # type: ignore[arg-type]
+            torch.device(d["best"]["device"]),
+        )  # fmt: skip
         check = AutoCheck(
             dtype=d["dtype"], mode=d["mode"], norm=norm, best=best, runs=str(runs),
             auto_s=med["auto"], best_s=med[best],
@@ -243,13 +264,15 @@ class PeerCheck(TypedDict):
 
 
 def check_peers(
-    rows: Sequence[LayerTiming], rounds: int = 15, tick: Callable[[str], None] = lambda _m: None
+    rows: Sequence[LayerTiming],
+    rounds: int = CHECK_ROUNDS,
+    tick: Callable[[str], None] = lambda _m: None,
 ) -> list[PeerCheck]:
     """For each dtype x mode x norm on the benchmark's first shape that has a peer: the
-    fastest exact impl and the fastest compile peer of the benchmark run, recompiled here
-    and timed interleaved over ``rounds`` on the same inputs; medians and the per-round
-    ratio ``t_peer / t_best`` with its 95% interval. The benchmark ranks (separate
-    cases); this states the ratio."""
+    fastest exact impl and the fastest compile peer of the benchmark run, the peer
+    recompiled here, timed interleaved over ``rounds`` on the same inputs on the device
+    the rows ran on; medians and the per-round ratio ``t_peer / t_best`` with its 95%
+    interval. The benchmark ranks (separate cases); this states the ratio."""
     out: list[PeerCheck] = []
     for d in duels(rows):
         if d["peer"] is None:
@@ -257,16 +280,9 @@ def check_peers(
         best, peer = d["best"]["impl"], d["peer"]["impl"]
         norm: Norm = d["norm"]  # type: ignore[assignment]
         tick(f"{peer} vs {best} {d['dtype']} {d['mode']} {norm}")
-        b, h, w, c = d["best"]["shape"]
-        call = merge_call(
-            (b, h, w, c), getattr(torch, d["dtype"]), norm, d["mode"] == "fwd+bwd",
-            torch.device("cpu"),
-        )  # fmt: skip
         torch.compiler.reset()  # each peer's own graphs: no cache-size fallback to eager
-        compiled = compile_peer(peer, norm)
-        calls = {best: functools.partial(call, best), peer: functools.partial(call, compiled)}
-        times = time_interleaved(calls, rounds=rounds)  # its warm-up call compiles the peer
-        med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+        # the interleaving's warm-up call compiles the peer
+        times, med = _time_beside_best(d, {best: best, peer: compile_peer(peer, norm)}, rounds)
         check = PeerCheck(
             dtype=d["dtype"], mode=d["mode"], norm=norm, best=best, peer=peer,
             best_s=med[best], peer_s=med[peer],
@@ -356,6 +372,7 @@ def swin_recompiles(
 
 
 __all__ = [
+    "CHECK_ROUNDS",
     "PEER_FORMS",
     "PEER_MODES",
     "REPORT_AUTO_CACHE",

@@ -14,6 +14,7 @@ from .bench import LayerTiming, ModelTiming, run_layer_bench, run_model_bench
 from .bench import command as bench_command
 from .checkout import LAYER_BENCH, MODEL_BENCH
 from .peers import (
+    CHECK_ROUNDS,
     auto_check_table,
     check_auto,
     check_peers,
@@ -150,7 +151,7 @@ def section_peers(r: Report, tick: Tick) -> None:
     checks = check_peers(rows, tick=tick)
     body.append(
         "**The fastest peer against the fastest exact impl**, recompiled here and timed "
-        "interleaved (15 rounds, the same inputs; the ratio `t_peer / t_exact` is the median "
+        f"interleaved ({CHECK_ROUNDS} rounds, the same inputs; the ratio `t_peer / t_exact` is the median "
         "per-round ratio with its 95% bootstrap interval: below 1, the peer is faster):\n\n"
         + (peer_check_table(checks) if checks else "(no peers ran)")
     )
@@ -165,7 +166,7 @@ def section_peers(r: Report, tick: Tick) -> None:
         "kernels only (0 on a CPU).",
         peer_table(rows) if any(b["peer"] for b in rows) else "(no peers ran)",
         '**`impl="auto"` against the fastest exact impl**, timed interleaved after the '
-        "benchmarks (15 rounds, the same inputs; the ratio is the median per-round ratio "
+        f"benchmarks ({CHECK_ROUNDS} rounds, the same inputs; the ratio is the median per-round ratio "
         "with its 95% bootstrap interval), `auto` reading its choice from the cache file "
         "the tune step wrote:",
         auto_check_table(check_auto(rows, tick=tick)),

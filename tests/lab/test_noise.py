@@ -99,10 +99,12 @@ def test_a_burst_slowed_for_a_moment_does_not_set_the_rate(
         clock[0] += 2.0 if calls[0] < 4 else 1.0
         calls[0] += 1
 
+    slept: list[float] = []
     monkeypatch.setattr(noise, "perf_counter", lambda: clock[0])
-    monkeypatch.setattr(noise, "sleep", lambda s: None)
+    monkeypatch.setattr(noise, "sleep", slept.append)
     assert noise._fastest(fn, bursts=3, reps=3, gap_s=0.05) == 1.0
     assert calls[0] == 12
+    assert slept == [0.05, 0.05]  # the bursts are spread in time: a gap between each two
 
 
 def test_the_probe_runs_on_one_thread_and_restores_the_count(

@@ -49,11 +49,11 @@ def test_rounds_are_given_per_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(speed, "measure_roofline", lambda *a, **kw: ROOF)
     shapes = [(1, 4, 4, 8), (1, 2, 2, 16)]
     speed.measure_speed(shapes, [torch.float32], rounds=[21, 11])
-    assert {s: n for s, n in seen} == {shapes[0]: 21, shapes[1]: 11}
-    assert len(seen) == 2 * 2 * len(NORMS)  # per shape: fwd and fwd+bwd, each norm
+    per_shape = 2 * len(NORMS)  # fwd and fwd+bwd, each norm
+    assert seen == [(shapes[0], 21)] * per_shape + [(shapes[1], 11)] * per_shape
     seen.clear()
     speed.measure_speed(shapes, [torch.float32], rounds=5)
-    assert {n for _, n in seen} == {5}
+    assert [n for _, n in seen] == [5] * 2 * per_shape
     with pytest.raises(ValueError, match="1 round counts for 2 shapes"):
         speed.measure_speed(shapes, [torch.float32], rounds=[21])
 
