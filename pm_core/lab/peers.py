@@ -292,32 +292,31 @@ def check_peers(
     return out
 
 
+def _check_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Markdown for a check: its text columns, then two medians in ms and the ratio."""
+    align = ["---"] * (len(head) - 3) + ["---:"] * 3
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def peer_check_table(checks: Sequence[PeerCheck]) -> str:
-    lines = [
-        "| dtype | mode | norm | fastest exact | fastest peer | exact ms | peer ms "
-        "| peer / exact [95%] |",
-        "|---|---|---|---|---|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {c['dtype']} | {c['mode']} | {c['norm']} | `{c['best']}` | `{c['peer']}` "
-        f"| {c['best_s'] * 1e3:.2f} | {c['peer_s'] * 1e3:.2f} | {Interval(*c['ratio'])} |"
+    head = ["dtype", "mode", "norm", "fastest exact", "fastest peer", "exact ms", "peer ms"]
+    rows = [
+        [c["dtype"], c["mode"], c["norm"], f"`{c['best']}`", f"`{c['peer']}`",
+         f"{c['best_s'] * 1e3:.2f}", f"{c['peer_s'] * 1e3:.2f}", str(Interval(*c["ratio"]))]
         for c in checks
-    ]
-    return "\n".join(lines)
+    ]  # fmt: skip
+    return _check_table([*head, "peer / exact [95%]"], rows)
 
 
 def auto_check_table(checks: Sequence[AutoCheck]) -> str:
-    lines = [
-        "| dtype | mode | norm | fastest exact in the bench | `auto` ran | auto ms | fastest ms "
-        "| auto / fastest [95%] |",
-        "|---|---|---|---|---|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {c['dtype']} | {c['mode']} | {c['norm']} | `{c['best']}` | `{c['runs']}` "
-        f"| {c['auto_s'] * 1e3:.2f} | {c['best_s'] * 1e3:.2f} | {Interval(*c['ratio'])} |"
+    head = ["dtype", "mode", "norm", "fastest exact in the bench", "`auto` ran", "auto ms"]
+    rows = [
+        [c["dtype"], c["mode"], c["norm"], f"`{c['best']}`", f"`{c['runs']}`",
+         f"{c['auto_s'] * 1e3:.2f}", f"{c['best_s'] * 1e3:.2f}", str(Interval(*c["ratio"]))]
         for c in checks
-    ]
-    return "\n".join(lines)
+    ]  # fmt: skip
+    return _check_table([*head, "fastest ms", "auto / fastest [95%]"], rows)
 
 
 class Recompiles(TypedDict):
