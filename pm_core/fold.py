@@ -196,7 +196,7 @@ class _FoldedPreNorm(torch.autograd.Function):
             beta = (r.pow(3) * mean_gx)[:, None, :, None, :, None].to(lowp)
             g6 = gxr.view(b, c, h // 2, 2, w // 2, 2)
             c6 = centred.permute(0, 3, 1, 2).view(b, c, h // 2, 2, w // 2, 2)
-            # p, a power of two, stays in rs's dtype: it reaches eps^-1/2 (2^20 at eps=1e-12,
+            # p, a power of two, stays in rs's dtype: it reaches eps^-1/2 (2^19 at eps=1e-12,
             # past float16's 65504) on a window of spread below sqrt(eps). The in-place mul_
             # forms the exact product in that dtype and rounds it once to lowp.
             g6.sub_(alpha).addcmul_(c6, beta, value=-1).mul_(p.view(b, 1, h // 2, 1, w // 2, 1))
