@@ -60,8 +60,9 @@ def _fastest(fn: Callable[[], object], *, bursts: int, reps: int, gap_s: float) 
 
 @cache
 def _operands() -> tuple[torch.Tensor, ...]:
-    """The probe's tensors, made once: a fresh allocation each probe would add page faults
-    and a changing huge-page state to what is measured."""
+    """The probe's tensors, made once and held for the process's life (about 128 MiB): a
+    fresh allocation each probe would add page faults and a changing huge-page state to
+    what is measured."""
     n = GEMM_N
     src = torch.randn(COPY_BYTES // 4)
     dst = torch.empty_like(src)

@@ -236,11 +236,9 @@ def check_auto(
         norm: Norm = d["norm"]  # type: ignore[assignment]
         tick(f"auto vs {best} {d['dtype']} {d['mode']} {norm}")
         times, med = _time_beside_best(d, {"auto": "auto", best: best}, rounds)
-        shape = tuple(d["best"]["shape"])
-        runs = auto_runs(
-            shape, getattr(torch, d["dtype"]), norm, d["mode"] == "fwd+bwd",  # type: ignore[arg-type]
-            torch.device(d["best"]["device"]),
-        )  # fmt: skip
+        b, h, w, c = d["best"]["shape"]
+        dtype, device = getattr(torch, d["dtype"]), torch.device(d["best"]["device"])
+        runs = auto_runs((b, h, w, c), dtype, norm, d["mode"] == "fwd+bwd", device)
         check = AutoCheck(
             dtype=d["dtype"], mode=d["mode"], norm=norm, best=best, runs=str(runs),
             auto_s=med["auto"], best_s=med[best],

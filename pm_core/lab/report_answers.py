@@ -115,7 +115,10 @@ def section_speed(r: Report, tick: Tick) -> None:
     if r.quick:
         over = f"over {rounds[0]} rounds"
     else:
-        over = f"over {VERDICT_ROUNDS} rounds at the first shape (the verdicts') and {LATER_ROUNDS} at the others"
+        over = (
+            f"over {VERDICT_ROUNDS} rounds at the first shape (the verdicts') and "
+            f"{LATER_ROUNDS} at the others"
+        )
     tables = [
         speed_table(groups, list(shape), str(dt).removeprefix("torch."), mode)
         for shape in shapes

@@ -151,23 +151,23 @@ def section_peers(r: Report, tick: Tick) -> None:
     checks = check_peers(rows, tick=tick)
     body.append(
         "**The fastest peer against the fastest exact impl**, recompiled here and timed "
-        f"interleaved ({CHECK_ROUNDS} rounds, the same inputs; the ratio `t_peer / t_exact` is the median "
-        "per-round ratio with its 95% bootstrap interval: below 1, the peer is faster):\n\n"
-        + (peer_check_table(checks) if checks else "(no peers ran)")
+        f"interleaved ({CHECK_ROUNDS} rounds, the same inputs; the ratio `t_peer / t_exact` "
+        "is the median per-round ratio with its 95% bootstrap interval: below 1, the peer is "
+        "faster):\n\n" + (peer_check_table(checks) if checks else "(no peers ran)")
     )
     body += [
         "**The peers.** Compile time is the first call less a warm call, with dynamo reset "
         "and inductor's FX graph cache off; inductor's on-disk cache of built C++ kernels is "
-        "kept, so a machine's first-ever compile of a graph takes longer. Each forward peer is checked once "
-        "against the float64 oracle on the benchmark's inputs (error / bound <= 1 is within "
+        "kept, so a machine's first-ever compile of a graph takes longer. Each forward peer "
+        "is checked once against the float64 oracle on the benchmark's inputs (error / bound <= 1 is within "
         "`error_bounds`); the property suite does not run them. Their bytes are not counted: "
         "inductor's generated C++ kernels run outside the aten dispatcher that pm-core's "
         "traffic count hooks, and `torch._inductor.metrics.num_bytes_accessed` counts Triton "
         "kernels only (0 on a CPU).",
         peer_table(rows) if any(b["peer"] for b in rows) else "(no peers ran)",
         '**`impl="auto"` against the fastest exact impl**, timed interleaved after the '
-        f"benchmarks ({CHECK_ROUNDS} rounds, the same inputs; the ratio is the median per-round ratio "
-        "with its 95% bootstrap interval), `auto` reading its choice from the cache file "
+        f"benchmarks ({CHECK_ROUNDS} rounds, the same inputs; the ratio is the median "
+        "per-round ratio with its 95% bootstrap interval), `auto` reading its choice from the cache file "
         "the tune step wrote:",
         auto_check_table(check_auto(rows, tick=tick)),
         f'**`impl="auto"`\'s choices** on this machine (cache: `{r.auto_cache}`), median ms '

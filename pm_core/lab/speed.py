@@ -147,7 +147,8 @@ def measure_speed(
     per_shape = [rounds] * len(shapes) if isinstance(rounds, int) else list(rounds)
     if len(per_shape) != len(shapes):
         raise ValueError(
-            f"{len(per_shape)} round counts for {len(shapes)} shapes: pass one count, or one per shape"
+            f"{len(per_shape)} round counts for {len(shapes)} shapes: "
+            "pass one count, or one per shape"
         )
     roof = measure_roofline(device, min_time=0.1)
     groups = []

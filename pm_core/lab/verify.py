@@ -25,9 +25,10 @@ from .records import CheckRecord
 #: The folder of the property modules whose checks make the table, in the checkout.
 PROPERTIES = "tests/properties"
 #: The modules there that record comparisons with the oracle (or of two impls): their
-#: records make the table's cells and decide its pass or fail. The folder's other modules (the gather alone, gradcheck, output metadata, the
-#: state_dict round trip) make no such comparison: the test suite runs them, and running
-#: them here would lengthen the report without adding a cell or a check to its table.
+#: records make the table's cells and decide its pass or fail. The folder's other modules
+#: (the gather alone, gradcheck, output metadata, the state_dict round trip) make no such
+#: comparison: the test suite runs them, and running them here would lengthen the report
+#: without adding a cell or a check to its table.
 ORACLE_MODULES = (
     "test_forward_oracle.py",
     "test_gradients.py",
