@@ -11,8 +11,11 @@ scale's range.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
+from torch import Tensor
 
 from pm_core import (
     Window,
@@ -23,6 +26,7 @@ from pm_core import (
     window_error_bounds,
     window_merge,
 )
+from pm_core.bounds import ErrorBounds
 
 WINDOWS = {
     # window, (B, *S, C)
@@ -63,21 +67,14 @@ def test_general_fold_matches_the_oracle(
     nw = (1 + 0.5 * torch.randn(n, generator=g)).to(dtype).requires_grad_()
     nb = (0.5 * torch.randn(n, generator=g)).to(dtype).requires_grad_()
     kw = {"window": window, "layout": "row-major", "norm": "pre"}
-    y = window_merge(x, w, nw, nb, impl="conv", **kw)  # type: ignore[arg-type]
-    gy = torch.randn(y.shape, generator=g).to(dtype)
-    got = torch.autograd.grad(y, (x, w, nw, nb), gy)
-    ref_in = [t.detach().double().requires_grad_() for t in (x, w, nw, nb)]
-    ref = reference_window_merge(*ref_in, **kw)  # type: ignore[arg-type]
-    want = torch.autograd.grad(ref, ref_in, gy.double())
-    eb = window_error_bounds(x.detach(), w.detach(), nw.detach(), nb.detach(), grad_out=gy, **kw)  # type: ignore[arg-type]
-    checks = [("output", y, ref, eb.output), ("x", got[0], want[0], eb.x),
-              ("weight", got[1], want[1], eb.reduction_weight),
-              ("norm_weight", got[2], want[2], eb.norm_weight),
-              ("norm_bias", got[3], want[3], eb.norm_bias)]  # fmt: skip
-    for what, a, e, bound in checks:
-        assert bound is not None, what
-        ratio = ((a.double() - e).abs() / bound).max().item()
-        assert ratio <= 1.0, f"{name} {dtype} {what}: error is {ratio:.3g}x its bound"
+    _assert_within_bounds(
+        f"{name} {dtype}",
+        lambda *t: window_merge(*t, impl="conv", **kw),  # type: ignore[arg-type]
+        lambda *t: reference_window_merge(*t, **kw),  # type: ignore[arg-type]
+        lambda *t, grad_out: window_error_bounds(*t, grad_out=grad_out, **kw),  # type: ignore[arg-type]
+        (x, w, nw, nb),
+        lambda y: torch.randn(y.shape, generator=g).to(dtype),
+    )
 
 
 def test_2x2_fold_backward_in_float16_where_its_scale_passes_float16s_range() -> None:
@@ -92,19 +89,40 @@ def test_2x2_fold_backward_in_float16_where_its_scale_passes_float16s_range() ->
     w = (torch.randn(2 * c, 4 * c, generator=g) * 2**-12).half().requires_grad_()
     nw = (1 + 0.1 * torch.randn(4 * c, generator=g)).half().requires_grad_()
     nb = (0.1 * torch.randn(4 * c, generator=g)).half().requires_grad_()
-    y = patch_merge(x, w, nw, nb, norm="pre", eps=eps, impl="conv")
-    gy = torch.ones_like(y)
-    got = torch.autograd.grad(y, (x, w, nw, nb), gy)
-    ref_in = [t.detach().double().requires_grad_() for t in (x, w, nw, nb)]
-    want = torch.autograd.grad(
-        reference_patch_merge(*ref_in, norm="pre", eps=eps), ref_in, gy.double()
+    kw = {"norm": "pre", "eps": eps}
+    _assert_within_bounds(
+        "2x2 float16 eps=1e-12",
+        lambda *t: patch_merge(*t, impl="conv", **kw),  # type: ignore[arg-type]
+        lambda *t: reference_patch_merge(*t, **kw),  # type: ignore[arg-type]
+        lambda *t, grad_out: error_bounds(*t, grad_out=grad_out, **kw),  # type: ignore[arg-type]
+        (x, w, nw, nb),
+        torch.ones_like,
     )
-    eb = error_bounds(*(t.detach() for t in (x, w, nw, nb)), norm="pre", eps=eps, grad_out=gy)
-    bounds = (eb.x, eb.reduction_weight, eb.norm_weight, eb.norm_bias)
-    for what, a, e, bound in zip(
-        ("x", "weight", "norm_weight", "norm_bias"), got, want, bounds, strict=True
-    ):
+
+
+def _assert_within_bounds(
+    label: str,
+    merge: Callable[..., Tensor],
+    oracle: Callable[..., Tensor],
+    bounds: Callable[..., ErrorBounds],
+    inputs: tuple[Tensor, Tensor, Tensor, Tensor],
+    grad_out: Callable[[Tensor], Tensor],
+) -> None:
+    """The output and every input's gradient of ``merge`` are finite and within ``bounds``
+    of the float64 ``oracle``'s, for the upstream gradient ``grad_out(y)``."""
+    y = merge(*inputs)
+    gy = grad_out(y)
+    got = torch.autograd.grad(y, inputs, gy)
+    ref_in = [t.detach().double().requires_grad_() for t in inputs]
+    ref = oracle(*ref_in)
+    want = torch.autograd.grad(ref, ref_in, gy.double())
+    eb = bounds(*(t.detach() for t in inputs), grad_out=gy)
+    checks = [("output", y, ref, eb.output), ("x", got[0], want[0], eb.x),
+              ("weight", got[1], want[1], eb.reduction_weight),
+              ("norm_weight", got[2], want[2], eb.norm_weight),
+              ("norm_bias", got[3], want[3], eb.norm_bias)]  # fmt: skip
+    for what, a, e, bound in checks:
         assert bound is not None, what
-        assert torch.isfinite(a).all(), f"{what}: non-finite gradient"
+        assert torch.isfinite(a).all(), f"{label} {what}: not finite"
         ratio = ((a.double() - e).abs() / bound).max().item()
-        assert ratio <= 1.0, f"{what}: error is {ratio:.3g}x its bound"
+        assert ratio <= 1.0, f"{label} {what}: error is {ratio:.3g}x its bound"
